@@ -1,0 +1,482 @@
+#!/usr/bin/env bash
+# Benchmark: pgbench against PostgreSQL direct, pglease and PgBouncer, interleaved, on a
+# throwaway PostgreSQL cluster; prints per-round TPS, medians, proxy CPU per transaction and
+# the pglease/pgbouncer and pglease/direct ratios. See benches/README.md.
+set -euo pipefail
+
+# ---- knobs (environment) -------------------------------------------------------------------
+MODE=${MODE:-transaction}      # pool mode of both proxies: transaction | session
+PROTOCOL=${PROTOCOL:-simple}   # pgbench -M: simple | extended | prepared
+SCENARIO=${SCENARIO:-select}   # select (-S) | tpcb (pgbench default) | rotation (reserved)
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-20}       # seconds per run
+CLIENTS=${CLIENTS:-50}
+THREADS=${THREADS:-2}
+SCALE=${SCALE:-10}             # pgbench -i -s
+WARMUP=${WARMUP:-5}            # seconds of unmeasured load per target before round 1; 0 = none
+TARGETS=${TARGETS:-direct pglease pgbouncer}
+BENCH_INSTALL=${BENCH_INSTALL:-0}  # 1 = apt-get install pgbouncer when it is missing
+KEEP_TMP=${KEEP_TMP:-0}        # 1 = keep the temp dir (logs, configs) after exit
+# Session mode pins one upstream per client for the whole run, so a pool smaller than the
+# client count would leave clients queued for the entire run; default to one slot per client.
+if [[ $MODE == session ]]; then POOL_SIZE=${POOL_SIZE:-$CLIENTS}; else POOL_SIZE=${POOL_SIZE:-10}; fi
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TMP=""
+PG_BIN_DIR="" PSQL="" PGBENCH=""
+PG_PORT="" PGLEASE_PORT="" PGBOUNCER_PORT=""
+PGLEASE_PID="" PGBOUNCER_PID="" PGBOUNCER_VERSION=""
+PG_STARTED=0
+BENCH_PASSWORD=""
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+loud() { printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n!!! %s\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n' "$*" >&2; }
+
+validate_knobs() {
+  [[ $MODE == transaction || $MODE == session ]] || die "MODE must be transaction or session"
+  [[ $PROTOCOL =~ ^(simple|extended|prepared)$ ]] || die "PROTOCOL must be simple, extended or prepared"
+  [[ $SCENARIO =~ ^(select|tpcb|rotation)$ ]] || die "SCENARIO must be select, tpcb or rotation"
+  local n
+  for n in ROUNDS DURATION CLIENTS THREADS SCALE WARMUP POOL_SIZE; do
+    [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a non-negative integer, got '${!n}'"
+  done
+  ((ROUNDS >= 1 && DURATION >= 1 && CLIENTS >= 1 && THREADS >= 1 && POOL_SIZE >= 1)) ||
+    die "ROUNDS, DURATION, CLIENTS, THREADS and POOL_SIZE must be at least 1"
+  ((CLIENTS % THREADS == 0)) || die "pgbench needs CLIENTS ($CLIENTS) to be a multiple of THREADS ($THREADS)"
+  if [[ $MODE == session && $POOL_SIZE -lt $CLIENTS ]]; then
+    loud "MODE=session with POOL_SIZE=$POOL_SIZE < CLIENTS=$CLIENTS: clients beyond the pool wait the whole run"
+  fi
+}
+
+# ---- processes and cleanup -----------------------------------------------------------------
+is_root() { [[ $(id -u) -eq 0 ]]; }
+
+# PostgreSQL refuses to run as root, and PgBouncer refuses without -u, so as root both run as
+# the `postgres` OS user and the files they touch are handed to it.
+as_pg() {
+  if is_root; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+give_to_pg() {
+  if is_root; then chown -R postgres: "$@"; fi
+}
+
+stop_pid() {
+  local pid=$1 i
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  set +e
+  if ((status != 0)) && [[ -n $TMP ]]; then
+    local f
+    for f in "$TMP"/pglease.log "$TMP"/pgbouncer/pgbouncer.log "$TMP"/postgres.log; do
+      [[ -s $f ]] && { printf '\n--- last lines of %s ---\n' "$f" >&2; tail -n 30 "$f" >&2; }
+    done
+  fi
+  stop_pid "$PGLEASE_PID"
+  stop_pid "$PGBOUNCER_PID"
+  if ((PG_STARTED)); then
+    as_pg "$PG_BIN_DIR/pg_ctl" -D "$TMP/pgdata" -m fast -w stop >/dev/null 2>&1
+  fi
+  if [[ -n $TMP ]]; then
+    if [[ $KEEP_TMP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# A port that nothing answers on right now. Racy by nature, but each port is bound within
+# seconds of being chosen, and the three picks are kept distinct.
+free_port() {
+  local p i
+  for ((i = 0; i < 200; i++)); do
+    p=$((20000 + RANDOM % 40000))
+    [[ " $PG_PORT $PGLEASE_PORT $PGBOUNCER_PORT " == *" $p "* ]] && continue
+    port_open "$p" || { echo "$p"; return 0; }
+  done
+  die "no free TCP port found"
+}
+
+# Waits until something accepts on the port; gives up early if the process that should
+# listen there has died.
+wait_port() {
+  local port=$1 pid=$2 what=$3 i
+  for ((i = 0; i < 300; i++)); do
+    port_open "$port" && return 0
+    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+      local rc=0
+      wait "$pid" 2>/dev/null || rc=$?
+      die "$what exited (status $rc) before listening on port $port"
+    fi
+    sleep 0.1
+  done
+  die "$what is not listening on port $port after 30s"
+}
+
+# ---- PostgreSQL ----------------------------------------------------------------------------
+find_pg_bin() {
+  if [[ -n ${PG_BIN:-} ]]; then
+    PG_BIN_DIR=$PG_BIN
+  elif command -v initdb >/dev/null 2>&1; then
+    # Resolved, because PATH may hold only symlinks to a versioned directory.
+    PG_BIN_DIR=$(dirname "$(readlink -f "$(command -v initdb)")")
+  else
+    # Debian/Ubuntu keep the server binaries off PATH, one directory per major version.
+    PG_BIN_DIR=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+  [[ -n $PG_BIN_DIR && -x $PG_BIN_DIR/initdb && -x $PG_BIN_DIR/pg_ctl ]] ||
+    die "PostgreSQL server binaries not found: set PG_BIN or install postgresql"
+  PSQL=$(pg_path psql)
+  PGBENCH=$(pg_path pgbench)
+}
+
+# Client tools from the server's directory when it has them (matching versions), else PATH.
+pg_path() {
+  if [[ -x $PG_BIN_DIR/$1 ]]; then
+    echo "$PG_BIN_DIR/$1"
+  else
+    command -v "$1" || die "$1 not found"
+  fi
+}
+
+# Superuser SQL goes over the Unix socket (trust); everything the benchmark measures goes
+# over TCP with SCRAM, like a real application.
+pg_admin_sql() {
+  as_pg "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$TMP/run" -p "$PG_PORT" -U postgres \
+    -d postgres -At -c "$1"
+}
+
+start_postgres() {
+  log "PostgreSQL from $PG_BIN_DIR"
+  mkdir -p "$TMP/pgdata" "$TMP/run"
+  give_to_pg "$TMP/pgdata" "$TMP/run"
+  as_pg "$PG_BIN_DIR/initdb" -D "$TMP/pgdata" -U postgres --auth-local=trust \
+    --auth-host=scram-sha-256 --no-sync >"$TMP/initdb.log" 2>&1 ||
+    { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+  PG_PORT=$(free_port)
+  cat >>"$TMP/pgdata/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$TMP/run'
+max_connections = 200
+password_encryption = 'scram-sha-256'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = '256MB'
+EOF
+  touch "$TMP/postgres.log"
+  give_to_pg "$TMP/postgres.log"
+  as_pg "$PG_BIN_DIR/pg_ctl" -D "$TMP/pgdata" -l "$TMP/postgres.log" -w -t 60 start >/dev/null ||
+    die "PostgreSQL did not start"
+  PG_STARTED=1
+
+  BENCH_PASSWORD=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+  pg_admin_sql "CREATE ROLE bench LOGIN PASSWORD '$BENCH_PASSWORD'"
+  pg_admin_sql "CREATE DATABASE bench OWNER bench"
+  log "pgbench -i -s $SCALE"
+  PGPASSWORD=$BENCH_PASSWORD "$PGBENCH" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" \
+    -U bench bench >"$TMP/pgbench-init.log" 2>&1 ||
+    { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
+}
+
+# ---- pglease -------------------------------------------------------------------------------
+# Built before PostgreSQL starts: a failed build should cost seconds, not a pgbench -i.
+build_pglease() {
+  PGLEASE_BIN=${PGLEASE_BIN:-}
+  if [[ -z $PGLEASE_BIN ]]; then
+    log "cargo build --release (in $REPO)"
+    (cd "$REPO" && cargo build --release --bin pglease) || die "cargo build --release failed"
+    PGLEASE_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/pglease
+  fi
+  [[ -x $PGLEASE_BIN ]] || die "pglease binary not found at $PGLEASE_BIN"
+}
+
+start_pglease() {
+  PGLEASE_PORT=$(free_port)
+  cat >"$TMP/pglease.toml" <<EOF
+[proxy]
+listen = "127.0.0.1:$PGLEASE_PORT"
+
+[[users]]
+name = "bench"
+password = "$BENCH_PASSWORD"
+
+[[databases]]
+name = "bench"
+host = "127.0.0.1"
+port = $PG_PORT
+dbname = "bench"
+pool_mode = "$MODE"
+pool_size = $POOL_SIZE
+credentials = "bench"
+
+[credentials.bench]
+source = "static"
+username = "bench"
+password = "$BENCH_PASSWORD"
+EOF
+  chmod 600 "$TMP/pglease.toml"
+  "$PGLEASE_BIN" --config "$TMP/pglease.toml" >"$TMP/pglease.log" 2>&1 &
+  PGLEASE_PID=$!
+  wait_port "$PGLEASE_PORT" "$PGLEASE_PID" pglease
+  log "pglease pid $PGLEASE_PID on port $PGLEASE_PORT"
+}
+
+# ---- PgBouncer -----------------------------------------------------------------------------
+find_pgbouncer() {
+  command -v pgbouncer >/dev/null 2>&1 && return 0
+  if [[ $BENCH_INSTALL == 1 ]]; then
+    log "installing pgbouncer (BENCH_INSTALL=1)"
+    apt-get install -y pgbouncer >/dev/null || die "apt-get install pgbouncer failed"
+    command -v pgbouncer >/dev/null 2>&1 && return 0
+  fi
+  return 1
+}
+
+start_pgbouncer() {
+  local dir=$TMP/pgbouncer verifier version extra=""
+  mkdir -p "$dir"
+  PGBOUNCER_PORT=$(free_port)
+  # The same SCRAM verifier PostgreSQL holds: PgBouncer then authenticates the client and
+  # reuses the client's SCRAM keys for its own upstream login, with no plaintext on disk.
+  verifier=$(pg_admin_sql "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench'")
+  [[ $verifier == SCRAM-SHA-256* ]] || die "unexpected password hash for role bench"
+  printf '"bench" "%s"\n' "$verifier" >"$dir/userlist.txt"
+  version=$(pgbouncer --version | awk 'NR == 1 {print $2}')
+  PGBOUNCER_VERSION=$version
+  # Protocol-level prepared statements in transaction mode arrived in PgBouncer 1.21.
+  if [[ $PROTOCOL == prepared ]] && printf '1.21\n%s\n' "$version" | sort -V -C; then
+    extra="max_prepared_statements = 200"
+  fi
+  cat >"$dir/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGBOUNCER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+pool_mode = $MODE
+default_pool_size = $POOL_SIZE
+max_client_conn = 200
+ignore_startup_parameters = extra_float_digits
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+$extra
+EOF
+  chmod 600 "$dir/userlist.txt" "$dir/pgbouncer.ini"
+  give_to_pg "$dir"
+  as_pg pgbouncer -d -q "$dir/pgbouncer.ini" || die "pgbouncer failed to start"
+  local i
+  for ((i = 0; i < 50; i++)); do
+    [[ -s $dir/pgbouncer.pid ]] && break
+    sleep 0.1
+  done
+  PGBOUNCER_PID=$(cat "$dir/pgbouncer.pid" 2>/dev/null || true)
+  [[ -n $PGBOUNCER_PID ]] || die "pgbouncer wrote no pidfile"
+  wait_port "$PGBOUNCER_PORT" "$PGBOUNCER_PID" pgbouncer
+  log "pgbouncer $version pid $PGBOUNCER_PID on port $PGBOUNCER_PORT"
+}
+
+# ---- measuring -----------------------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+
+# utime+stime in clock ticks, summed over all threads (the kernel aggregates them in the
+# thread-group leader's stat). The comm field may hold spaces, so fields are counted after ')'.
+cpu_ticks() {
+  local pid=$1 stat rest f
+  [[ -n $pid && -r /proc/$pid/stat ]] || { echo 0; return; }
+  stat=$(</proc/"$pid"/stat)
+  rest=${stat##*) }
+  read -r -a f <<<"$rest"
+  echo $((f[11] + f[12]))
+}
+
+target_port() {
+  case $1 in
+    direct) echo "$PG_PORT" ;;
+    pglease) echo "$PGLEASE_PORT" ;;
+    pgbouncer) echo "$PGBOUNCER_PORT" ;;
+  esac
+}
+target_pid() {
+  case $1 in
+    pglease) echo "$PGLEASE_PID" ;;
+    pgbouncer) echo "$PGBOUNCER_PID" ;;
+    *) echo "" ;;
+  esac
+}
+
+pgbench_args() {
+  local args=(-n -c "$CLIENTS" -j "$THREADS" -M "$PROTOCOL")
+  [[ $SCENARIO == select ]] && args+=(-S)
+  printf '%s\n' "${args[@]}"
+}
+
+# One measured run. Appends "target round tps latency_ms txns failed cpu_ticks exit" to
+# $TMP/results; a run that aborted still records what pgbench printed, flagged by its exit.
+run_one() {
+  local target=$1 round=$2 port pid out before after rc=0 tps lat txns failed
+  port=$(target_port "$target")
+  pid=$(target_pid "$target")
+  out=$TMP/run-$target-$round.log
+  local -a args
+  mapfile -t args < <(pgbench_args)
+  before=$(cpu_ticks "$pid")
+  PGPASSWORD=$BENCH_PASSWORD "$PGBENCH" "${args[@]}" -T "$DURATION" -h 127.0.0.1 \
+    -p "$port" -U bench bench >"$out" 2>&1 || rc=$?
+  after=$(cpu_ticks "$pid")
+  if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+    die "$target (pid $pid) died during round $round; pgbench said: $(grep -m 1 -i error "$out")"
+  fi
+  tps=$(awk '/^tps = .*without initial connection time/ {print $3}' "$out")
+  lat=$(awk '/^latency average = / {print $4}' "$out")
+  txns=$(awk -F': ' '/^number of transactions actually processed/ {split($2, a, "/"); print a[1]}' "$out")
+  failed=$(awk -F': ' '/^number of failed transactions/ {split($2, a, " "); print a[1]}' "$out")
+  printf '%s %s %s %s %s %s %s %s\n' "$target" "$round" "${tps:-0}" "${lat:-0}" "${txns:-0}" \
+    "${failed:-0}" "$((after - before))" "$rc" >>"$TMP/results"
+  if ((rc != 0)); then
+    loud "pgbench against $target (round $round) exited with $rc; its first errors:"
+    grep -m 3 -i 'error' "$out" >&2 || tail -n 5 "$out" >&2
+  fi
+  log "round $round $target: tps=${tps:-?} latency=${lat:-?}ms"
+}
+
+warm_up() {
+  local target port
+  local -a args
+  mapfile -t args < <(pgbench_args)
+  for target in "$@"; do
+    port=$(target_port "$target")
+    log "warm-up ${WARMUP}s: $target"
+    PGPASSWORD=$BENCH_PASSWORD "$PGBENCH" "${args[@]}" -T "$WARMUP" -h 127.0.0.1 \
+      -p "$port" -U bench bench >"$TMP/warmup-$target.log" 2>&1 || true
+  done
+}
+
+# Round r runs the targets rotated left by r-1, so each target takes each place in the
+# order in turn and no one of them always runs first (cold) or last (after the others' load).
+run_rounds() {
+  local -a targets=("$@")
+  local n=${#targets[@]} r i
+  : >"$TMP/results"
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for ((i = 0; i < n; i++)); do
+      run_one "${targets[$(((i + r - 1) % n))]}" "$r"
+    done
+  done
+}
+
+# ==== ROTATION SCENARIO (placeholder) =======================================================
+# The later scenario will run the same pgbench load through pglease while its credentials
+# rotate (issuer source, short ttl), and report TPS dips, failed transactions and latency
+# around each rotation. PgBouncer and direct have no equivalent, so it reports pglease alone.
+scenario_rotation() {
+  die "SCENARIO=rotation is not implemented yet"
+}
+# ============================================================================================
+
+# ---- report --------------------------------------------------------------------------------
+median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+col() { awk -v t="$1" -v c="$2" '$1 == t {print $c}' "$TMP/results"; }
+
+report() {
+  local -a targets=("$@")
+  local t r header="target    " args
+  args=$(pgbench_args | tr '\n' ' ')
+  printf '\npgbench %s-T %s, %s round(s); MODE=%s POOL_SIZE=%s; PostgreSQL %s; pgbouncer %s; %s CPUs\n' \
+    "$args" "$DURATION" "$ROUNDS" "$MODE" "$POOL_SIZE" "$("$PSQL" --version | awk '{print $3}')" \
+    "${PGBOUNCER_VERSION:-${MISSING[pgbouncer]:-not run}}" "$(nproc)"
+  for ((r = 1; r <= ROUNDS; r++)); do header+=$(printf ' %9s ' "r$r tps"); done
+  printf '%s %11s %10s %11s %7s %7s\n' "$header" "median tps" "lat ms" "cpu us/txn" failed aborted
+  declare -gA MED_TPS=() CPU_US=()
+  for t in "${targets[@]}"; do
+    local line
+    line=$(printf '%-10s' "$t")
+    for ((r = 1; r <= ROUNDS; r++)); do
+      line+=$(awk -v t="$t" -v r="$r" '$1 == t && $2 == r {printf " %9.0f%s", $3, ($8 != 0 ? "!" : " ")}' "$TMP/results")
+    done
+    MED_TPS[$t]=$(col "$t" 3 | median)
+    local lat failed aborted ticks txns cpu="-"
+    lat=$(col "$t" 4 | median)
+    failed=$(col "$t" 6 | awk '{s += $1} END {print s + 0}')
+    aborted=$(col "$t" 8 | awk '$1 != 0 {n++} END {print n + 0}')
+    # CPU is pooled over all rounds: per run it is only a few hundred 10 ms ticks.
+    if [[ -n $(target_pid "$t") ]]; then
+      ticks=$(col "$t" 7 | awk '{s += $1} END {print s + 0}')
+      txns=$(col "$t" 5 | awk '{s += $1} END {print s + 0}')
+      cpu=$(awk -v k="$ticks" -v n="$txns" -v hz="$CLK_TCK" 'BEGIN {if (n > 0) printf "%.1f", k / hz * 1e6 / n; else print "-"}')
+    fi
+    # shellcheck disable=SC2034 # read by `ratio` through a name reference
+    CPU_US[$t]=$cpu
+    printf '%s %11.0f %10.3f %11s %7s %7s\n' "$line" "${MED_TPS[$t]}" "$lat" "$cpu" "$failed" "$aborted"
+  done
+  echo
+  ratio pglease pgbouncer "pglease/pgbouncer tps" MED_TPS
+  ratio pglease direct "pglease/direct    tps" MED_TPS
+  ratio pglease pgbouncer "pglease/pgbouncer cpu/txn" CPU_US
+}
+
+ratio() {
+  local a=$1 b=$2 label=$3
+  local -n values=$4
+  local va=${values[$a]:-} vb=${values[$b]:-}
+  if [[ -z $va || $va == - ]]; then printf '%s: n/a (%s: %s)\n' "$label" "$a" "${MISSING[$a]:-not run}"; return; fi
+  if [[ -z $vb || $vb == - ]]; then printf '%s: n/a (%s: %s)\n' "$label" "$b" "${MISSING[$b]:-not run}"; return; fi
+  awk -v x="$va" -v y="$vb" -v l="$label" 'BEGIN {if (y > 0) printf "%s: %.3f\n", l, x / y; else printf "%s: n/a\n", l}'
+}
+
+# ---- main ----------------------------------------------------------------------------------
+main() {
+  validate_knobs
+  find_pg_bin
+  TMP=$(mktemp -d "${TMPDIR:-/tmp}/pglease-bench.XXXXXX")
+  chmod 755 "$TMP"
+  declare -gA MISSING=()
+  local -a want run=()
+  read -r -a want <<<"$TARGETS"
+  ((${#want[@]} > 0)) || die "TARGETS is empty"
+  local t
+  for t in "${want[@]}"; do
+    [[ $t =~ ^(direct|pglease|pgbouncer)$ ]] || die "unknown target '$t' in TARGETS"
+  done
+  if [[ " ${want[*]} " == *" pgbouncer "* ]] && ! find_pgbouncer; then
+    MISSING[pgbouncer]="not installed"
+    loud "pgbouncer: not installed (apt-get install pgbouncer, or BENCH_INSTALL=1); running without it"
+  fi
+
+  if [[ " ${want[*]} " == *" pglease "* ]]; then build_pglease; fi
+  start_postgres
+  for t in "${want[@]}"; do
+    case $t in
+      pglease) start_pglease ;;
+      pgbouncer) [[ -n ${MISSING[pgbouncer]:-} ]] && continue; start_pgbouncer ;;
+    esac
+    run+=("$t")
+  done
+  if [[ $SCENARIO == rotation ]]; then scenario_rotation; fi
+
+  log "targets: ${run[*]}; MODE=$MODE PROTOCOL=$PROTOCOL SCENARIO=$SCENARIO CLIENTS=$CLIENTS" \
+    "THREADS=$THREADS POOL_SIZE=$POOL_SIZE DURATION=${DURATION}s ROUNDS=$ROUNDS; $(nproc) CPUs"
+  if ((WARMUP > 0)); then warm_up "${run[@]}"; fi
+  run_rounds "${run[@]}"
+  report "${run[@]}"
+}
+
+main "$@"

@@ -1,0 +1,84 @@
+//! A client connection: handshake and authentication ([`handshake`]), then the session loop
+//! ([`session`]) that checks out upstreams and relays ([`relay`]) between the two sockets.
+
+pub mod cancel;
+pub mod handshake;
+pub mod relay;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::{Instrument, debug, info_span};
+
+use crate::app::Shared;
+use crate::protocol::ProtocolError;
+use crate::protocol::backend::{self, Severity};
+
+/// Why a client connection ended abnormally; a clean hang-up is not an error.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The client's socket failed.
+    #[error("client I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client sent bytes that are not valid protocol.
+    #[error("client protocol violation: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The client was refused with a FATAL error (already sent to it).
+    #[error("{code}: {message}")]
+    Refused { code: &'static str, message: String },
+}
+
+impl ClientError {
+    /// A FATAL error to send before closing.
+    pub fn refused(code: &'static str, message: impl Into<String>) -> Self {
+        ClientError::Refused {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Serves one accepted client connection until it ends. Never panics on client input; an
+/// error here closes this client only.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let span =
+        info_span!("client", %peer, user = tracing::field::Empty, db = tracing::field::Empty);
+    async move {
+        let _ = stream.set_nodelay(true);
+        let mut stream = stream;
+        let login =
+            tokio::time::timeout(shared.login_timeout, handshake::login(&shared, &mut stream))
+                .await
+                .unwrap_or_else(|_| Err(ClientError::refused("08P01", "login timeout")));
+        let result = match login {
+            Ok(Some(login)) => session::Session::new(shared, stream, login).run().await,
+            Ok(None) => Ok(()),
+            Err(e) => {
+                refuse(&mut stream, &e).await;
+                Err(e)
+            }
+        };
+        if let Err(e) = result {
+            debug!(error = %e, "client connection ended");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Sends a FATAL ErrorResponse for errors the client should hear about.
+pub(crate) async fn refuse(stream: &mut TcpStream, e: &ClientError) {
+    let (code, message) = match e {
+        ClientError::Refused { code, message } => (*code, message.as_str()),
+        ClientError::Protocol(_) => ("08P01", "invalid frontend message"),
+        ClientError::Io(_) => return,
+    };
+    let mut out = BytesMut::with_capacity(128);
+    backend::error_response(&mut out, Severity::Fatal, code, message);
+    let _ = stream.write_all(&out).await;
+}

@@ -1,0 +1,251 @@
+//! The relay: moves bytes both ways between a client and the upstream serving it, at the same
+//! time, inside one task.
+//!
+//! # Design
+//!
+//! One `poll_fn` drives four steps until none makes progress: read upstream, write client,
+//! read client, write upstream. Reads go straight into the session's two reusable buffers;
+//! the frame scanners mark how far whole frames (or passed-through bodies) reach, and
+//! everything up to that mark goes out in one write. No message is copied, no body is parsed,
+//! nothing is allocated per message, and no channel or lock sits between the two sockets.
+//!
+//! Both directions flow at once, so a client that pipelines more than the socket buffers
+//! hold while PostgreSQL is busy writing results cannot deadlock the pair. Each buffer holds
+//! at most [`READ_CHUNK`] unsent bytes, so memory per client is bounded whatever the result
+//! size.
+
+use std::future::poll_fn;
+use std::io;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::net::TcpStream;
+
+use crate::protocol::ProtocolError;
+use crate::protocol::frame::{BackendScanner, FrontendScanner};
+
+/// Most bytes buffered in one direction before reading pauses for the writer to catch up.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// The session's relay buffers, reused for its whole life.
+#[derive(Default)]
+pub struct Buffers {
+    /// Bytes from the client not yet written upstream.
+    pub c2u: BytesMut,
+    /// Frame boundaries in `c2u`.
+    pub fscan: FrontendScanner,
+    /// Bytes for the client (from the upstream or written by the proxy) not yet sent.
+    pub u2c: BytesMut,
+    /// Frame boundaries in `u2c`.
+    pub bscan: BackendScanner,
+}
+
+/// Where the client's conversation with PostgreSQL stands.
+#[derive(Debug, Clone, Copy)]
+pub struct Tracker {
+    /// Query/Sync/FunctionCall messages sent upstream and not yet answered by ReadyForQuery.
+    pub pending: u32,
+    /// The transaction status of the last ReadyForQuery (`I`, `T`, `E`).
+    pub status: u8,
+    /// The client sent Terminate.
+    pub terminated: bool,
+    /// PostgreSQL sent bytes after the ReadyForQuery that ended the last request; they were
+    /// dropped and the upstream must be closed.
+    pub unsolicited: bool,
+    idle_point: bool,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker {
+            pending: 0,
+            status: b'I',
+            terminated: false,
+            unsolicited: false,
+            idle_point: false,
+        }
+    }
+}
+
+/// Why a relay run stopped.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// ReadyForQuery `I` with nothing outstanding (only when releasing on idle): the upstream
+    /// can go back to its pool. Bytes may remain in `u2c` for the caller to flush.
+    Idle,
+    /// The client hung up or sent Terminate.
+    ClientClosed,
+    /// Reading from or writing to the client failed.
+    ClientIo(io::Error),
+    /// The client sent invalid framing.
+    ClientProtocol(ProtocolError),
+    /// PostgreSQL closed the connection.
+    UpstreamClosed,
+    /// Reading from or writing to the upstream failed.
+    UpstreamIo(io::Error),
+    /// PostgreSQL sent invalid framing.
+    UpstreamProtocol(ProtocolError),
+}
+
+/// Relays until one of the [`RelayEnd`] conditions.
+pub async fn relay(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    bufs: &mut Buffers,
+    track: &mut Tracker,
+    release_on_idle: bool,
+    max_message: usize,
+) -> RelayEnd {
+    track.idle_point = false;
+    poll_fn(|cx| {
+        poll_relay(
+            cx,
+            client,
+            upstream,
+            bufs,
+            track,
+            release_on_idle,
+            max_message,
+        )
+    })
+    .await
+}
+
+fn poll_relay(
+    cx: &mut Context<'_>,
+    client: &TcpStream,
+    upstream: &TcpStream,
+    b: &mut Buffers,
+    t: &mut Tracker,
+    release_on_idle: bool,
+    max_message: usize,
+) -> Poll<RelayEnd> {
+    loop {
+        let mut progress = false;
+
+        if !t.idle_point && b.u2c.len() < READ_CHUNK {
+            match poll_read(upstream, &mut b.u2c, cx) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::UpstreamClosed),
+                Poll::Ready(Ok(_)) => {
+                    progress = true;
+                    if let Err(e) = scan_backend(b, t, release_on_idle) {
+                        return Poll::Ready(RelayEnd::UpstreamProtocol(e));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::UpstreamIo(e)),
+                Poll::Pending => {}
+            }
+        }
+
+        let n = b.bscan.forwardable();
+        if n > 0 {
+            match poll_write(client, &b.u2c[..n], cx) {
+                Poll::Ready(Ok(w)) => {
+                    b.u2c.advance(w);
+                    b.bscan.consumed(w);
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ClientIo(e)),
+                Poll::Pending => {}
+            }
+        }
+        if t.idle_point {
+            return Poll::Ready(RelayEnd::Idle);
+        }
+
+        if !t.terminated && b.c2u.len() < READ_CHUNK {
+            match poll_read(client, &mut b.c2u, cx) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::ClientClosed),
+                Poll::Ready(Ok(_)) => {
+                    progress = true;
+                    match b.fscan.scan(&b.c2u, false, max_message) {
+                        Ok(s) => {
+                            t.pending += s.sync_points;
+                            t.terminated |= s.terminate;
+                        }
+                        Err(e) => return Poll::Ready(RelayEnd::ClientProtocol(e)),
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ClientIo(e)),
+                Poll::Pending => {}
+            }
+        }
+
+        let n = b.fscan.forwardable();
+        if n > 0 {
+            match poll_write(upstream, &b.c2u[..n], cx) {
+                Poll::Ready(Ok(w)) => {
+                    b.c2u.advance(w);
+                    b.fscan.consumed(w);
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::UpstreamIo(e)),
+                Poll::Pending => {}
+            }
+        }
+        if t.terminated && b.fscan.forwardable() == 0 {
+            return Poll::Ready(RelayEnd::ClientClosed);
+        }
+
+        if !progress {
+            return Poll::Pending;
+        }
+    }
+}
+
+/// Advances the backend scanner over newly read bytes, noting each ReadyForQuery, and stops at
+/// the one that makes the upstream free to go back to its pool.
+fn scan_backend(
+    b: &mut Buffers,
+    t: &mut Tracker,
+    release_on_idle: bool,
+) -> Result<(), ProtocolError> {
+    while let Some(status) = b.bscan.scan(&b.u2c)? {
+        t.pending = t.pending.saturating_sub(1);
+        t.status = status;
+        let nothing_outstanding =
+            t.pending == 0 && !b.fscan.open_batch() && b.fscan.forwardable() == 0;
+        if release_on_idle && status == b'I' && nothing_outstanding {
+            t.idle_point = true;
+            let end = b.bscan.forwardable();
+            if end != b.u2c.len() {
+                // PostgreSQL spoke after the reply that ended the request: whatever it is, it
+                // belongs to nobody, and the upstream's state is no longer known.
+                b.u2c.truncate(end);
+                t.unsolicited = true;
+            }
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Reads whatever the socket has into `buf` without waiting for more.
+fn poll_read(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        // Reclaims the consumed front of the same allocation when it can.
+        buf.reserve(READ_CHUNK);
+    }
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        match stream.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return Poll::Ready(other),
+        }
+    }
+}
+
+/// Writes as much of `data` as the socket takes now.
+fn poll_write(stream: &TcpStream, data: &[u8], cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(stream.poll_write_ready(cx))?;
+        match stream.try_write(data) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return Poll::Ready(other),
+        }
+    }
+}

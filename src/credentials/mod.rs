@@ -1,0 +1,14 @@
+//! Where upstream credentials come from and how the current one is published.
+//!
+//! A [`Lease`] is one credential from a [`Source`]. One rotator per `[credentials.NAME]` entry
+//! acquires leases and publishes the newest on a `watch` channel; pools read it when they open
+//! a connection and stamp the connection with the lease's generation (DESIGN §5).
+
+pub mod lease;
+pub mod rotator;
+pub mod source;
+pub mod static_source;
+
+pub use lease::Lease;
+pub use rotator::{Credentials, LeaseState};
+pub use source::{Source, SourceError};

@@ -1,0 +1,33 @@
+//! pglease: a PostgreSQL wire-protocol proxy whose upstream logins use short-lived, rotating
+//! credentials (leases), replaced before they expire so that no client notices.
+//!
+//! # Layout
+//!
+//! Read in this order; each folder is one box of the picture in the README.
+//!
+//! - [`protocol`]: framing and the few messages the proxy reads or writes. No I/O.
+//! - [`auth`]: the server half of client authentication (SCRAM-SHA-256, md5). No I/O.
+//! - [`config`]: the TOML contract, secret indirection (`env:`, `file:`) and validation.
+//! - [`credentials`]: leases, the sources they come from, and the rotator that publishes them.
+//! - [`upstream`]: opening and authenticating a connection to PostgreSQL with a lease.
+//! - [`pool`]: one pool of upstream connections per (database, user), with its wait queue.
+//! - [`client`]: a client's handshake, authentication and relay loop.
+//! - [`app`]: wiring: builds the shared state from a config and runs the listener.
+//! - [`dev`]: `pglease dev`, a throwaway local PostgreSQL with the proxy in front of it.
+//! - [`secret`]: the redacting type every secret travels in.
+//!
+//! Shared state is passed as explicit handles (no process globals), so a test can run a
+//! whole proxy in-process on `127.0.0.1:0`.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod credentials;
+pub mod dev;
+pub mod pool;
+pub mod protocol;
+pub mod secret;
+pub mod upstream;

@@ -1,0 +1,170 @@
+//! The `pglease` command line: run the proxy, check a config, hash a password, or start a
+//! throwaway development setup.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pglease::app::Proxy;
+use pglease::config::Config;
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for an invalid config (EX_USAGE from sysexits.h, the convention for bad input).
+const EXIT_INVALID_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "pglease",
+    version,
+    about = "PostgreSQL pooler with short-lived, rotating upstream credentials"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Run the proxy with this config file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file and list every problem.
+    Check {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Read a password on stdin and print a SCRAM-SHA-256 verifier for `[[users]] password`.
+    HashPassword,
+    /// Start a throwaway local PostgreSQL with pglease in front of it.
+    Dev {
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        listen: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match (cli.command, cli.config) {
+        (Some(Command::Check { config }), _) => check(&config),
+        (Some(Command::HashPassword), _) => hash_password(),
+        (Some(Command::Dev { listen }), _) => run_async(None, async move {
+            let opts = pglease::dev::DevOptions { listen };
+            pglease::dev::run(opts, shutdown_signal())
+                .await
+                .map_err(anyhow::Error::from)
+        }),
+        (None, Some(path)) => run_proxy(&path),
+        (None, None) => {
+            eprintln!(
+                "pglease: nothing to do; try `pglease --config FILE` or `pglease dev` (see --help)"
+            );
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("PGLEASE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("pglease: invalid config {}:", path.display());
+        for problem in &e.problems {
+            eprintln!("  - {problem}");
+        }
+        ExitCode::from(EXIT_INVALID_CONFIG)
+    })
+}
+
+fn check(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} users, {} databases, {} credentials)",
+                path.display(),
+                config.users.len(),
+                config.databases.len(),
+                config.credentials.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("pglease: cannot read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = input.strip_suffix('\n').unwrap_or(&input);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("pglease: empty password on stdin");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", pglease::auth::hash_password(password));
+    ExitCode::SUCCESS
+}
+
+fn run_proxy(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let workers = config.proxy.workers;
+    run_async(workers, async move {
+        let proxy = Proxy::start(config).await?;
+        shutdown_signal().await;
+        proxy.shutdown().await;
+        Ok(())
+    })
+}
+
+fn run_async(workers: Option<usize>, fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pglease: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pglease: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

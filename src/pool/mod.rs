@@ -1,0 +1,129 @@
+//! One pool of upstream connections per (database, user).
+//!
+//! # Design
+//!
+//! The limit and the fair FIFO wait queue are deadpool's (a semaphore with `pool_size`
+//! permits, so the upstream count never exceeds `pool_size`). pglease adds what a pooler needs
+//! on top: connections are opened with the newest published lease; a connection is checked
+//! before reuse (broken, idle too long, unsolicited bytes from PostgreSQL, lease retired) and
+//! closed instead of handed out; the login parameters of the first connection are cached so
+//! clients can be greeted without an upstream.
+
+mod manager;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool::managed::{self, PoolError, Timeouts};
+use thiserror::Error;
+
+use crate::credentials::Credentials;
+use crate::upstream::{ServerParams, Upstream, UpstreamError, UpstreamTarget};
+
+pub use manager::Manager;
+
+/// An upstream checked out of a pool. Dropping it gives the upstream back; [`Pool::discard`]
+/// closes it instead.
+pub type Checkout = managed::Object<Manager>;
+
+/// Settings of one pool, from its `[[databases]]` entry and `[proxy]`.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Most upstream connections open at once.
+    pub size: usize,
+    /// How long a request may wait for an upstream before the client gets an error.
+    pub wait_timeout: Duration,
+    /// Idle upstreams older than this (since last use) are closed instead of reused.
+    pub idle_timeout: Duration,
+}
+
+/// Why a client could not get an upstream.
+#[derive(Debug, Error)]
+pub enum CheckoutError {
+    /// Every upstream stayed busy for `query_wait_timeout`.
+    #[error("query_wait_timeout: no upstream connection became free within {0:?}")]
+    WaitTimeout(Duration),
+    /// Opening a new upstream failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The pool is shutting down.
+    #[error("pool is closed")]
+    Closed,
+}
+
+/// A cheap, cloneable handle to one pool.
+#[derive(Clone)]
+pub struct Pool {
+    inner: managed::Pool<Manager>,
+    settings: Arc<PoolSettings>,
+}
+
+impl Pool {
+    /// A pool that logs in to `target` with the current lease of `credentials`.
+    pub fn new(target: UpstreamTarget, credentials: Credentials, settings: PoolSettings) -> Pool {
+        let manager = Manager::new(target, credentials, settings.idle_timeout);
+        let inner = managed::Pool::builder(manager)
+            .max_size(settings.size)
+            .queue_mode(managed::QueueMode::Lifo)
+            .runtime(deadpool::Runtime::Tokio1)
+            .wait_timeout(Some(settings.wait_timeout))
+            .build()
+            .unwrap_or_else(|_| unreachable!("a runtime is set, so building cannot fail"));
+        Pool {
+            inner,
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// Waits (fairly, first come first served) for an upstream.
+    pub async fn checkout(&self) -> Result<Checkout, CheckoutError> {
+        let timeouts = Timeouts {
+            wait: Some(self.settings.wait_timeout),
+            create: None,
+            recycle: None,
+        };
+        self.inner
+            .timeout_get(&timeouts)
+            .await
+            .map_err(|e| match e {
+                PoolError::Timeout(managed::TimeoutType::Wait) => {
+                    CheckoutError::WaitTimeout(self.settings.wait_timeout)
+                }
+                PoolError::Timeout(_) => CheckoutError::Upstream(UpstreamError::Timeout),
+                PoolError::Backend(e) => CheckoutError::Upstream(e),
+                _ => CheckoutError::Closed,
+            })
+    }
+
+    /// Closes a checked-out upstream instead of returning it (its state is unknown or dirty).
+    pub fn discard(checkout: Checkout) {
+        let upstream: Upstream = managed::Object::take(checkout);
+        drop(upstream);
+    }
+
+    /// The ParameterStatus values clients are greeted with: cached from the first upstream
+    /// login, opening one if none has logged in yet.
+    pub async fn server_params(&self) -> Result<ServerParams, CheckoutError> {
+        if let Some(p) = self.inner.manager().cached_params() {
+            return Ok(p);
+        }
+        let up = self.checkout().await?;
+        Ok(up.params.clone())
+    }
+
+    /// Current counts: (open upstreams, idle upstreams, requests waiting).
+    pub fn status(&self) -> (usize, usize, usize) {
+        let s = self.inner.status();
+        (s.size, s.available, s.waiting)
+    }
+
+    /// Closes the pool: waiting and future checkouts fail, idle upstreams are closed.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// The pool's settings.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+}

@@ -1,0 +1,181 @@
+//! Opening an upstream connection: TCP, StartupMessage, authentication with a lease
+//! (SCRAM-SHA-256, md5 or cleartext), then the parameters and key PostgreSQL reports.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use postgres_protocol::message::backend::{ErrorResponseBody, Message};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{CancelTarget, Upstream, UpstreamError, UpstreamTarget};
+use crate::credentials::Lease;
+use crate::protocol::ProtocolError;
+use crate::protocol::frame::header;
+
+/// The largest message accepted during login; a login reply is never near this.
+const MAX_LOGIN_MESSAGE: usize = 1 << 20;
+
+/// Opens and logs in one upstream connection with `lease`, within the target's connect timeout.
+pub async fn connect(
+    target: &UpstreamTarget,
+    lease: Arc<Lease>,
+) -> Result<Upstream, UpstreamError> {
+    tokio::time::timeout(target.connect_timeout, connect_inner(target, lease))
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+}
+
+async fn connect_inner(
+    target: &UpstreamTarget,
+    lease: Arc<Lease>,
+) -> Result<Upstream, UpstreamError> {
+    let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    stream.set_nodelay(true)?;
+    let addr = stream.peer_addr()?;
+    let mut out = BytesMut::with_capacity(256);
+    let params = [
+        ("user", lease.username.as_str()),
+        ("database", target.dbname.as_str()),
+        ("application_name", target.application_name.as_str()),
+        ("client_encoding", "UTF8"),
+    ];
+    frontend::startup_message(params.iter().copied(), &mut out)?;
+    stream.write_all(&out).await?;
+
+    let mut conn = Login {
+        stream,
+        buf: BytesMut::with_capacity(1024),
+        out,
+    };
+    conn.authenticate(&lease).await?;
+    let (params, key) = conn.read_until_ready().await?;
+    Ok(Upstream {
+        stream: conn.stream,
+        lease,
+        params: params.into(),
+        cancel: CancelTarget {
+            addr,
+            pid: key.0,
+            secret: key.1,
+        },
+        created_at: Instant::now(),
+        broken: false,
+    })
+}
+
+struct Login {
+    stream: TcpStream,
+    buf: BytesMut,
+    out: BytesMut,
+}
+
+impl Login {
+    async fn authenticate(&mut self, lease: &Lease) -> Result<(), UpstreamError> {
+        let password = lease.password.expose().as_bytes();
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            self.out.clear();
+            match self.read().await? {
+                Message::AuthenticationOk => return Ok(()),
+                Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(password, &mut self.out)?;
+                }
+                Message::AuthenticationMd5Password(body) => {
+                    let hash = md5_hash(lease.username.as_bytes(), password, body.salt());
+                    frontend::password_message(hash.as_bytes(), &mut self.out)?;
+                }
+                Message::AuthenticationSasl(body) => {
+                    let offered: Vec<&str> = body.mechanisms().collect()?;
+                    if !offered.contains(&SCRAM_SHA_256) {
+                        return Err(UpstreamError::UnsupportedAuth(offered.join(",")));
+                    }
+                    let s = ScramSha256::new(password, ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.out)?;
+                    scram = Some(s);
+                }
+                Message::AuthenticationSaslContinue(body) => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or(ProtocolError::Malformed("SASL continue"))?;
+                    s.update(body.data())?;
+                    frontend::sasl_response(s.message(), &mut self.out)?;
+                }
+                Message::AuthenticationSaslFinal(body) => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or(ProtocolError::Malformed("SASL final"))?;
+                    s.finish(body.data())?;
+                }
+                Message::ErrorResponse(body) => return Err(refused(&body)),
+                Message::NoticeResponse(_) => {}
+                _ => return Err(UpstreamError::UnsupportedAuth("unknown request".into())),
+            }
+            if !self.out.is_empty() {
+                self.stream.write_all(&self.out).await?;
+            }
+        }
+    }
+
+    async fn read_until_ready(
+        &mut self,
+    ) -> Result<(Vec<(String, String)>, (i32, i32)), UpstreamError> {
+        let mut params = Vec::new();
+        let mut key = (0, 0);
+        loop {
+            match self.read().await? {
+                Message::ParameterStatus(p) => {
+                    params.push((p.name()?.to_owned(), p.value()?.to_owned()))
+                }
+                Message::BackendKeyData(k) => key = (k.process_id(), k.secret_key()),
+                Message::ReadyForQuery(_) => return Ok((params, key)),
+                Message::ErrorResponse(body) => return Err(refused(&body)),
+                Message::NoticeResponse(_) => {}
+                _ => return Err(ProtocolError::Malformed("login reply").into()),
+            }
+        }
+    }
+
+    /// Reads one message, refusing any length over the login limit before buffering it.
+    async fn read(&mut self) -> Result<Message, UpstreamError> {
+        loop {
+            if let Some((tag, len)) = header(&self.buf) {
+                if len > MAX_LOGIN_MESSAGE {
+                    return Err(ProtocolError::TooLarge {
+                        tag,
+                        len,
+                        max: MAX_LOGIN_MESSAGE,
+                    }
+                    .into());
+                }
+            }
+            if let Some(msg) = Message::parse(&mut self.buf)? {
+                return Ok(msg);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(UpstreamError::Closed);
+            }
+        }
+    }
+}
+
+/// Turns an ErrorResponse into an error carrying its SQLSTATE and message (never a password:
+/// PostgreSQL does not echo them).
+pub(crate) fn refused(body: &ErrorResponseBody) -> UpstreamError {
+    let mut code = String::new();
+    let mut message = String::new();
+    let mut fields = body.fields();
+    while let Ok(Some(f)) = fields.next() {
+        match f.type_() {
+            b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            b'M' => message = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            _ => {}
+        }
+    }
+    UpstreamError::Refused { code, message }
+}
