@@ -12,40 +12,45 @@ use common::{
     try_connect_with_task,
 };
 use tokio::sync::Barrier;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 const CLIENTS: i32 = 50;
 const POOL: usize = 10;
 const ROUNDS: i32 = 5;
 
-/// One client's workload: every answer must be this client's own. Uses tokio-postgres'
-/// named prepared statements, so it also checks that they follow the client across upstreams.
+/// One client's workload: every answer must be this client's own. Uses the extended protocol
+/// with unnamed statements (Parse/Bind/Execute/Sync in one request), which every transaction
+/// may run on a different upstream.
 async fn extended_rounds(mut client: Client, id: i32) {
     for round in 0..ROUNDS {
         let fail = |step: &str, e: tokio_postgres::Error| -> ! {
             panic!("client {id} round {round} {step}: {}", describe(&e))
         };
         let row = client
-            .query_one("SELECT $1::int", &[&id])
+            .query_typed("SELECT $1::int", &[(&id, Type::INT4)])
             .await
             .unwrap_or_else(|e| fail("select", e));
-        let echoed: i32 = row.get(0);
+        let echoed: i32 = row[0].get(0);
         assert_eq!(echoed, id, "client {id} got another client's result");
         let tx = client
             .transaction()
             .await
             .unwrap_or_else(|e| fail("begin", e));
-        tx.execute(
+        tx.query_typed(
             "INSERT INTO items (client, round) VALUES ($1, $2)",
-            &[&id, &round],
+            &[(&id, Type::INT4), (&round, Type::INT4)],
         )
         .await
         .unwrap_or_else(|e| fail("insert", e));
         let row = tx
-            .query_one("SELECT count(*)::int FROM items WHERE client = $1", &[&id])
+            .query_typed(
+                "SELECT count(*)::int FROM items WHERE client = $1",
+                &[(&id, Type::INT4)],
+            )
             .await
             .unwrap_or_else(|e| fail("count", e));
-        assert_eq!(row.get::<_, i32>(0), round + 1, "client {id} round {round}");
+        assert_eq!(row[0].get::<_, i32>(0), round + 1, "client {id} round {round}");
         tx.commit().await.unwrap_or_else(|e| fail("commit", e));
     }
 }
@@ -93,7 +98,7 @@ async fn fifty_clients_share_ten_upstreams_simple_protocol() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_clients_share_ten_upstreams_prepared_statements() {
+async fn fifty_clients_share_ten_upstreams_extended_protocol() {
     fifty_clients_share_ten_upstreams(true).await;
 }
 

@@ -42,4 +42,12 @@ pub trait Source: Send + Sync + 'static {
 
     /// Ends a lease that no connection uses any more.
     fn revoke<'a>(&'a self, lease: &'a Lease) -> SourceFuture<'a, ()>;
+
+    /// Resolves when the source has a credential newer than `current` (a file rewritten, a
+    /// password rotated by the store), which starts a rotation. Sources that only change when
+    /// asked never resolve.
+    fn changed<'a>(&'a self, current: &'a Lease) -> SourceFuture<'a, ()> {
+        let _ = current;
+        Box::pin(std::future::pending())
+    }
 }
