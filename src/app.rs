@@ -20,11 +20,14 @@ use tracing::{info, warn};
 
 use crate::auth::{AuthError, LocalPassword};
 use crate::client::cancel::CancelRegistry;
-use crate::config::{AuthType, Config, PoolMode, SourceConfig};
+use crate::config::{AuthType, Config, CredentialsConfig, PoolMode, SourceConfig};
+use crate::credentials::exec_source::ExecSource;
+use crate::credentials::file_source::FileSource;
+use crate::credentials::issuer::IssuerSource;
 use crate::credentials::static_source::StaticSource;
-use crate::credentials::{Credentials, Source};
+use crate::credentials::{Credentials, Lifecycle, Prover, Source};
 use crate::pool::{Pool, PoolSettings};
-use crate::upstream::UpstreamTarget;
+use crate::upstream::{self, UpstreamTarget};
 
 /// Why the proxy could not start.
 #[derive(Debug, Error)]
@@ -39,6 +42,13 @@ pub enum AppError {
     /// The configured credentials source is not available in this build.
     #[error("credentials.{name}: source `{kind}` is not supported yet")]
     UnsupportedSource { name: String, kind: &'static str },
+    /// A credentials source refused its configuration.
+    #[error("credentials.{name}: {source}")]
+    Source {
+        name: String,
+        #[source]
+        source: crate::credentials::SourceError,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -133,6 +143,7 @@ impl Proxy {
                     mode: db.pool_mode,
                     reset_query: db.reset_query.as_str().into(),
                 };
+                spawn_pool_maintenance(entry.pool.clone(), shutdown.clone());
                 by_user.insert(user.name.clone(), entry);
             }
         }
@@ -235,6 +246,87 @@ async fn local_users(config: &Config) -> Result<HashMap<String, LocalPassword>, 
     parsed.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
+/// How often each pool retires idle connections of superseded leases.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Retires idle connections whose lease was superseded, a quarter of the pool per tick at
+/// most, and opens their replacements right away, so the pool never shrinks and never
+/// reconnects all at once.
+fn spawn_pool_maintenance(pool: Pool, shutdown: CancellationToken) {
+    let per_tick = (pool.settings().size / 4).max(1);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let retired = pool.retire_idle(per_tick);
+            if retired > 0 {
+                pool.prewarm(retired).await;
+            }
+        }
+    });
+}
+
+/// Drops issued roles whose validity has passed (left by a crash or a kill -9): once at start,
+/// then every `reap_interval`. A failure is logged and retried at the next interval.
+fn spawn_reaper(name: String, issuer: Arc<IssuerSource>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(issuer.reap_interval());
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match issuer.reap().await {
+                Ok(0) => {}
+                Ok(n) => info!(credentials = %name, dropped = n, "reaped expired issued roles"),
+                Err(e) => {
+                    warn!(credentials = %name, error = %e, "reaping expired issued roles failed")
+                }
+            }
+        }
+    });
+}
+
+/// The lifecycle settings of a credentials entry.
+fn lifecycle(entry: &CredentialsConfig) -> Lifecycle {
+    Lifecycle {
+        rotate_at: entry.rotate_at,
+        safety_margin: entry.safety_margin,
+        renew: entry.renew,
+        max_ttl: match &entry.source {
+            SourceConfig::Issuer(i) => Some(i.max_ttl),
+            _ => None,
+        },
+    }
+}
+
+/// Proves a fresh lease with one login to the first database that uses it.
+fn prover(config: &Config, credentials: &str) -> Option<Prover> {
+    let db = config
+        .databases
+        .iter()
+        .find(|d| d.credentials == credentials)?;
+    let target = UpstreamTarget {
+        host: db.host.clone(),
+        port: db.port,
+        dbname: db.upstream_dbname().to_owned(),
+        application_name: config.proxy.application_name.clone(),
+        connect_timeout: config.proxy.connect_timeout,
+    };
+    Some(Arc::new(move |lease| {
+        let target = target.clone();
+        Box::pin(async move {
+            upstream::connect(&target, lease)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }))
+}
+
 fn start_credentials(
     config: &Config,
     shutdown: &CancellationToken,
@@ -245,6 +337,17 @@ fn start_credentials(
             SourceConfig::Static(s) => {
                 Arc::new(StaticSource::new(s.username.clone(), s.password.clone()))
             }
+            SourceConfig::Issuer(i) => {
+                let issuer = IssuerSource::from_config(i).map_err(|source| AppError::Source {
+                    name: name.clone(),
+                    source,
+                })?;
+                let issuer = Arc::new(issuer);
+                spawn_reaper(name.clone(), issuer.clone(), shutdown.clone());
+                issuer
+            }
+            SourceConfig::File(f) => Arc::new(FileSource::new(f)),
+            SourceConfig::Exec(e) => Arc::new(ExecSource::new(e)),
             other => {
                 return Err(AppError::UnsupportedSource {
                     name: name.clone(),
@@ -252,10 +355,14 @@ fn start_credentials(
                 });
             }
         };
-        out.insert(
-            name.clone(),
-            Credentials::spawn(name, source, shutdown.clone()),
-        );
+        // A static password needs no proof: there is nothing to fall back to.
+        let prove = if entry.source.kind() == "static" {
+            None
+        } else {
+            prover(config, name)
+        };
+        let creds = Credentials::spawn(name, source, lifecycle(entry), prove, shutdown.clone());
+        out.insert(name.clone(), creds);
     }
     Ok(out)
 }

@@ -50,7 +50,11 @@ async fn extended_rounds(mut client: Client, id: i32) {
             )
             .await
             .unwrap_or_else(|e| fail("count", e));
-        assert_eq!(row[0].get::<_, i32>(0), round + 1, "client {id} round {round}");
+        assert_eq!(
+            row[0].get::<_, i32>(0),
+            round + 1,
+            "client {id} round {round}"
+        );
         tx.commit().await.unwrap_or_else(|e| fail("commit", e));
     }
 }

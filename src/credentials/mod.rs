@@ -4,11 +4,17 @@
 //! acquires leases and publishes the newest on a `watch` channel; pools read it when they open
 //! a connection and stamp the connection with the lease's generation (DESIGN §5).
 
+pub mod exec_source;
+pub mod file_source;
+pub mod issuer;
+pub mod json;
 pub mod lease;
 pub mod rotator;
+pub mod schedule;
 pub mod source;
 pub mod static_source;
 
 pub use lease::Lease;
-pub use rotator::{Credentials, LeaseState};
+pub use rotator::{Credentials, LeaseState, Prover};
+pub use schedule::Lifecycle;
 pub use source::{Source, SourceError};

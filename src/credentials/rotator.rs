@@ -1,24 +1,47 @@
-//! The rotator: one background task per `[credentials.NAME]` entry that acquires leases from its
-//! source and publishes the newest one.
+//! The rotator: one background task per `[credentials.NAME]` entry that acquires leases,
+//! proves and publishes them, and retires the old ones (DESIGN §5).
 //!
 //! # Design
 //!
 //! ```text
-//! start ─► acquire (retry with jittered backoff) ─► publish gen 1 ─► wait ─► ... ─► shutdown
+//!  acquire N ─► prove ─► publish N ─┬─ at rotate_at·lifetime, source change, or ROTATE:
+//!                                   │     acquire N+1 ─► prove ─► publish N+1 ─► N retiring
+//!                                   └─ every tick, for each retiring lease:
+//!                                        no connection left   ─► revoke at once
+//!                                        near its deadline    ─► renew (never past max_ttl)
+//!                                        deadline reached     ─► revoke anyway, logged as expired
 //! ```
 //!
-//! Publishing is a `watch` send: pools read the current lease without a lock when they open an
-//! upstream connection. A source outage never unpublishes a lease: traffic keeps flowing on the
-//! current one while the rotator retries, and `last_error` says why (DESIGN §5.7).
+//! Publishing is a `watch` send plus an atomic generation, so pools read the current lease
+//! without a lock. Which connections still use a lease is known without bookkeeping: every
+//! upstream connection holds an `Arc` of its lease, so the strong count minus the rotator's
+//! own reference is the number of connections on it. A failed acquisition or proof never
+//! unpublishes anything: traffic keeps flowing on the current lease while the rotator retries
+//! with jittered backoff and `last_error` says why (§5.7). A lease that fails its proof (the
+//! source handed out a password PostgreSQL refuses) is revoked and never published.
+//! Every lifecycle event is one audit line on the `pglease::audit` target (§5.8).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::schedule::{Backoff, Lifecycle, hard_deadline, renewal_target, rotation_time};
 use super::{Lease, Source};
+
+/// Logs in once with a fresh lease before it is published; `Err` carries a reason that
+/// contains no secret.
+pub type Prover = Arc<
+    dyn Fn(Arc<Lease>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
+>;
+
+/// How often retiring leases are checked.
+const HOUSEKEEPING: Duration = Duration::from_millis(500);
 
 /// What the admin plane shows about one credentials entry.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +54,14 @@ pub struct LeaseState {
     pub username: Option<String>,
     /// When the published lease stops working.
     pub expires_at: Option<SystemTime>,
+    /// When the next rotation is due (or the next retry, after a failure).
+    pub next_rotation: Option<SystemTime>,
+    /// Superseded leases still serving connections: (generation, lease id, connections).
+    pub retiring: Vec<(u64, String, usize)>,
+    /// Completed rotations since start.
+    pub rotations: u64,
+    /// Leases whose hard deadline passed while connections still used them.
+    pub expired_in_use: u64,
     /// The last failure talking to the source, cleared on success.
     pub last_error: Option<String>,
 }
@@ -41,27 +72,41 @@ pub struct Credentials {
     name: Arc<str>,
     kind: &'static str,
     current: watch::Receiver<Option<Arc<Lease>>>,
+    generation: Arc<AtomicU64>,
+    rotate: Arc<Notify>,
     state: Arc<Mutex<LeaseState>>,
 }
 
 impl Credentials {
     /// Starts the rotator task for `source`; it runs until `shutdown` is cancelled.
-    pub fn spawn(name: &str, source: Arc<dyn Source>, shutdown: CancellationToken) -> Credentials {
+    pub fn spawn(
+        name: &str,
+        source: Arc<dyn Source>,
+        life: Lifecycle,
+        prover: Option<Prover>,
+        shutdown: CancellationToken,
+    ) -> Credentials {
         let (tx, rx) = watch::channel(None);
         let handle = Credentials {
             name: name.into(),
             kind: source.kind(),
             current: rx,
+            generation: Arc::default(),
+            rotate: Arc::default(),
             state: Arc::default(),
         };
-        let task = Rotator {
+        let rotator = Rotator {
             creds: handle.clone(),
-            source,
+            source: source.clone(),
+            life,
+            prover,
             publish: tx,
         };
+        let watcher = watch_source(source, handle.current.clone(), handle.rotate.clone());
         tokio::spawn(async move {
             tokio::select! {
-                () = task.run() => {}
+                () = rotator.run() => {}
+                () = watcher => {}
                 () = shutdown.cancelled() => {}
             }
         });
@@ -81,6 +126,17 @@ impl Credentials {
     /// The newest published lease, if one has been acquired yet.
     pub fn current(&self) -> Option<Arc<Lease>> {
         self.current.borrow().clone()
+    }
+
+    /// Generation of the newest published lease (0 before the first): one atomic load, for
+    /// the per-checkout "is this connection's lease retired?" test.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Asks for a rotation now (the admin `ROTATE` command).
+    pub fn rotate_now(&self) {
+        self.rotate.notify_one();
     }
 
     /// Waits until a lease is published (or `timeout` passes) and returns it.
@@ -105,93 +161,256 @@ impl Credentials {
     }
 }
 
+/// A superseded lease waiting for its last connection to go.
+struct Retiring {
+    lease: Arc<Lease>,
+    /// Current expiry (moves when renewed).
+    expires_at: Option<SystemTime>,
+}
+
+impl Retiring {
+    /// Connections still logged in with this lease (the rotator holds one reference).
+    fn in_use(&self) -> usize {
+        Arc::strong_count(&self.lease).saturating_sub(1)
+    }
+}
+
 struct Rotator {
     creds: Credentials,
     source: Arc<dyn Source>,
+    life: Lifecycle,
+    prover: Option<Prover>,
     publish: watch::Sender<Option<Arc<Lease>>>,
 }
 
 impl Rotator {
     async fn run(self) {
-        let mut generation = 0;
-        generation += 1;
-        let lease = self.acquire(generation).await;
-        self.publish(lease);
-        // Leases that expire are rotated by the lifecycle loop; a lease without an expiry
-        // (static) stays published until shutdown.
-        std::future::pending::<()>().await;
-    }
-
-    /// Acquires a lease, retrying with jittered exponential backoff until it works.
-    async fn acquire(&self, generation: u64) -> Lease {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut current = loop {
+            match self.obtain(1).await {
+                Ok(lease) => break lease,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    self.failed(&e, delay);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        backoff.reset();
+        self.publish(&current);
+        let mut retry_at: Option<SystemTime> = None;
+        let mut retiring: Vec<Retiring> = Vec::new();
+        let mut tick = tokio::time::interval(HOUSEKEEPING);
         loop {
-            match self.source.acquire().await {
-                Ok(mut lease) => {
-                    lease.generation = generation;
-                    self.creds.update(|s| s.last_error = None);
-                    return lease;
+            let due = retry_at.or_else(|| rotation_time(&current, &self.life));
+            self.creds.update(|s| s.next_rotation = due);
+            let wait = async {
+                match due {
+                    Some(t) => {
+                        tokio::time::sleep(t.duration_since(SystemTime::now()).unwrap_or_default())
+                            .await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let reason = tokio::select! {
+                () = wait => if retry_at.is_some() { "retry" } else { "scheduled" },
+                () = self.creds.rotate.notified() => "requested",
+                _ = tick.tick() => {
+                    self.housekeeping(&mut retiring).await;
+                    continue;
+                }
+            };
+            match self.obtain(current.generation + 1).await {
+                Ok(next) => {
+                    backoff.reset();
+                    retry_at = None;
+                    self.audit("rotated", &next, reason);
+                    let expires_at = current.expires_at;
+                    retiring.push(Retiring {
+                        lease: std::mem::replace(&mut current, next),
+                        expires_at,
+                    });
+                    self.publish(&current);
+                    self.creds.update(|s| s.rotations += 1);
                 }
                 Err(e) => {
                     let delay = backoff.next_delay();
-                    warn!(credentials = %self.creds.name, error = %e, retry_in = ?delay, "lease acquisition failed");
-                    self.creds.update(|s| s.last_error = Some(e.to_string()));
-                    tokio::time::sleep(delay).await;
+                    self.failed(&e, delay);
+                    retry_at = Some(SystemTime::now() + delay);
                 }
             }
         }
     }
 
-    fn publish(&self, lease: Lease) {
-        info!(
-            credentials = %self.creds.name,
-            event = "published",
-            lease_id = %lease.id,
-            role = %lease.username,
-            generation = lease.generation,
-            expires_in = ?lease.time_left(SystemTime::now()),
-            "lease published"
-        );
+    /// Acquires a lease and proves it with one login. A lease that fails its proof is revoked.
+    async fn obtain(&self, generation: u64) -> Result<Arc<Lease>, String> {
+        let mut lease = self.source.acquire().await.map_err(|e| e.to_string())?;
+        lease.generation = generation;
+        self.audit("issued", &lease, "acquired from source");
+        let lease = Arc::new(lease);
+        if let Some(prove) = &self.prover {
+            if let Err(e) = prove(lease.clone()).await {
+                self.audit("failed", &lease, &e);
+                if let Err(re) = self.source.revoke(&lease).await {
+                    warn!(credentials = %self.creds.name, error = %re, "revoking an unproven lease failed");
+                }
+                return Err(format!("new lease failed its login: {e}"));
+            }
+            self.audit("proved", &lease, "one upstream login succeeded");
+        }
+        Ok(lease)
+    }
+
+    fn publish(&self, lease: &Arc<Lease>) {
+        self.audit("published", lease, "new upstream logins use it");
         self.creds.update(|s| {
             s.generation = lease.generation;
             s.lease_id = Some(lease.id.clone());
             s.username = Some(lease.username.clone());
             s.expires_at = lease.expires_at;
+            s.last_error = None;
         });
-        self.publish.send_replace(Some(Arc::new(lease)));
+        self.publish.send_replace(Some(lease.clone()));
+        self.creds
+            .generation
+            .store(lease.generation, Ordering::Release);
+    }
+
+    fn failed(&self, error: &str, retry_in: Duration) {
+        let time_left = self
+            .creds
+            .current()
+            .and_then(|l| l.expires_at)
+            .map(|e| e.duration_since(SystemTime::now()).unwrap_or_default());
+        warn!(
+            target: "pglease::audit",
+            credentials = %self.creds.name,
+            event = "failed",
+            error,
+            retry_in = ?retry_in,
+            current_lease_time_left = ?time_left,
+            "lease acquisition failed; serving on the current lease"
+        );
+        self.creds.update(|s| s.last_error = Some(error.to_owned()));
+    }
+
+    /// Revokes drained leases, renews busy ones near their deadline, and ends the ones whose
+    /// deadline has come.
+    async fn housekeeping(&self, retiring: &mut Vec<Retiring>) {
+        let now = SystemTime::now();
+        let mut kept = Vec::with_capacity(retiring.len());
+        for mut r in retiring.drain(..) {
+            let in_use = r.in_use();
+            let deadline = r.expires_at.map(|e| hard_deadline(e, &self.life));
+            if in_use == 0 {
+                self.revoke(&r.lease, "drained: no connection uses it")
+                    .await;
+                continue;
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                self.audit(
+                    "expired",
+                    &r.lease,
+                    "hard deadline reached with connections still on it",
+                );
+                self.creds.update(|s| s.expired_in_use += 1);
+                self.revoke(&r.lease, "hard deadline").await;
+                continue;
+            }
+            let near = deadline.is_some_and(|d| now + self.life.safety_margin >= d);
+            if near && self.life.renew && r.lease.renewable {
+                self.renew(&mut r, now).await;
+            }
+            kept.push(r);
+        }
+        *retiring = kept;
+        let view = retiring
+            .iter()
+            .map(|r| (r.lease.generation, r.lease.id.clone(), r.in_use()))
+            .collect();
+        self.creds.update(|s| s.retiring = view);
+    }
+
+    async fn renew(&self, r: &mut Retiring, now: SystemTime) {
+        let Some(expires) = r.expires_at else { return };
+        let Some(until) = renewal_target(&r.lease, expires, &self.life, now) else {
+            return;
+        };
+        match self.source.renew(&r.lease, until).await {
+            Ok(new_expiry) => {
+                r.expires_at = Some(new_expiry);
+                self.audit("renewed", &r.lease, "connections still use it");
+            }
+            Err(e) => {
+                warn!(credentials = %self.creds.name, lease_id = %r.lease.id, error = %e, "lease renewal failed")
+            }
+        }
+    }
+
+    async fn revoke(&self, lease: &Lease, reason: &str) {
+        match self.source.revoke(lease).await {
+            Ok(()) => self.audit("revoked", lease, reason),
+            Err(e) => warn!(
+                target: "pglease::audit",
+                credentials = %self.creds.name,
+                event = "revoke_failed",
+                lease_id = %lease.id,
+                generation = lease.generation,
+                error = %e,
+                "lease revocation failed"
+            ),
+        }
+    }
+
+    /// One structured audit line per lifecycle event. Never carries the password.
+    fn audit(&self, event: &'static str, lease: &Lease, reason: &str) {
+        info!(
+            target: "pglease::audit",
+            credentials = %self.creds.name,
+            source = self.creds.kind,
+            event,
+            lease_id = %lease.id,
+            role = %lease.username,
+            generation = lease.generation,
+            issued_at = ?lease.issued_at,
+            expires_at = ?lease.expires_at,
+            reason,
+            "lease {event}"
+        );
     }
 }
 
-/// Exponential backoff with full jitter, so many rotators never retry in lockstep.
-pub struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    /// Starts at `first`, doubles up to `max`.
-    pub fn new(first: Duration, max: Duration) -> Self {
-        Backoff { next: first, max }
-    }
-
-    /// The next delay: uniformly random in [next/2, next], then doubles `next`.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let half = base / 2;
-        half + half.mul_f64(rand::random::<f64>())
+/// Turns "the source has something new" into a rotation request. Runs beside the rotator
+/// so a source's change detection (a file poll, say) is never restarted by the rotator's
+/// housekeeping ticks.
+async fn watch_source(
+    source: Arc<dyn Source>,
+    mut published: watch::Receiver<Option<Arc<Lease>>>,
+    rotate: Arc<Notify>,
+) {
+    loop {
+        let lease = published.borrow_and_update().clone();
+        let Some(lease) = lease else {
+            if published.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        tokio::select! {
+            r = source.changed(&lease) => {
+                if r.is_ok() {
+                    rotate.notify_one();
+                }
+                // Wait for the rotation (or a retry) to publish before watching again.
+                if published.changed().await.is_err() {
+                    return;
+                }
+            }
+            r = published.changed() => if r.is_err() { return },
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_jittered_and_capped() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
-        let d: Vec<Duration> = (0..5).map(|_| b.next_delay()).collect();
-        assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100));
-        assert!(d[4] >= Duration::from_millis(200) && d[4] <= Duration::from_millis(400));
-    }
-}
+mod tests;

@@ -31,6 +31,10 @@ impl Manager {
         }
     }
 
+    pub(super) fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
     pub(super) fn cached_params(&self) -> Option<ServerParams> {
         self.params.lock().ok().and_then(|p| p.clone())
     }
@@ -41,10 +45,16 @@ impl managed::Manager for Manager {
     type Error = UpstreamError;
 
     async fn create(&self) -> Result<Upstream, UpstreamError> {
-        let lease = self
-            .credentials
-            .current()
-            .ok_or_else(|| UpstreamError::NoLease(self.credentials.name().to_owned()))?;
+        // Right after start the first lease may still be on its way: wait for it as long as a
+        // connect may take, rather than failing the first clients.
+        let lease = match self.credentials.current() {
+            Some(lease) => lease,
+            None => self
+                .credentials
+                .wait_current(self.target.connect_timeout)
+                .await
+                .ok_or_else(|| UpstreamError::NoLease(self.credentials.name().to_owned()))?,
+        };
         let up = upstream::connect(&self.target, lease).await?;
         if let Ok(mut p) = self.params.lock() {
             *p = Some(up.params.clone());
@@ -59,10 +69,10 @@ impl managed::Manager for Manager {
         if metrics.last_used() > self.idle_timeout {
             return Err(RecycleError::message("idle timeout"));
         }
-        if let Some(current) = self.credentials.current() {
-            if up.generation() < current.generation {
-                return Err(RecycleError::message("lease retired"));
-            }
+        if up.generation() < self.credentials.generation() {
+            // A newer lease is published: this connection's lease is retiring. Closing it
+            // here, when it comes back from a transaction, is how busy connections drain.
+            return Err(RecycleError::message("lease retired"));
         }
         if up.has_unsolicited_input() {
             return Err(RecycleError::message("unsolicited input while idle"));

@@ -111,6 +111,39 @@ impl Pool {
         Ok(up.params.clone())
     }
 
+    /// Closes up to `max` idle connections whose lease has been superseded, and returns how
+    /// many it closed. Called on a timer, so idle connections are replaced a few at a time
+    /// (staggered: no reconnect storm) rather than all at once on rotation.
+    pub fn retire_idle(&self, max: usize) -> usize {
+        let current = self.inner.manager().credentials().generation();
+        let mut budget = max;
+        let result = self.inner.retain(|up, _| {
+            if up.generation() < current && budget > 0 {
+                budget -= 1;
+                return false;
+            }
+            true
+        });
+        result.removed.len()
+    }
+
+    /// Opens up to `n` connections ahead of need (after retiring old ones), without ever
+    /// waiting in line ahead of a client: each slot is taken only if free right now.
+    pub async fn prewarm(&self, n: usize) {
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            create: None,
+            recycle: None,
+        };
+        let mut held = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.inner.timeout_get(&now).await {
+                Ok(up) => held.push(up),
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Current counts: (open upstreams, idle upstreams, requests waiting).
     pub fn status(&self) -> (usize, usize, usize) {
         let s = self.inner.status();

@@ -1,0 +1,138 @@
+//! Rotator behaviour with a scripted source: make before break, revoke when drained, and no
+//! blackout when a fresh lease fails its proof. Real time with leases of about a second.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use super::*;
+use crate::credentials::source::SourceFuture;
+use crate::secret::Secret;
+
+/// Hands out numbered leases and records revocations.
+#[derive(Default)]
+struct Scripted {
+    issued: AtomicU64,
+    revoked: Mutex<Vec<String>>,
+}
+
+impl Source for Scripted {
+    fn kind(&self) -> &'static str {
+        "scripted"
+    }
+
+    fn acquire(&self) -> SourceFuture<'_, Lease> {
+        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = SystemTime::now();
+        Box::pin(async move {
+            Ok(Lease {
+                id: format!("lease-{n}"),
+                username: format!("role_{n}"),
+                password: Secret::from("pw"),
+                issued_at: now,
+                expires_at: Some(now + Duration::from_millis(1600)),
+                renewable: false,
+                generation: 0,
+            })
+        })
+    }
+
+    fn revoke<'a>(&'a self, lease: &'a Lease) -> SourceFuture<'a, ()> {
+        self.revoked.lock().unwrap().push(lease.id.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn life() -> Lifecycle {
+    Lifecycle {
+        rotate_at: 0.5,
+        safety_margin: Duration::from_millis(300),
+        renew: false,
+        max_ttl: None,
+    }
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn rotates_and_revokes_a_lease_once_its_last_connection_is_gone() {
+    let source = Arc::new(Scripted::default());
+    let stop = CancellationToken::new();
+    let creds = Credentials::spawn("t", source.clone(), life(), None, stop.clone());
+    let first = creds.wait_current(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(first.generation, 1);
+    // A "connection" still logged in with lease 1.
+    let connection = first.clone();
+    drop(first);
+    wait_until("generation 2", || creds.generation() >= 2).await;
+    assert_eq!(creds.current().unwrap().username, "role_2");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !source
+            .revoked
+            .lock()
+            .unwrap()
+            .contains(&"lease-1".to_owned()),
+        "a lease in use was revoked before its deadline"
+    );
+    let state = creds.state();
+    assert!(
+        state.retiring.iter().any(|(g, _, n)| *g == 1 && *n == 1),
+        "{state:?}"
+    );
+    drop(connection);
+    wait_until("lease-1 revoked", || {
+        source
+            .revoked
+            .lock()
+            .unwrap()
+            .contains(&"lease-1".to_owned())
+    })
+    .await;
+    assert!(creds.state().rotations >= 1);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_lease_that_fails_its_proof_is_never_published() {
+    let source = Arc::new(Scripted::default());
+    let reject_next = Arc::new(AtomicBool::new(false));
+    let flag = reject_next.clone();
+    let prover: Prover = Arc::new(move |lease: Arc<Lease>| {
+        let refuse = lease.generation == 2 && flag.swap(false, Ordering::SeqCst);
+        Box::pin(async move {
+            if refuse {
+                Err("28P01 password authentication failed".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+    });
+    let stop = CancellationToken::new();
+    let creds = Credentials::spawn("t", source.clone(), life(), Some(prover), stop.clone());
+    creds.wait_current(Duration::from_secs(2)).await.unwrap();
+    reject_next.store(true, Ordering::SeqCst);
+    creds.rotate_now();
+    wait_until("the refused lease to be revoked", || {
+        source
+            .revoked
+            .lock()
+            .unwrap()
+            .contains(&"lease-2".to_owned())
+    })
+    .await;
+    // Still serving on lease 1, with the failure reported.
+    assert_eq!(creds.current().unwrap().id, "lease-1");
+    assert!(creds.state().last_error.unwrap().contains("28P01"));
+    // The retry obtains a good lease and publishes it as generation 2.
+    wait_until("a proven generation 2", || creds.generation() == 2).await;
+    assert_eq!(creds.current().unwrap().id, "lease-3");
+    stop.cancel();
+}

@@ -1,0 +1,209 @@
+//! Credential rotation under load, end to end: the embedded issuer hands out roles that live
+//! a few seconds, while clients keep running transactions through the proxy. No client may see
+//! an error, no upstream session may outlive its role's validity, and superseded roles must be
+//! dropped once drained.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio_postgres::SimpleQueryMessage;
+
+fn issuer_toml(db: &TestDb, prefix: &str, mode: &str) -> String {
+    format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+shutdown_timeout = "2s"
+
+[[users]]
+name = "{user}"
+password = "{password}"
+
+[[databases]]
+name = "{name}"
+host = "127.0.0.1"
+port = {port}
+pool_mode = "{mode}"
+pool_size = 4
+credentials = "rotating"
+
+[credentials.rotating]
+source = "issuer"
+admin_url = "{admin}"
+member_of = ["{role}"]
+prefix = "{prefix}"
+ttl = "4s"
+max_ttl = "20s"
+rotate_at = 0.5
+safety_margin = "1s"
+"#,
+        user = db.user,
+        password = db.password,
+        name = db.name,
+        port = cluster().port(),
+        admin = cluster().url(&db.name).expose(),
+        role = db.role,
+    )
+}
+
+async fn prefixed_roles(admin: &tokio_postgres::Client, prefix: &str) -> BTreeSet<String> {
+    let rows = admin
+        .query(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)",
+            &[&format!("{prefix}_")],
+        )
+        .await
+        .expect("listing roles");
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_rotations_under_load_with_no_client_error() {
+    let db = fresh_db("rot").await;
+    let admin = superuser().await;
+    let setup = connect(
+        upstream_addr(),
+        &db.role,
+        db.role_password.expose(),
+        &db.name,
+    )
+    .await;
+    setup
+        .batch_execute("CREATE TABLE ledger (client int, n int)")
+        .await
+        .expect("create table");
+    let prefix = "rotx";
+    let proxy = start_proxy(&issuer_toml(&db, prefix, "transaction")).await;
+    let addr = proxy.local_addr();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for id in 0..8 {
+        let client = connect(addr, &db.user, &db.password, &db.name).await;
+        let (stop, done) = (stop.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let sql = if n % 2 == 0 {
+                    format!("BEGIN; INSERT INTO ledger VALUES ({id}, {n}); SELECT count(*) FROM ledger WHERE client = {id}; COMMIT")
+                } else {
+                    "SELECT current_user".to_owned()
+                };
+                if let Err(e) = client.simple_query(&sql).await {
+                    panic!("client {id} saw an error during rotation: {}", describe(&e));
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+
+    // Watch PostgreSQL while the load runs: who is logged in, and is any of them expired?
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut seen = BTreeSet::new();
+    while seen.len() < 6 && Instant::now() < deadline {
+        let rows = admin
+            .query(
+                "SELECT a.usename::text, (r.rolvaliduntil < now()) AS expired
+                 FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename
+                 WHERE starts_with(a.usename::text, $1)",
+                &[&format!("{prefix}_")],
+            )
+            .await
+            .expect("sampling pg_stat_activity");
+        for row in rows {
+            let (name, expired): (String, Option<bool>) = (row.get(0), row.get(1));
+            assert_ne!(
+                expired,
+                Some(true),
+                "upstream session on expired role {name}"
+            );
+            seen.insert(name);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("a client task failed");
+    }
+    assert!(
+        seen.len() >= 6,
+        "only {} issued roles served traffic: {seen:?}",
+        seen.len()
+    );
+    assert!(
+        done.load(Ordering::Relaxed) > 100,
+        "too little traffic to prove anything"
+    );
+
+    // Once the load stops, every superseded role is drained and dropped: at most the
+    // current one (and one being rotated in) remain, and none that served traffic earlier.
+    let settle = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = prefixed_roles(&admin, prefix).await;
+        let stale: Vec<_> = seen.iter().filter(|r| left.contains(*r)).collect();
+        if left.len() <= 2 && stale.len() <= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < settle,
+            "superseded roles left behind: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_proxy_leaves_no_expired_role_after_restart() {
+    let db = fresh_db("reap").await;
+    let admin = superuser().await;
+    let prefix = "reapx";
+    let toml = issuer_toml(&db, prefix, "transaction");
+    let proxy = start_proxy(&toml).await;
+    let client = connect(proxy.local_addr(), &db.user, &db.password, &db.name).await;
+    let rows = client
+        .simple_query("SELECT current_user")
+        .await
+        .expect("query");
+    let issued = rows.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    });
+    let issued = issued.expect("a row");
+    assert!(
+        issued.starts_with("reapx_"),
+        "served by {issued}, not an issued role"
+    );
+    // Simulate a crash: the proxy vanishes without revoking anything, and its roles expire.
+    drop(client);
+    std::mem::forget(proxy);
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE \"{issued}\" VALID UNTIL '2000-01-01'; CREATE ROLE reapx_keepme NOLOGIN; CREATE ROLE other_reapx_1 NOLOGIN VALID UNTIL '2000-01-01'"
+        ))
+        .await
+        .expect("expire the role");
+    let restarted = start_proxy(&toml).await;
+    let settle = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = prefixed_roles(&admin, prefix).await;
+        if !left.contains(&issued) {
+            // Roles of others, and prefixed roles that never expire, are never touched.
+            assert!(left.contains("reapx_keepme"), "{left:?}");
+            assert!(!prefixed_roles(&admin, "other_reapx").await.is_empty());
+            break;
+        }
+        assert!(
+            Instant::now() < settle,
+            "expired role {issued} survived the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    restarted.shutdown().await;
+}
