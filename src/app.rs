@@ -76,6 +76,8 @@ pub struct Shared {
     pub users: HashMap<String, LocalPassword>,
     /// Pools by database name, then local user name.
     pools: HashMap<String, HashMap<String, PoolEntry>>,
+    /// Each credentials entry's rotator handle: current lease, state, `rotate_now`.
+    pub credentials: HashMap<String, Credentials>,
     /// Proxy-issued cancel keys.
     pub cancels: Arc<CancelRegistry>,
     /// Keys the fake SCRAM salt of unknown users, so probing cannot tell users apart.
@@ -160,6 +162,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             users,
             pools,
+            credentials,
             cancels: Arc::default(),
             mock_key: rand::random(),
             auth_type: config.proxy.auth_type,

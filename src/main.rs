@@ -70,6 +70,12 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     let filter = EnvFilter::try_from_env("PGLEASE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // tokio-postgres logs every statement at debug, and the issuer's CREATE ROLE carries a
+    // password verifier: never let that target below info, whatever PGLEASE_LOG says.
+    let filter = match "tokio_postgres=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -159,11 +159,20 @@ async fn dev_serves_app_and_stops_on_sigterm() {
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
+    // dev logs in upstream with roles from the embedded issuer, members of app_owner.
     let row = client
-        .query_one("SELECT current_user::text", &[])
+        .query_one(
+            "SELECT current_user::text, pg_has_role(current_user, 'app_owner', 'MEMBER')",
+            &[],
+        )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, String>(0), "app_owner");
+    let role: String = row.get(0);
+    assert!(
+        role.starts_with("pglease_"),
+        "served by {role}, not an issued role"
+    );
+    assert!(row.get::<_, bool>(1), "{role} is not a member of app_owner");
     drop(client);
 
     let pid = child.id().expect("dev is running").to_string();

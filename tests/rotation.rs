@@ -207,3 +207,90 @@ async fn killed_proxy_leaves_no_expired_role_after_restart() {
     }
     restarted.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_outage_keeps_traffic_on_the_current_lease_and_recovery_resumes_rotation() {
+    let db = fresh_db("outage").await;
+    let admin = superuser().await;
+    // A dedicated, non-superuser issuer admin whose password the test can break.
+    let issuer_admin = format!("{}_issuer", db.name);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE \"{issuer_admin}\" LOGIN CREATEROLE PASSWORD 'right';
+             GRANT \"{}\" TO \"{issuer_admin}\" WITH ADMIN OPTION",
+            db.role
+        ))
+        .await
+        .expect("issuer admin");
+    let prefix = "outx";
+    let url = format!(
+        "postgresql://{issuer_admin}:right@127.0.0.1:{}/{}",
+        cluster().port(),
+        db.name
+    );
+    let toml = issuer_toml(&db, prefix, "transaction")
+        .replace(&cluster().url(&db.name).expose().to_string(), &url)
+        .replace("ttl = \"4s\"", "ttl = \"8s\"");
+    let proxy = start_proxy(&toml).await;
+    let creds = proxy.shared().credentials["rotating"].clone();
+    let client = connect(proxy.local_addr(), &db.user, &db.password, &db.name).await;
+    client.simple_query("SELECT 1").await.expect("first query");
+    let first = creds.generation();
+
+    // Outage: the admin role's password changes and its open session is cut.
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE \"{issuer_admin}\" PASSWORD 'wrong';
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{issuer_admin}'"
+        ))
+        .await
+        .expect("break the issuer admin");
+    creds.rotate_now();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        client
+            .simple_query("SELECT current_user")
+            .await
+            .unwrap_or_else(|e| panic!("traffic stopped during the outage: {}", describe(&e)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let state = creds.state();
+    assert_eq!(
+        creds.generation(),
+        first,
+        "a lease was published during the outage"
+    );
+    assert!(
+        state.last_error.is_some(),
+        "the outage is not reported: {state:?}"
+    );
+    assert!(
+        state.next_rotation.is_some(),
+        "no retry is scheduled: {state:?}"
+    );
+
+    // Recovery: rotation resumes on its own, and clients follow without noticing.
+    admin
+        .batch_execute(&format!("ALTER ROLE \"{issuer_admin}\" PASSWORD 'right'"))
+        .await
+        .expect("repair the issuer admin");
+    let until = Instant::now() + Duration::from_secs(40);
+    while creds.generation() == first {
+        assert!(
+            Instant::now() < until,
+            "rotation did not resume: {:?}",
+            creds.state()
+        );
+        client
+            .simple_query("SELECT 1")
+            .await
+            .expect("query after recovery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(creds.state().last_error.is_none());
+    client
+        .simple_query("SELECT 1")
+        .await
+        .expect("query on the new lease");
+    proxy.shutdown().await;
+}

@@ -90,7 +90,7 @@ async fn serve(
     let owner_password = Secret::new(Alphanumeric.sample_string(&mut rand::rng(), 32));
     create_app_database(cluster, &owner_password).await?;
     // The text holds a password: keep it in a Secret so it is zeroized and never printed.
-    let toml = Secret::new(config_toml(&opts.listen, cluster.port(), &owner_password));
+    let toml = Secret::new(config_toml(&opts.listen, cluster.port(), &cluster.url(APP)));
     let config = Config::from_toml_str(toml.expose(), &std::env::temp_dir())?;
     let proxy = Proxy::start(config).await?;
     println!(
@@ -126,7 +126,7 @@ async fn create_app_database(cluster: &Cluster, owner_password: &Secret) -> Resu
 
 /// The config `dev` runs with: one local user `app`/`app`, database `app` in transaction
 /// mode over a pool of 20, upstream credentials from [`credentials_section`].
-fn config_toml(listen: &str, upstream_port: u16, owner_password: &Secret) -> String {
+fn config_toml(listen: &str, upstream_port: u16, admin_url: &Secret) -> String {
     format!(
         "[proxy]\n\
          listen = {listen}\n\
@@ -148,18 +148,24 @@ fn config_toml(listen: &str, upstream_port: u16, owner_password: &Secret) -> Str
          \n\
          {credentials}",
         listen = toml_string(listen),
-        credentials = credentials_section(owner_password)
+        credentials = credentials_section(admin_url)
     )
 }
 
-/// Where `dev`'s upstream logins come from: for now the fixed `app_owner` login.
-fn credentials_section(owner_password: &Secret) -> String {
+/// Where `dev`'s upstream logins come from: the embedded issuer, creating a fresh role that
+/// is a member of `app_owner` every minute, so a new user sees rotation happen (watch the
+/// `pglease::audit` lines and `SELECT usename FROM pg_stat_activity`).
+fn credentials_section(admin_url: &Secret) -> String {
     format!(
         "[credentials.{APP}]\n\
-         source = \"static\"\n\
-         username = \"{OWNER}\"\n\
-         password = {}\n",
-        toml_string(owner_password.expose())
+         source = \"issuer\"\n\
+         admin_url = {}\n\
+         member_of = [\"{OWNER}\"]\n\
+         prefix = \"pglease\"\n\
+         ttl = \"1m\"\n\
+         max_ttl = \"10m\"\n\
+         safety_margin = \"10s\"\n",
+        toml_string(admin_url.expose())
     )
 }
 
@@ -204,8 +210,8 @@ mod tests {
 
     #[test]
     fn generated_config_loads_with_the_promised_shape() {
-        let password = Secret::from("pw\"with'quotes\\");
-        let toml = config_toml("127.0.0.1:7777", 5499, &password);
+        let admin = Secret::from("postgres://postgres:pw\"with'quotes\\@127.0.0.1:5499/app");
+        let toml = config_toml("127.0.0.1:7777", 5499, &admin);
         let config = Config::from_toml_str(&toml, Path::new("/")).unwrap();
         assert_eq!(config.proxy.listen, "127.0.0.1:7777");
         assert_eq!(config.users.len(), 1);
@@ -217,11 +223,13 @@ mod tests {
             (db.port, db.pool_size, db.pool_mode),
             (5499, 20, PoolMode::Transaction)
         );
-        let SourceConfig::Static(source) = &config.credentials[&db.credentials].source else {
-            panic!("dev should use a static source for now");
+        let entry = &config.credentials[&db.credentials];
+        let SourceConfig::Issuer(issuer) = &entry.source else {
+            panic!("dev should use the embedded issuer");
         };
-        assert_eq!(source.username, "app_owner");
-        assert_eq!(source.password.expose(), password.expose());
+        assert_eq!(issuer.member_of, ["app_owner"]);
+        assert_eq!(issuer.ttl, std::time::Duration::from_secs(60));
+        assert_eq!(issuer.admin_url.expose(), admin.expose());
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl IssuerSource {
                 // Committed before the rest: no new session can start, and the admin gains
                 // the privileges of the role that ending its sessions and DROP OWNED need
                 // when the admin is not a superuser.
-                let prepare = format!("ALTER ROLE {role} NOLOGIN");
+                let prepare = format!("ALTER ROLE {role} NOLOGIN;\nGRANT {role} TO CURRENT_USER");
                 self.execute(&prepare, &[]).await?;
                 let mut sql = format!(
                     "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
