@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Benchmark: pgbench against PostgreSQL direct, pglease and PgBouncer, interleaved, on a
 # throwaway PostgreSQL cluster; prints per-round TPS, medians, proxy CPU per transaction and
-# the pglease/pgbouncer and pglease/direct ratios. See benches/README.md.
+# the pglease/pgbouncer and pglease/direct ratios. SCENARIO=rotation instead compares pglease
+# on static credentials with pglease rotating issued roles every few seconds. See
+# benches/README.md.
 set -euo pipefail
 
 # ---- knobs (environment) -------------------------------------------------------------------
 MODE=${MODE:-transaction}      # pool mode of both proxies: transaction | session
 PROTOCOL=${PROTOCOL:-simple}   # pgbench -M: simple | extended | prepared
-SCENARIO=${SCENARIO:-select}   # select (-S) | tpcb (pgbench default) | rotation (reserved)
+SCENARIO=${SCENARIO:-select}   # select (-S) | tpcb (pgbench default) | rotation (see below)
 ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-20}       # seconds per run
+# Seconds per run; a rotation run needs room for several leases.
+if [[ $SCENARIO == rotation ]]; then DURATION=${DURATION:-60}; else DURATION=${DURATION:-20}; fi
+ROTATION_WORKLOAD=${ROTATION_WORKLOAD:-select}  # rotation only: select (-S) | tpcb
 CLIENTS=${CLIENTS:-50}
 THREADS=${THREADS:-2}
 SCALE=${SCALE:-10}             # pgbench -i -s
@@ -25,9 +29,9 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TMP=""
 PG_BIN_DIR="" PSQL="" PGBENCH=""
 PG_PORT="" PGLEASE_PORT="" PGBOUNCER_PORT=""
-PGLEASE_PID="" PGBOUNCER_PID="" PGBOUNCER_VERSION=""
+PGLEASE_PID="" PGLEASE_LOG="" PGBOUNCER_PID="" PGBOUNCER_VERSION="" SAMPLER_PID=""
 PG_STARTED=0
-BENCH_PASSWORD=""
+BENCH_PASSWORD="" ADMIN_PASSWORD=""
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -37,6 +41,7 @@ validate_knobs() {
   [[ $MODE == transaction || $MODE == session ]] || die "MODE must be transaction or session"
   [[ $PROTOCOL =~ ^(simple|extended|prepared)$ ]] || die "PROTOCOL must be simple, extended or prepared"
   [[ $SCENARIO =~ ^(select|tpcb|rotation)$ ]] || die "SCENARIO must be select, tpcb or rotation"
+  [[ $ROTATION_WORKLOAD =~ ^(select|tpcb)$ ]] || die "ROTATION_WORKLOAD must be select or tpcb"
   local n
   for n in ROUNDS DURATION CLIENTS THREADS SCALE WARMUP POOL_SIZE; do
     [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a non-negative integer, got '${!n}'"
@@ -78,10 +83,11 @@ cleanup() {
   set +e
   if ((status != 0)) && [[ -n $TMP ]]; then
     local f
-    for f in "$TMP"/pglease.log "$TMP"/pgbouncer/pgbouncer.log "$TMP"/postgres.log; do
+    for f in "$TMP"/pglease*.log "$TMP"/pgbouncer/pgbouncer.log "$TMP"/postgres.log; do
       [[ -s $f ]] && { printf '\n--- last lines of %s ---\n' "$f" >&2; tail -n 30 "$f" >&2; }
     done
   fi
+  stop_pid "$SAMPLER_PID"
   stop_pid "$PGLEASE_PID"
   stop_pid "$PGBOUNCER_PID"
   if ((PG_STARTED)); then
@@ -205,9 +211,39 @@ build_pglease() {
   [[ -x $PGLEASE_BIN ]] || die "pglease binary not found at $PGLEASE_BIN"
 }
 
+# Credentials of the `bench` pool. `static` logs in as the role `bench`; `issuer` makes pglease
+# create a short-lived member of `bench` per lease, as the cluster's superuser.
+credentials_toml() {
+  if [[ $1 == issuer ]]; then
+    cat <<EOF
+[credentials.bench]
+source = "issuer"
+admin_url = "postgresql://postgres:$ADMIN_PASSWORD@127.0.0.1:$PG_PORT/bench"
+member_of = ["bench"]
+ttl = "$ROT_TTL"
+max_ttl = "$ROT_MAX_TTL"
+rotate_at = $ROT_AT
+safety_margin = "$ROT_MARGIN"
+prefix = "$ROT_PREFIX"
+EOF
+  else
+    cat <<EOF
+[credentials.bench]
+source = "static"
+username = "bench"
+password = "$BENCH_PASSWORD"
+EOF
+  fi
+}
+
+# Starts pglease with `static` (default) or `issuer` credentials; config and log are named
+# after $2, so each run of the rotation scenario keeps its own.
 start_pglease() {
+  local kind=${1:-static} name=${2:-pglease}
   PGLEASE_PORT=$(free_port)
-  cat >"$TMP/pglease.toml" <<EOF
+  PGLEASE_LOG=$TMP/$name.log
+  {
+    cat <<EOF
 [proxy]
 listen = "127.0.0.1:$PGLEASE_PORT"
 
@@ -224,13 +260,11 @@ pool_mode = "$MODE"
 pool_size = $POOL_SIZE
 credentials = "bench"
 
-[credentials.bench]
-source = "static"
-username = "bench"
-password = "$BENCH_PASSWORD"
 EOF
-  chmod 600 "$TMP/pglease.toml"
-  "$PGLEASE_BIN" --config "$TMP/pglease.toml" >"$TMP/pglease.log" 2>&1 &
+    credentials_toml "$kind"
+  } >"$TMP/$name.toml"
+  chmod 600 "$TMP/$name.toml"
+  "$PGLEASE_BIN" --config "$TMP/$name.toml" >"$PGLEASE_LOG" 2>&1 &
   PGLEASE_PID=$!
   wait_port "$PGLEASE_PORT" "$PGLEASE_PID" pglease
   log "pglease pid $PGLEASE_PID on port $PGLEASE_PORT"
@@ -325,7 +359,9 @@ target_pid() {
 
 pgbench_args() {
   local args=(-n -c "$CLIENTS" -j "$THREADS" -M "$PROTOCOL")
-  [[ $SCENARIO == select ]] && args+=(-S)
+  if [[ $SCENARIO == select || ($SCENARIO == rotation && $ROTATION_WORKLOAD == select) ]]; then
+    args+=(-S)
+  fi
   printf '%s\n' "${args[@]}"
 }
 
@@ -383,12 +419,138 @@ run_rounds() {
   done
 }
 
-# ==== ROTATION SCENARIO (placeholder) =======================================================
-# The later scenario will run the same pgbench load through pglease while its credentials
-# rotate (issuer source, short ttl), and report TPS dips, failed transactions and latency
-# around each rotation. PgBouncer and direct have no equivalent, so it reports pglease alone.
+# ==== ROTATION SCENARIO =====================================================================
+# Two pglease runs against the same cluster, alternating in order from round to round:
+# `steady` on static credentials, and `rotating` on the embedded issuer with a short lease
+# replaced at half its life, so a 60 s run crosses about a dozen rotations. `pgbench -P 1`
+# gives one TPS figure per second: a rotation that stalls the pool shows as a dip in the
+# rotating run's worst second, one that breaks connections as failed transactions or aborted
+# clients. Direct and PgBouncer have nothing to rotate, so this scenario runs pglease alone.
+ROT_PREFIX=benchrot
+ROT_TTL_S=10
+ROT_AT=0.5
+ROT_MAX_TTL=2m
+ROT_MARGIN=2s
+ROT_TTL=${ROT_TTL_S}s
+
+# Unions, once a second, the issued roles logged in to PostgreSQL. pglease drops each role
+# once its connections have drained, so pg_roles at the end would show only the last one.
+sample_issued_roles() {
+  local out=$1
+  while :; do
+    pg_admin_sql "SELECT DISTINCT usename FROM pg_stat_activity WHERE usename LIKE '${ROT_PREFIX}\\_%'" \
+      >>"$out" 2>/dev/null || true
+    sleep 1
+  done
+}
+
+# One run on a fresh pglease: warm-up, then the measured pgbench -P 1. Appends "run round
+# median worst worst_at max_lat tps failed aborted roles issued revoked exit" to
+# $TMP/rotation-results and the kept seconds ("t tps lat") to $TMP/seconds-<run>-<round>.
+rotation_run() {
+  local run=$1 round=$2 creds=static rc=0
+  local out=$TMP/rotation-$1-$2.log roles=$TMP/roles-$1-$2 secs=$TMP/seconds-$1-$2
+  [[ $run == rotating ]] && creds=issuer
+  local -a args
+  mapfile -t args < <(pgbench_args)
+  start_pglease "$creds" "pglease-$run-$round"
+  if ((WARMUP > 0)); then
+    log "warm-up ${WARMUP}s: $run"
+    PGPASSWORD=$BENCH_PASSWORD "$PGBENCH" "${args[@]}" -T "$WARMUP" -h 127.0.0.1 \
+      -p "$PGLEASE_PORT" -U bench bench >"$TMP/warmup-$run-$round.log" 2>&1 || true
+  fi
+  : >"$roles"
+  if [[ $run == rotating ]]; then
+    sample_issued_roles "$roles" &
+    SAMPLER_PID=$!
+  fi
+  log "round $round $run: pgbench -T $DURATION -P 1"
+  PGPASSWORD=$BENCH_PASSWORD "$PGBENCH" "${args[@]}" -T "$DURATION" -P 1 -h 127.0.0.1 \
+    -p "$PGLEASE_PORT" -U bench bench >"$out" 2>&1 || rc=$?
+  stop_pid "$SAMPLER_PID"
+  SAMPLER_PID=""
+  kill -0 "$PGLEASE_PID" 2>/dev/null ||
+    die "pglease ($run) died during round $round; pgbench said: $(grep -m 1 -i error "$out")"
+  stop_pid "$PGLEASE_PID"
+  PGLEASE_PID=""
+
+  # Seconds 1-2 (connecting, pool filling) and the last one (clients stopping) are noise.
+  awk -v d="$DURATION" '/^progress: / {t = $2 + 0; if (t > 2 && t <= d - 1) print t, $4, $7}' \
+    "$out" >"$secs"
+  local med worst tps failed aborted nroles issued=- revoked=-
+  med=$(awk '{print $2}' "$secs" | median)
+  worst=$(sort -g -k2,2 "$secs" | awk 'NR == 1 {print $2, $1} END {if (NR == 0) print "0 -"}' | head -n 1)
+  worst+=" "$(awk '$3 > m {m = $3} END {print m + 0}' "$secs")
+  tps=$(awk '/^tps = .*without initial connection time/ {print $3}' "$out")
+  failed=$(awk -F': ' '/^number of failed transactions/ {split($2, a, " "); print a[1]}' "$out")
+  aborted=$(grep -cE 'client [0-9]+ .*abort' "$out" || true)
+  nroles=$(sort -u "$roles" | grep -c . || true)
+  if [[ $run == rotating ]]; then
+    # Whole pglease lifetime, warm-up included: revoked close behind issued means old roles
+    # really are dropped once drained.
+    issued=$(grep -c 'lease issued' "$PGLEASE_LOG" || true)
+    revoked=$(grep -c 'lease revoked' "$PGLEASE_LOG" || true)
+  fi
+  printf '%s %s %s %s %s %s %s %s %s %s %s\n' "$run" "$round" "${med:-0}" "$worst" "${tps:-0}" \
+    "${failed:-0}" "${aborted:-0}" "$nroles" "$issued" "$revoked" "$rc" >>"$TMP/rotation-results"
+  if ((rc != 0)); then
+    loud "pgbench against pglease ($run, round $round) exited with $rc; its first errors:"
+    grep -m 3 -i 'error' "$out" >&2 || tail -n 5 "$out" >&2
+  fi
+  log "round $round $run: median ${med:-?} tps, worst second ${worst%% *} tps"
+}
+
 scenario_rotation() {
-  die "SCENARIO=rotation is not implemented yet"
+  ADMIN_PASSWORD=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+  # initdb's pg_hba.conf asks for SCRAM on 127.0.0.1; the issuer logs in there as postgres.
+  pg_admin_sql "ALTER ROLE postgres PASSWORD '$ADMIN_PASSWORD'"
+  PGPASSWORD=$ADMIN_PASSWORD "$PSQL" -X -q -At -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench \
+    -c 'SELECT 1' >/dev/null || die "the superuser cannot log in over TCP with its password"
+  log "SCENARIO=rotation: steady (static) vs rotating (issuer, ttl $ROT_TTL, rotate_at $ROT_AT);" \
+    "WORKLOAD=$ROTATION_WORKLOAD CLIENTS=$CLIENTS THREADS=$THREADS POOL_SIZE=$POOL_SIZE" \
+    "DURATION=${DURATION}s ROUNDS=$ROUNDS; $(nproc) CPUs"
+  : >"$TMP/rotation-results"
+  local r
+  for ((r = 1; r <= ROUNDS; r++)); do
+    if ((r % 2)); then
+      rotation_run steady "$r"
+      rotation_run rotating "$r"
+    else
+      rotation_run rotating "$r"
+      rotation_run steady "$r"
+    fi
+  done
+  rotation_report
+}
+
+rotation_report() {
+  local res=$TMP/rotation-results args steady_med worst failed aborted roles_min
+  args=$(pgbench_args | tr '\n' ' ')
+  printf '\npgbench %s-T %s -P 1, %s round(s); MODE=%s POOL_SIZE=%s; PostgreSQL %s; %s CPUs\n' \
+    "$args" "$DURATION" "$ROUNDS" "$MODE" "$POOL_SIZE" "$("$PSQL" --version | awk '{print $3}')" "$(nproc)"
+  printf 'steady: static credentials; rotating: issuer, ttl %s, rotate_at %s, safety_margin %s, max_ttl %s\n' \
+    "$ROT_TTL" "$ROT_AT" "$ROT_MARGIN" "$ROT_MAX_TTL"
+  printf 'per-second figures leave out seconds 1-2 and the last one\n'
+  printf '%-9s %5s %10s %12s %5s %11s %11s %7s %7s %11s\n' run round "median tps" "worst 1s tps" "at s" \
+    "max lat ms" "pgbench tps" failed aborted "roles seen"
+  awk '{printf "%-9s %5s %10.0f %12.0f %5s %11.1f %11.0f %7s %7s %11s%s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9,
+        ($1 == "rotating" ? $10 : "-"), ($13 != 0 ? "  (pgbench exit " $13 ")" : "")}' "$res"
+  awk '$1 == "rotating" {printf "pglease log, rotating round %s: %s leases issued, %s revoked (warm-up included)\n", $2, $11, $12}' "$res"
+  # Pooled over rounds: the steady median of every kept second, the rotating run's single worst.
+  steady_med=$(cat "$TMP"/seconds-steady-* | awk '{print $2}' | median)
+  worst=$(cat "$TMP"/seconds-rotating-* | awk '{print $2}' | sort -g | head -n 1)
+  failed=$(awk '$1 == "rotating" {s += $8} END {print s + 0}' "$res")
+  aborted=$(awk '$1 == "rotating" {s += $9} END {print s + 0}' "$res")
+  roles_min=$(awk '$1 == "rotating" && (m == "" || $10 < m) {m = $10} END {print m + 0}' "$res")
+  echo
+  awk -v w="${worst:-0}" -v m="$steady_med" -v f="$failed" 'BEGIN {
+    r = (m > 0 ? w / m : 0)
+    printf "rotation: worst 1s TPS / steady median = %.3f (target >= 0.9), failed = %d (target 0)%s\n",
+      r, f, (r >= 0.9 && f == 0 ? "" : "  <- MISSED")
+  }'
+  printf 'rotation: aborted clients = %s (target 0), issued roles seen per run >= %s (about %s expected)\n' \
+    "$aborted" "$roles_min" \
+    "$(awk -v d="$DURATION" -v t="$ROT_TTL_S" -v a="$ROT_AT" 'BEGIN {printf "%d", d / (t * a) + 1}')"
 }
 # ============================================================================================
 
@@ -456,6 +618,12 @@ main() {
   for t in "${want[@]}"; do
     [[ $t =~ ^(direct|pglease|pgbouncer)$ ]] || die "unknown target '$t' in TARGETS"
   done
+  if [[ $SCENARIO == rotation ]]; then
+    build_pglease
+    start_postgres
+    scenario_rotation
+    return
+  fi
   if [[ " ${want[*]} " == *" pgbouncer "* ]] && ! find_pgbouncer; then
     MISSING[pgbouncer]="not installed"
     loud "pgbouncer: not installed (apt-get install pgbouncer, or BENCH_INSTALL=1); running without it"
@@ -470,7 +638,6 @@ main() {
     esac
     run+=("$t")
   done
-  if [[ $SCENARIO == rotation ]]; then scenario_rotation; fi
 
   log "targets: ${run[*]}; MODE=$MODE PROTOCOL=$PROTOCOL SCENARIO=$SCENARIO CLIENTS=$CLIENTS" \
     "THREADS=$THREADS POOL_SIZE=$POOL_SIZE DURATION=${DURATION}s ROUNDS=$ROUNDS; $(nproc) CPUs"

@@ -62,8 +62,18 @@ async fn prefixed_roles(admin: &tokio_postgres::Client, prefix: &str) -> BTreeSe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_rotations_under_load_with_no_client_error() {
-    let db = fresh_db("rot").await;
+async fn five_rotations_under_load_with_no_client_error_transaction_mode() {
+    rotations_under_load("transaction", 8, "rotx").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_rotations_under_load_with_no_client_error_session_mode() {
+    // One upstream per session: as many clients as the pool holds.
+    rotations_under_load("session", 4, "rots").await;
+}
+
+async fn rotations_under_load(mode: &str, clients: i32, prefix: &str) {
+    let db = fresh_db(prefix).await;
     let admin = superuser().await;
     let setup = connect(
         upstream_addr(),
@@ -76,14 +86,13 @@ async fn five_rotations_under_load_with_no_client_error() {
         .batch_execute("CREATE TABLE ledger (client int, n int)")
         .await
         .expect("create table");
-    let prefix = "rotx";
-    let proxy = start_proxy(&issuer_toml(&db, prefix, "transaction")).await;
+    let proxy = start_proxy(&issuer_toml(&db, prefix, mode)).await;
     let addr = proxy.local_addr();
 
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
-    for id in 0..8 {
+    for id in 0..clients {
         let client = connect(addr, &db.user, &db.password, &db.name).await;
         let (stop, done) = (stop.clone(), done.clone());
         workers.push(tokio::spawn(async move {
@@ -292,5 +301,102 @@ async fn source_outage_keeps_traffic_on_the_current_lease_and_recovery_resumes_r
         .simple_query("SELECT 1")
         .await
         .expect("query on the new lease");
+    proxy.shutdown().await;
+}
+
+async fn first_value(client: &tokio_postgres::Client, sql: &str) -> String {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+    messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_follows_rotation_and_pinned_sessions_end_at_the_deadline() {
+    let db = fresh_db("sess").await;
+    let prefix = "sessx";
+    let toml = issuer_toml(&db, prefix, "session").replace("max_ttl = \"20s\"", "max_ttl = \"6s\"");
+    let proxy = start_proxy(&toml).await;
+    let creds = proxy.shared().credentials["rotating"].clone();
+    let addr = proxy.local_addr();
+
+    let mover = connect(addr, &db.user, &db.password, &db.name).await;
+    mover
+        .batch_execute(
+            "SET work_mem = '7MB'; PREPARE plus_one(int) AS SELECT $1 + 1; LISTEN pglease_chan",
+        )
+        .await
+        .expect("session state");
+    let mover_role = first_value(&mover, "SELECT current_user").await;
+
+    // Keep the connection task's result: PostgreSQL-style FATAL errors that arrive while the
+    // client is idle are reported there by tokio-postgres.
+    let (pinned, pinned_conn) = client_config(addr, &db.user, &db.password, &db.name)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("pinned session");
+    let pinned_task = tokio::spawn(pinned_conn);
+    pinned
+        .batch_execute("CREATE TEMP TABLE scratch (x int)")
+        .await
+        .expect("temp table");
+    let pinned_role = first_value(&pinned, "SELECT current_user").await;
+
+    // Two rotations while both sessions sit idle.
+    let start = creds.generation();
+    let until = Instant::now() + Duration::from_secs(20);
+    while creds.generation() < start + 2 {
+        assert!(Instant::now() < until, "no rotation: {:?}", creds.state());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The idle session moved: new role, same settings, statements and channels.
+    let now_role = first_value(&mover, "SELECT current_user").await;
+    assert_ne!(
+        now_role, mover_role,
+        "the session did not move off its retiring lease"
+    );
+    assert!(now_role.starts_with("sessx_"));
+    assert_eq!(first_value(&mover, "SHOW work_mem").await, "7MB");
+    assert_eq!(first_value(&mover, "EXECUTE plus_one(41)").await, "42");
+    assert_eq!(
+        first_value(
+            &mover,
+            "SELECT string_agg(c, ',') FROM pg_listening_channels() c"
+        )
+        .await,
+        "pglease_chan"
+    );
+
+    // The session with a temporary table stayed on its lease...
+    assert_eq!(
+        first_value(&pinned, "SELECT current_user").await,
+        pinned_role
+    );
+    first_value(&pinned, "SELECT count(*) FROM scratch").await;
+    // ...until that lease's hard deadline, when it gets an error naming the reason.
+    let until = Instant::now() + Duration::from_secs(20);
+    while pinned.simple_query("SELECT 1").await.is_ok() {
+        assert!(Instant::now() < until, "pinned session outlived its lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let error = match pinned_task.await.expect("connection task") {
+        Err(e) => describe(&e),
+        Ok(()) => panic!("the pinned session was closed without an error"),
+    };
+    assert!(
+        error.contains("57P01") && error.contains("deadline"),
+        "unexpected error for the pinned session: {error}"
+    );
+    // The moved session is unaffected.
+    assert_eq!(first_value(&mover, "EXECUTE plus_one(1)").await, "2");
     proxy.shutdown().await;
 }

@@ -14,8 +14,9 @@
 //! at most [`READ_CHUNK`] unsent bytes, so memory per client is bounded whatever the result
 //! size.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
+use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
@@ -85,9 +86,17 @@ pub enum RelayEnd {
     UpstreamIo(io::Error),
     /// PostgreSQL sent invalid framing.
     UpstreamProtocol(ProtocolError),
+    /// A newer lease was published and the session is between transactions with nothing in
+    /// flight either way: the moment to move it to a new upstream.
+    Rotated,
+    /// The upstream's lease reached its hard deadline: the session must end now, wherever
+    /// it is, before the lease is revoked under it.
+    LeaseEnded,
 }
 
-/// Relays until one of the [`RelayEnd`] conditions.
+/// Relays until one of the [`RelayEnd`] conditions. `rotation` (session mode) resolves with
+/// `false` when the upstream's lease is superseded (the relay then stops at the next idle
+/// boundary) and with `true` when that lease's hard deadline has come (it stops at once).
 pub async fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
@@ -95,10 +104,25 @@ pub async fn relay(
     track: &mut Tracker,
     release_on_idle: bool,
     max_message: usize,
+    rotation: Option<Pin<&mut (dyn Future<Output = bool> + Send)>>,
 ) -> RelayEnd {
     track.idle_point = false;
+    let mut rotation = rotation;
+    let mut rotation_due = false;
     poll_fn(|cx| {
-        poll_relay(
+        if !rotation_due {
+            if let Some(signal) = rotation.as_mut() {
+                match signal.as_mut().poll(cx) {
+                    Poll::Ready(true) => return Poll::Ready(RelayEnd::LeaseEnded),
+                    Poll::Ready(false) => rotation_due = true,
+                    Poll::Pending => {}
+                }
+            }
+        }
+        if rotation_due && at_idle_boundary(bufs, track) {
+            return Poll::Ready(RelayEnd::Rotated);
+        }
+        let end = poll_relay(
             cx,
             client,
             upstream,
@@ -106,9 +130,24 @@ pub async fn relay(
             track,
             release_on_idle,
             max_message,
-        )
+        );
+        if end.is_pending() && rotation_due && at_idle_boundary(bufs, track) {
+            return Poll::Ready(RelayEnd::Rotated);
+        }
+        end
     })
     .await
+}
+
+/// Between transactions, nothing outstanding upstream, nothing buffered either way.
+fn at_idle_boundary(b: &Buffers, t: &Tracker) -> bool {
+    t.pending == 0
+        && t.status == b'I'
+        && !t.terminated
+        && !b.fscan.open_batch()
+        && b.c2u.is_empty()
+        && b.u2c.is_empty()
+        && b.bscan.at_boundary()
 }
 
 fn poll_relay(

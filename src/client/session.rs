@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::ClientError;
 use super::handshake::Login;
@@ -16,7 +16,7 @@ use crate::app::{PoolEntry, Shared};
 use crate::config::PoolMode;
 use crate::pool::{Checkout, CheckoutError, Pool};
 use crate::protocol::backend::{self, Severity};
-use crate::upstream::maintenance;
+use crate::upstream::{maintenance, migrate};
 
 /// How long cleanup statements (ROLLBACK, the reset query) may take before the upstream is
 /// closed instead.
@@ -67,7 +67,6 @@ impl Session {
 
     /// Serves requests until the client leaves.
     pub async fn run(mut self) -> Result<(), ClientError> {
-        let release_on_idle = self.entry().mode == PoolMode::Transaction;
         loop {
             match self.read_request().await? {
                 Next::Request => {}
@@ -81,31 +80,73 @@ impl Session {
                 }
             };
             self.request_ready = false;
+            if let Some(up) = self.serve_on(up).await? {
+                if self.track.unsolicited {
+                    self.track.unsolicited = false;
+                    Pool::discard(up);
+                } else {
+                    drop(up);
+                }
+                self.flush_client().await?;
+                self.shrink_buffers();
+            } else {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Relays on `up` (and, in session mode, on the upstreams the session moves to) until the
+    /// upstream can go back to its pool (`Some`) or the client is gone (`None`).
+    async fn serve_on(&mut self, mut up: Checkout) -> Result<Option<Checkout>, ClientError> {
+        let session_mode = self.entry().mode == PoolMode::Session;
+        let creds = self.entry().pool.credentials().clone();
+        // The newest generation this session already looked at, so a pinned session is
+        // re-examined at the next rotation, not in a loop.
+        let mut examined = up.generation();
+        loop {
             self.login.cancel.slot.set(Some(up.cancel));
-            let end = relay(
-                &self.client,
-                &up.stream,
-                &mut self.bufs,
-                &mut self.track,
-                release_on_idle,
-                self.shared.max_message_size,
-            )
-            .await;
+            let end = if session_mode {
+                let generation = up.generation();
+                let ended = creds.lease_end(generation);
+                let watch = creds.clone();
+                let mut signal = std::pin::pin!(async move {
+                    tokio::select! {
+                        () = ended.cancelled() => true,
+                        () = watch.wait_newer_than(examined) => false,
+                    }
+                });
+                self.relay(&up, false, Some(signal.as_mut())).await
+            } else {
+                self.relay(&up, true, None).await
+            };
             self.login.cancel.slot.set(None);
             match end {
-                RelayEnd::Idle => {
-                    if self.track.unsolicited {
-                        self.track.unsolicited = false;
-                        Pool::discard(up);
-                    } else {
-                        drop(up);
-                    }
-                    self.flush_client().await?;
-                    self.shrink_buffers();
+                RelayEnd::Idle => return Ok(Some(up)),
+                RelayEnd::Rotated => {
+                    examined = creds.generation();
+                    up = match self.migrate(up).await {
+                        Ok(next) => next,
+                        Err(e) => return Err(self.fatal(e).await),
+                    };
+                }
+                RelayEnd::LeaseEnded => {
+                    warn!(
+                        generation = up.generation(),
+                        "ending a session at its lease's hard deadline"
+                    );
+                    Pool::discard(up);
+                    let _ = self.flush_client().await;
+                    let err = ClientError::refused(
+                        "57P01",
+                        "terminating connection: its upstream credential lease reached its deadline \
+                         and the session holds state that cannot move to a new lease \
+                         (temporary tables, advisory locks or cursors WITH HOLD)",
+                    );
+                    return Err(self.fatal(err).await);
                 }
                 RelayEnd::ClientClosed => {
                     self.cleanup(up).await;
-                    return Ok(());
+                    return Ok(None);
                 }
                 RelayEnd::ClientIo(e) => {
                     self.cleanup(up).await;
@@ -113,9 +154,7 @@ impl Session {
                 }
                 RelayEnd::ClientProtocol(e) => {
                     self.cleanup(up).await;
-                    let err = ClientError::from(e);
-                    super::refuse(&mut self.client, &err).await;
-                    return Err(err);
+                    return Err(self.fatal(ClientError::from(e)).await);
                 }
                 RelayEnd::UpstreamClosed
                 | RelayEnd::UpstreamIo(_)
@@ -125,12 +164,84 @@ impl Session {
                     // The client's transaction (if any) is gone with the upstream; it must
                     // not carry on as if nothing happened.
                     let _ = self.flush_client().await;
-                    let err = ClientError::refused("08006", "upstream connection lost");
-                    super::refuse(&mut self.client, &err).await;
-                    return Err(err);
+                    return Err(self
+                        .fatal(ClientError::refused("08006", "upstream connection lost"))
+                        .await);
                 }
             }
         }
+    }
+
+    async fn relay(
+        &mut self,
+        up: &Checkout,
+        release_on_idle: bool,
+        signal: Option<std::pin::Pin<&mut (dyn std::future::Future<Output = bool> + Send)>>,
+    ) -> RelayEnd {
+        let max = self.shared.max_message_size;
+        relay(
+            &self.client,
+            &up.stream,
+            &mut self.bufs,
+            &mut self.track,
+            release_on_idle,
+            max,
+            signal,
+        )
+        .await
+    }
+
+    /// Sends a FATAL error to the client and returns it.
+    async fn fatal(&mut self, err: ClientError) -> ClientError {
+        super::refuse(&mut self.client, &err).await;
+        err
+    }
+
+    /// Moves an idle session to an upstream on the newest lease, replaying its settings,
+    /// prepared statements and LISTEN channels. A session holding state that cannot move stays
+    /// where it is (until the lease's deadline, or the next rotation if it lets go).
+    async fn migrate(&mut self, mut old: Checkout) -> Result<Checkout, ClientError> {
+        if old.generation() >= self.entry().pool.credentials().generation() {
+            return Ok(old);
+        }
+        let state = match migrate::capture(&mut old, CLEANUP_TIMEOUT).await {
+            Ok(state) => state,
+            Err(e) => {
+                warn!(error = %e, "reading session state for a move failed");
+                Pool::discard(old);
+                return Err(ClientError::refused("08006", "upstream connection lost"));
+            }
+        };
+        if !state.pinned_by.is_empty() {
+            info!(pinned_by = %state.pinned_by, generation = old.generation(), "session stays on its retiring lease");
+            return Ok(old);
+        }
+        let from = old.generation();
+        // Free the old slot first: a full session-mode pool has no other room for the new one.
+        Pool::discard(old);
+        let mut new = self.entry().pool.checkout().await.map_err(|e| {
+            ClientError::refused(
+                "08006",
+                format!("could not move the session to a new credential lease: {e}"),
+            )
+        })?;
+        if let Err(e) = migrate::replay(&mut new, &state, CLEANUP_TIMEOUT).await {
+            warn!(error = %e, "replaying session state failed");
+            Pool::discard(new);
+            return Err(ClientError::refused(
+                "08006",
+                "could not move the session to a new credential lease",
+            ));
+        }
+        info!(
+            from,
+            to = new.generation(),
+            settings = state.settings.len(),
+            prepared = state.prepared.len(),
+            listens = state.listens.len(),
+            "session moved to a new lease"
+        );
+        Ok(new)
     }
 
     /// Reads from the client until a complete request is buffered (or it leaves). Nothing is

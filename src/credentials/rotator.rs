@@ -21,6 +21,7 @@
 //! source handed out a password PostgreSQL refuses) is revoked and never published.
 //! Every lifecycle event is one audit line on the `pglease::audit` target (§5.8).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,6 +76,9 @@ pub struct Credentials {
     generation: Arc<AtomicU64>,
     rotate: Arc<Notify>,
     state: Arc<Mutex<LeaseState>>,
+    /// Per generation, cancelled just before that lease is revoked at its hard deadline, so
+    /// sessions still on it end with a clear error instead of being cut off by PostgreSQL.
+    ends: Arc<Mutex<HashMap<u64, CancellationToken>>>,
 }
 
 impl Credentials {
@@ -94,6 +98,7 @@ impl Credentials {
             generation: Arc::default(),
             rotate: Arc::default(),
             state: Arc::default(),
+            ends: Arc::default(),
         };
         let rotator = Rotator {
             creds: handle.clone(),
@@ -132,6 +137,33 @@ impl Credentials {
     /// the per-checkout "is this connection's lease retired?" test.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a lease newer than `generation` is published (never, after shutdown).
+    pub async fn wait_newer_than(&self, generation: u64) {
+        let mut rx = self.current.clone();
+        let newer = rx.wait_for(|l| l.as_ref().is_some_and(|l| l.generation > generation));
+        if newer.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Cancelled when the lease of `generation` reaches its hard deadline with connections
+    /// still on it.
+    pub fn lease_end(&self, generation: u64) -> CancellationToken {
+        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        ends.entry(generation).or_default().clone()
+    }
+
+    fn end_lease(&self, generation: u64, cancel: bool) {
+        let token = self
+            .ends
+            .lock()
+            .ok()
+            .and_then(|mut e| e.remove(&generation));
+        if let (Some(token), true) = (token, cancel) {
+            token.cancel();
+        }
     }
 
     /// Asks for a rotation now (the admin `ROTATE` command).
@@ -304,6 +336,7 @@ impl Rotator {
             let in_use = r.in_use();
             let deadline = r.expires_at.map(|e| hard_deadline(e, &self.life));
             if in_use == 0 {
+                self.creds.end_lease(r.lease.generation, false);
                 self.revoke(&r.lease, "drained: no connection uses it")
                     .await;
                 continue;
@@ -315,6 +348,10 @@ impl Rotator {
                     "hard deadline reached with connections still on it",
                 );
                 self.creds.update(|s| s.expired_in_use += 1);
+                // Sessions on the lease end themselves with an error that names the reason;
+                // give them a moment before the source cuts whatever is left.
+                self.creds.end_lease(r.lease.generation, true);
+                tokio::time::sleep(Duration::from_millis(300)).await;
                 self.revoke(&r.lease, "hard deadline").await;
                 continue;
             }

@@ -155,6 +155,11 @@ impl Pool {
         self.inner.close();
     }
 
+    /// The credentials entry this pool logs in with.
+    pub fn credentials(&self) -> &Credentials {
+        self.inner.manager().credentials()
+    }
+
     /// The pool's settings.
     pub fn settings(&self) -> &PoolSettings {
         &self.settings

@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod maintenance;
+pub mod migrate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -167,7 +167,12 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-fn client_config(addr: SocketAddr, user: &str, password: &str, db: &str) -> tokio_postgres::Config {
+pub fn client_config(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();
     config
         .host(addr.ip().to_string())
