@@ -465,6 +465,8 @@ rotation_run() {
     SAMPLER_PID=$!
   fi
   log "round $round $run: pgbench -T $DURATION -P 1"
+  local t0
+  t0=$(date +%s.%N)
   PGPASSWORD=$BENCH_PASSWORD "$PGBENCH" "${args[@]}" -T "$DURATION" -P 1 -h 127.0.0.1 \
     -p "$PGLEASE_PORT" -U bench bench >"$out" 2>&1 || rc=$?
   stop_pid "$SAMPLER_PID"
@@ -490,6 +492,7 @@ rotation_run() {
     # really are dropped once drained.
     issued=$(grep -c 'lease issued' "$PGLEASE_LOG" || true)
     revoked=$(grep -c 'lease revoked' "$PGLEASE_LOG" || true)
+    rotation_seconds "$t0" "$secs" "$TMP/published-$run-$round" >"$TMP/near-$run-$round"
   fi
   printf '%s %s %s %s %s %s %s %s %s %s %s\n' "$run" "$round" "${med:-0}" "$worst" "${tps:-0}" \
     "${failed:-0}" "${aborted:-0}" "$nroles" "$issued" "$revoked" "$rc" >>"$TMP/rotation-results"
@@ -498,6 +501,20 @@ rotation_run() {
     grep -m 3 -i 'error' "$out" >&2 || tail -n 5 "$out" >&2
   fi
   log "round $round $run: median ${med:-?} tps, worst second ${worst%% *} tps"
+}
+
+# Splits the kept seconds of a rotating run into those within 2 s after a rotation ("1 tps")
+# and the rest ("0 tps"), so a cost of rotating stands out from the machine's noise. The
+# rotation times are the `lease published` audit lines, taken relative to pgbench's start.
+rotation_seconds() {
+  local t0=$1 secs=$2 published=$3 ts
+  sed 's/\x1b\[[0-9;]*m//g' "$PGLEASE_LOG" | awk '/lease published/ {print $1}' |
+    while read -r ts; do
+      date -d "$ts" +%s.%N 2>/dev/null || true
+    done | awk -v t0="$t0" '{print $1 - t0}' >"$published"
+  awk 'NR == FNR {p[NR] = $1; n = NR; next}
+       {near = 0; for (i = 1; i <= n; i++) if (p[i] > $1 - 2 && p[i] <= $1) near = 1; print near, $2}' \
+    "$published" "$secs"
 }
 
 scenario_rotation() {
@@ -521,6 +538,19 @@ scenario_rotation() {
     fi
   done
   rotation_report
+}
+
+# Reads "count values..." for the seconds near a rotation, then for the others.
+rotation_split_line() {
+  local near other mn mo
+  read -r -a near
+  read -r -a other
+  mn=$(printf '%s\n' "${near[@]:1}" | grep . | median)
+  mo=$(printf '%s\n' "${other[@]:1}" | grep . | median)
+  awk -v a="$mn" -v b="$mo" -v na="${near[0]:-0}" -v nb="${other[0]:-0}" 'BEGIN {
+    printf "rotating: median TPS of the %d s within 2 s after a rotation / of the other %d s = %.3f\n",
+      na, nb, (b > 0 ? a / b : 0)
+  }'
 }
 
 rotation_report() {
@@ -548,6 +578,11 @@ rotation_report() {
     printf "rotation: worst 1s TPS / steady median = %.3f (target >= 0.9), failed = %d (target 0)%s\n",
       r, f, (r >= 0.9 && f == 0 ? "" : "  <- MISSED")
   }'
+  cat "$TMP"/near-rotating-* | awk '{v[$1] = v[$1] " " $2; n[$1]++} END {print n[1] + 0, v[1]; print n[0] + 0, v[0]}' |
+    rotation_split_line
+  # The same ratio with no rotation at all: how much a second dips on this machine anyway.
+  cat "$TMP"/seconds-steady-* | awk '{print $2}' | sort -g | head -n 1 |
+    awk -v m="$steady_med" '{printf "steady:   worst 1s TPS / steady median = %.3f (noise floor, no rotation)\n", (m > 0 ? $1 / m : 0)}'
   printf 'rotation: aborted clients = %s (target 0), issued roles seen per run >= %s (about %s expected)\n' \
     "$aborted" "$roles_min" \
     "$(awk -v d="$DURATION" -v t="$ROT_TTL_S" -v a="$ROT_AT" 'BEGIN {printf "%d", d / (t * a) + 1}')"

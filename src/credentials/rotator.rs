@@ -41,6 +41,10 @@ pub type Prover = Arc<
     dyn Fn(Arc<Lease>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
 >;
 
+/// How long sessions told that their lease hit its deadline get to close by themselves
+/// before the source cuts them off.
+const DEADLINE_GRACE: Duration = Duration::from_secs(2);
+
 /// How often retiring leases are checked.
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
 
@@ -351,7 +355,10 @@ impl Rotator {
                 // Sessions on the lease end themselves with an error that names the reason;
                 // give them a moment before the source cuts whatever is left.
                 self.creds.end_lease(r.lease.generation, true);
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                let grace = tokio::time::Instant::now() + DEADLINE_GRACE;
+                while r.in_use() > 0 && tokio::time::Instant::now() < grace {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 self.revoke(&r.lease, "hard deadline").await;
                 continue;
             }
