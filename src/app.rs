@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::auth::{AuthError, LocalPassword};
 use crate::client::cancel::CancelRegistry;
-use crate::config::{AuthType, Config, CredentialsConfig, PoolMode, SourceConfig};
+use crate::config::{AuthType, Config, CredentialsConfig, DatabaseConfig, PoolMode, SourceConfig};
 use crate::credentials::exec_source::ExecSource;
 use crate::credentials::file_source::FileSource;
 use crate::credentials::issuer::IssuerSource;
@@ -126,13 +126,7 @@ impl Proxy {
                 // Validation guarantees the entry exists; stay total anyway.
                 continue;
             };
-            let target = UpstreamTarget {
-                host: db.host.clone(),
-                port: db.port,
-                dbname: db.upstream_dbname().to_owned(),
-                application_name: config.proxy.application_name.clone(),
-                connect_timeout: config.proxy.connect_timeout,
-            };
+            let target = upstream_target(&config, db);
             let settings = PoolSettings {
                 size: db.pool_size,
                 wait_timeout: config.proxy.query_wait_timeout,
@@ -306,19 +300,24 @@ fn lifecycle(entry: &CredentialsConfig) -> Lifecycle {
     }
 }
 
+/// Where a database's upstream connections go.
+fn upstream_target(config: &Config, db: &DatabaseConfig) -> UpstreamTarget {
+    UpstreamTarget {
+        host: db.host.clone(),
+        port: db.port,
+        dbname: db.upstream_dbname().to_owned(),
+        application_name: config.proxy.application_name.clone(),
+        connect_timeout: config.proxy.connect_timeout,
+    }
+}
+
 /// Proves a fresh lease with one login to the first database that uses it.
 fn prover(config: &Config, credentials: &str) -> Option<Prover> {
     let db = config
         .databases
         .iter()
         .find(|d| d.credentials == credentials)?;
-    let target = UpstreamTarget {
-        host: db.host.clone(),
-        port: db.port,
-        dbname: db.upstream_dbname().to_owned(),
-        application_name: config.proxy.application_name.clone(),
-        connect_timeout: config.proxy.connect_timeout,
-    };
+    let target = upstream_target(config, db);
     Some(Arc::new(move |lease| {
         let target = target.clone();
         Box::pin(async move {
