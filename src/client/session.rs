@@ -98,14 +98,16 @@ impl Session {
     /// Relays on `up` (and, in session mode, on the upstreams the session moves to) until the
     /// upstream can go back to its pool (`Some`) or the client is gone (`None`).
     async fn serve_on(&mut self, mut up: Checkout) -> Result<Option<Checkout>, ClientError> {
-        let session_mode = self.entry().mode == PoolMode::Session;
-        let creds = self.entry().pool.credentials().clone();
+        // Only session mode watches for rotation; transaction mode gives the upstream back at
+        // each transaction's end, so nothing extra is done per transaction.
+        let creds = (self.entry().mode == PoolMode::Session)
+            .then(|| self.entry().pool.credentials().clone());
         // The newest generation this session already looked at, so a pinned session is
         // re-examined at the next rotation, not in a loop.
         let mut examined = up.generation();
         loop {
             self.login.cancel.slot.set(Some(up.cancel));
-            let end = if session_mode {
+            let end = if let Some(creds) = &creds {
                 let generation = up.generation();
                 let ended = creds.lease_end(generation);
                 let watch = creds.clone();
@@ -123,7 +125,7 @@ impl Session {
             match end {
                 RelayEnd::Idle => return Ok(Some(up)),
                 RelayEnd::Rotated => {
-                    examined = creds.generation();
+                    examined = self.entry().pool.credentials().generation();
                     up = match self.migrate(up).await {
                         Ok(next) => next,
                         Err(e) => return Err(self.fatal(e).await),

@@ -317,8 +317,7 @@ impl Rotator {
         let time_left = self
             .creds
             .current()
-            .and_then(|l| l.expires_at)
-            .map(|e| e.duration_since(SystemTime::now()).unwrap_or_default());
+            .and_then(|l| l.time_left(SystemTime::now()));
         warn!(
             target: "pglease::audit",
             credentials = %self.creds.name,

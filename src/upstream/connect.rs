@@ -141,25 +141,29 @@ impl Login {
         }
     }
 
-    /// Reads one message, refusing any length over the login limit before buffering it.
     async fn read(&mut self) -> Result<Message, UpstreamError> {
-        loop {
-            if let Some((tag, len)) = header(&self.buf) {
-                if len > MAX_LOGIN_MESSAGE {
-                    return Err(ProtocolError::TooLarge {
-                        tag,
-                        len,
-                        max: MAX_LOGIN_MESSAGE,
-                    }
-                    .into());
-                }
+        read_message(&mut self.stream, &mut self.buf, MAX_LOGIN_MESSAGE).await
+    }
+}
+
+/// Reads one backend message into `buf`, refusing a length over `max` before buffering it:
+/// PostgreSQL's bytes are not trusted either.
+pub(crate) async fn read_message(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Message, UpstreamError> {
+    loop {
+        if let Some((tag, len)) = header(buf) {
+            if len > max {
+                return Err(ProtocolError::TooLarge { tag, len, max }.into());
             }
-            if let Some(msg) = Message::parse(&mut self.buf)? {
-                return Ok(msg);
-            }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(UpstreamError::Closed);
-            }
+        }
+        if let Some(msg) = Message::parse(buf)? {
+            return Ok(msg);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(UpstreamError::Closed);
         }
     }
 }

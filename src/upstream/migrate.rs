@@ -9,12 +9,11 @@ use bytes::BytesMut;
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-use super::connect::refused;
+use super::connect::{read_message, refused};
 use super::{Upstream, UpstreamError};
 use crate::protocol::ProtocolError;
-use crate::protocol::frame::header;
 
 /// Largest single reply message read while capturing state.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -124,22 +123,7 @@ async fn query_rows_inner(
     let mut rows = Vec::new();
     let mut error = None;
     loop {
-        if let Some((tag, len)) = header(&buf) {
-            if len > MAX_MESSAGE {
-                return Err(ProtocolError::TooLarge {
-                    tag,
-                    len,
-                    max: MAX_MESSAGE,
-                }
-                .into());
-            }
-        }
-        let Some(message) = Message::parse(&mut buf)? else {
-            if up.stream.read_buf(&mut buf).await? == 0 {
-                return Err(UpstreamError::Closed);
-            }
-            continue;
-        };
+        let message = read_message(&mut up.stream, &mut buf, MAX_MESSAGE).await?;
         match message {
             Message::DataRow(row) => {
                 let data = row.buffer();
