@@ -139,7 +139,7 @@ impl Proxy {
                     mode: db.pool_mode,
                     reset_query: db.reset_query.as_str().into(),
                 };
-                spawn_pool_maintenance(entry.pool.clone(), shutdown.clone());
+                tokio::spawn(crate::pool::maintain(entry.pool.clone(), shutdown.clone()));
                 by_user.insert(user.name.clone(), entry);
             }
         }
@@ -241,29 +241,6 @@ async fn local_users(config: &Config) -> Result<HashMap<String, LocalPassword>, 
     })
     .await;
     parsed.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-}
-
-/// How often each pool retires idle connections of superseded leases.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Retires idle connections whose lease was superseded, a quarter of the pool per tick at
-/// most, and opens their replacements right away, so the pool never shrinks and never
-/// reconnects all at once.
-fn spawn_pool_maintenance(pool: Pool, shutdown: CancellationToken) {
-    let per_tick = (pool.settings().size / 4).max(1);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(DRAIN_INTERVAL);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let retired = pool.retire_idle(per_tick);
-            if retired > 0 {
-                pool.prewarm(retired).await;
-            }
-        }
-    });
 }
 
 /// Drops issued roles whose validity has passed (left by a crash or a kill -9): once at start,

@@ -409,3 +409,44 @@ async fn session_state_follows_rotation_and_pinned_sessions_end_at_the_deadline(
     assert_eq!(first_value(&mover, "EXECUTE plus_one(1)").await, "2");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_open_at_the_hard_deadline_ends_with_an_error_naming_it() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let db = fresh_db("txdl").await;
+    let toml =
+        issuer_toml(&db, "txdl", "transaction").replace("max_ttl = \"30s\"", "max_ttl = \"10s\"");
+    let proxy = start_proxy(&toml).await;
+    let creds = proxy.shared().credentials["rotating"].clone();
+    let addr = proxy.local_addr();
+
+    let (stuck, stuck_conn) = client_config(addr, &db.user, &db.password, &db.name)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("client");
+    let stuck_task = tokio::spawn(stuck_conn);
+    stuck.batch_execute("BEGIN").await.expect("begin");
+    let role = first_value(&stuck, "SELECT current_user").await;
+    let generation = creds.generation();
+
+    // Other clients keep working on newer leases while this transaction holds the old one.
+    let other = connect(addr, &db.user, &db.password, &db.name).await;
+    let until = Instant::now() + Duration::from_secs(30);
+    while stuck.simple_query("SELECT 1").await.is_ok() {
+        assert!(Instant::now() < until, "the transaction outlived its lease");
+        first_value(&other, "SELECT 1").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(creds.generation() > generation, "no rotation happened");
+    let error = match stuck_task.await.expect("connection task") {
+        Err(e) => describe(&e),
+        Ok(()) => panic!("the transaction's client was closed without an error"),
+    };
+    assert!(
+        error.contains("57P01") && error.contains("hard deadline") && error.contains("transaction"),
+        "unexpected error for the open transaction: {error}"
+    );
+    assert_ne!(first_value(&other, "SELECT current_user").await, role);
+    assert!(creds.state().expired_in_use >= 1, "{:?}", creds.state());
+    proxy.shutdown().await;
+}

@@ -22,6 +22,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use tokio::net::TcpStream;
 
+use crate::credentials::LeaseEnd;
 use crate::protocol::ProtocolError;
 use crate::protocol::frame::{BackendScanner, FrontendScanner};
 
@@ -94,9 +95,16 @@ pub enum RelayEnd {
     LeaseEnded,
 }
 
-/// Relays until one of the [`RelayEnd`] conditions. `rotation` (session mode) resolves with
-/// `false` when the upstream's lease is superseded (the relay then stops at the next idle
-/// boundary) and with `true` when that lease's hard deadline has come (it stops at once).
+/// What the relay watches besides the two sockets.
+pub struct Signals<'a> {
+    /// Session mode: resolves when the upstream's lease is superseded; the relay then stops
+    /// at the next idle boundary so the session can move.
+    pub rotated: Option<Pin<&'a mut (dyn Future<Output = ()> + Send)>>,
+    /// Fires when the upstream's lease reaches its hard deadline; the relay stops at once.
+    pub deadline: &'a LeaseEnd,
+}
+
+/// Relays until one of the [`RelayEnd`] conditions.
 pub async fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
@@ -104,19 +112,21 @@ pub async fn relay(
     track: &mut Tracker,
     release_on_idle: bool,
     max_message: usize,
-    rotation: Option<Pin<&mut (dyn Future<Output = bool> + Send)>>,
+    signals: Signals<'_>,
 ) -> RelayEnd {
     track.idle_point = false;
-    let mut rotation = rotation;
+    let Signals {
+        mut rotated,
+        deadline,
+    } = signals;
     let mut rotation_due = false;
     poll_fn(|cx| {
+        if deadline.poll_ended(cx) {
+            return Poll::Ready(RelayEnd::LeaseEnded);
+        }
         if !rotation_due {
-            if let Some(signal) = rotation.as_mut() {
-                match signal.as_mut().poll(cx) {
-                    Poll::Ready(true) => return Poll::Ready(RelayEnd::LeaseEnded),
-                    Poll::Ready(false) => rotation_due = true,
-                    Poll::Pending => {}
-                }
+            if let Some(signal) = rotated.as_mut() {
+                rotation_due = signal.as_mut().poll(cx).is_ready();
             }
         }
         if rotation_due && at_idle_boundary(bufs, track) {

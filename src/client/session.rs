@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::ClientError;
 use super::handshake::Login;
-use super::relay::{Buffers, RelayEnd, Tracker, relay};
+use super::relay::{Buffers, RelayEnd, Signals, Tracker, relay};
 use crate::app::{PoolEntry, Shared};
 use crate::config::PoolMode;
 use crate::pool::{Checkout, CheckoutError, Pool};
@@ -108,16 +108,8 @@ impl Session {
         loop {
             self.login.cancel.slot.set(Some(up.cancel));
             let end = if let Some(creds) = &creds {
-                let generation = up.generation();
-                let ended = creds.lease_end(generation);
-                let watch = creds.clone();
-                let mut signal = std::pin::pin!(async move {
-                    tokio::select! {
-                        () = ended.cancelled() => true,
-                        () = watch.wait_newer_than(examined) => false,
-                    }
-                });
-                self.relay(&up, false, Some(signal.as_mut())).await
+                let mut rotated = std::pin::pin!(creds.wait_newer_than(examined));
+                self.relay(&up, false, Some(rotated.as_mut())).await
             } else {
                 self.relay(&up, true, None).await
             };
@@ -134,17 +126,21 @@ impl Session {
                 RelayEnd::LeaseEnded => {
                     warn!(
                         generation = up.generation(),
-                        "ending a session at its lease's hard deadline"
+                        mode = ?self.entry().mode,
+                        "ending a client at its upstream lease's hard deadline"
                     );
                     Pool::discard(up);
                     let _ = self.flush_client().await;
-                    let err = ClientError::refused(
-                        "57P01",
-                        "terminating connection: its upstream credential lease reached its deadline \
-                         and the session holds state that cannot move to a new lease \
-                         (temporary tables, advisory locks or cursors WITH HOLD)",
-                    );
-                    return Err(self.fatal(err).await);
+                    let why = if creds.is_some() {
+                        "terminating connection: its upstream credential lease reached its hard \
+                         deadline and the session holds state that cannot move to a new lease \
+                         (temporary tables, advisory locks or cursors WITH HOLD)"
+                    } else {
+                        "terminating connection: its upstream credential lease reached its hard \
+                         deadline while a transaction was still open; the transaction was not \
+                         committed"
+                    };
+                    return Err(self.fatal(ClientError::refused("57P01", why)).await);
                 }
                 RelayEnd::ClientClosed => {
                     self.cleanup(up).await;
@@ -174,13 +170,17 @@ impl Session {
         }
     }
 
-    async fn relay(
+    async fn relay<'a>(
         &mut self,
-        up: &Checkout,
+        up: &'a Checkout,
         release_on_idle: bool,
-        signal: Option<std::pin::Pin<&mut (dyn std::future::Future<Output = bool> + Send)>>,
+        rotated: Option<std::pin::Pin<&'a mut (dyn std::future::Future<Output = ()> + Send + 'a)>>,
     ) -> RelayEnd {
         let max = self.shared.max_message_size;
+        let signals = Signals {
+            rotated,
+            deadline: &up.deadline,
+        };
         relay(
             &self.client,
             &up.stream,
@@ -188,7 +188,7 @@ impl Session {
             &mut self.track,
             release_on_idle,
             max,
-            signal,
+            signals,
         )
         .await
     }

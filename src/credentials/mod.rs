@@ -4,6 +4,7 @@
 //! acquires leases and publishes the newest on a `watch` channel; pools read it when they open
 //! a connection and stamp the connection with the lease's generation (DESIGN §5).
 
+pub mod deadline;
 pub mod exec_source;
 pub mod file_source;
 pub mod issuer;
@@ -14,6 +15,7 @@ pub mod schedule;
 pub mod source;
 pub mod static_source;
 
+pub use deadline::LeaseEnd;
 pub use lease::Lease;
 pub use rotator::{Credentials, LeaseState, Prover};
 pub use schedule::Lifecycle;

@@ -21,7 +21,6 @@
 //! source handed out a password PostgreSQL refuses) is revoked and never published.
 //! Every lifecycle event is one audit line on the `pglease::audit` target (§5.8).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +31,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::deadline::{Deadlines, LeaseEnd};
 use super::schedule::{Backoff, Lifecycle, hard_deadline, renewal_target, rotation_time};
 use super::{Lease, Source};
 
@@ -80,9 +80,11 @@ pub struct Credentials {
     generation: Arc<AtomicU64>,
     rotate: Arc<Notify>,
     state: Arc<Mutex<LeaseState>>,
-    /// Per generation, cancelled just before that lease is revoked at its hard deadline, so
-    /// sessions still on it end with a clear error instead of being cut off by PostgreSQL.
-    ends: Arc<Mutex<HashMap<u64, CancellationToken>>>,
+    /// Per generation, fired just before that lease is revoked at its hard deadline, so
+    /// clients still on it end with a clear error instead of being cut off by PostgreSQL.
+    deadlines: Arc<Deadlines>,
+    /// How long before a lease's expiry its hard deadline falls.
+    safety_margin: Duration,
 }
 
 impl Credentials {
@@ -102,7 +104,8 @@ impl Credentials {
             generation: Arc::default(),
             rotate: Arc::default(),
             state: Arc::default(),
-            ends: Arc::default(),
+            deadlines: Arc::default(),
+            safety_margin: life.safety_margin,
         };
         let rotator = Rotator {
             creds: handle.clone(),
@@ -152,22 +155,25 @@ impl Credentials {
         }
     }
 
-    /// Cancelled when the lease of `generation` reaches its hard deadline with connections
-    /// still on it.
-    pub fn lease_end(&self, generation: u64) -> CancellationToken {
-        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
-        ends.entry(generation).or_default().clone()
+    /// The hard-deadline signal for a new connection on `generation`; it fires when that
+    /// lease reaches its hard deadline with the connection still open.
+    pub fn watch_deadline(&self, generation: u64) -> Arc<LeaseEnd> {
+        self.deadlines.register(generation)
     }
 
-    fn end_lease(&self, generation: u64, cancel: bool) {
-        let token = self
-            .ends
-            .lock()
-            .ok()
-            .and_then(|mut e| e.remove(&generation));
-        if let (Some(token), true) = (token, cancel) {
-            token.cancel();
-        }
+    /// True when `lease` is within `margin` of its hard deadline (or past it): connections on
+    /// it should not start new work.
+    pub fn near_deadline(&self, lease: &Lease, margin: Duration) -> bool {
+        lease.expires_at.is_some_and(|e| {
+            let deadline = e
+                .checked_sub(self.safety_margin + margin)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            SystemTime::now() >= deadline
+        })
+    }
+
+    fn end_lease(&self, generation: u64, fire: bool) {
+        self.deadlines.end(generation, fire);
     }
 
     /// Asks for a rotation now (the admin `ROTATE` command).

@@ -4,9 +4,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use tokio::sync::Notify;
 
+use super::spares::Spares;
 use crate::credentials::Credentials;
 use crate::upstream::{self, ServerParams, Upstream, UpstreamError, UpstreamTarget};
+
+/// How close to its hard deadline a superseded connection may still be handed out while no
+/// replacement is ready.
+const LAST_USE_BEFORE_DEADLINE: Duration = Duration::from_secs(1);
 
 /// deadpool's hooks for upstream connections.
 pub struct Manager {
@@ -15,6 +21,10 @@ pub struct Manager {
     idle_timeout: Duration,
     /// Login parameters of the most recent upstream, to greet clients without a checkout.
     params: Mutex<Option<ServerParams>>,
+    /// Replacements opened ahead of need, and connection counts per generation.
+    pub(super) spares: Spares,
+    /// Woken when a superseded connection was handed out again for want of a replacement.
+    pub(super) wanted: Notify,
 }
 
 impl Manager {
@@ -28,6 +38,8 @@ impl Manager {
             credentials,
             idle_timeout,
             params: Mutex::new(None),
+            spares: Spares::default(),
+            wanted: Notify::new(),
         }
     }
 
@@ -35,18 +47,18 @@ impl Manager {
         &self.credentials
     }
 
+    pub(super) fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
     pub(super) fn cached_params(&self) -> Option<ServerParams> {
         self.params.lock().ok().and_then(|p| p.clone())
     }
-}
 
-impl managed::Manager for Manager {
-    type Type = Upstream;
-    type Error = UpstreamError;
-
-    async fn create(&self) -> Result<Upstream, UpstreamError> {
-        // Right after start the first lease may still be on its way: wait for it as long as a
-        // connect may take, rather than failing the first clients.
+    /// Opens a connection on the newest lease, stamped with its deadline signal and counted
+    /// under its generation. Right after start the first lease may still be on its way: wait
+    /// for it as long as a connect may take, rather than failing the first clients.
+    pub(super) async fn open(&self) -> Result<Upstream, UpstreamError> {
         let lease = match self.credentials.current() {
             Some(lease) => lease,
             None => self
@@ -55,11 +67,27 @@ impl managed::Manager for Manager {
                 .await
                 .ok_or_else(|| UpstreamError::NoLease(self.credentials.name().to_owned()))?,
         };
-        let up = upstream::connect(&self.target, lease).await?;
+        let generation = lease.generation;
+        let mut up = upstream::connect(&self.target, lease).await?;
+        up.deadline = self.credentials.watch_deadline(generation);
+        up.tally = self.spares.tally(generation);
         if let Ok(mut p) = self.params.lock() {
             *p = Some(up.params.clone());
         }
         Ok(up)
+    }
+}
+
+impl managed::Manager for Manager {
+    type Type = Upstream;
+    type Error = UpstreamError;
+
+    async fn create(&self) -> Result<Upstream, UpstreamError> {
+        let current = self.credentials.generation();
+        if let Some(up) = self.spares.take(current, self.idle_timeout) {
+            return Ok(up);
+        }
+        self.open().await
     }
 
     async fn recycle(&self, up: &mut Upstream, metrics: &Metrics) -> RecycleResult<UpstreamError> {
@@ -69,10 +97,25 @@ impl managed::Manager for Manager {
         if metrics.last_used() > self.idle_timeout {
             return Err(RecycleError::message("idle timeout"));
         }
-        if up.generation() < self.credentials.generation() {
-            // A newer lease is published: this connection's lease is retiring. Closing it
-            // here, when it comes back from a transaction, is how busy connections drain.
-            return Err(RecycleError::message("lease retired"));
+        let current = self.credentials.generation();
+        if up.generation() < current {
+            // Make before break: swap in a connection already logged in on the new lease.
+            if let Some(spare) = self.spares.take(current, self.idle_timeout) {
+                drop(std::mem::replace(up, spare));
+                self.wanted.notify_one();
+                return Ok(());
+            }
+            // No replacement yet: the old lease still works, so keep serving on it rather
+            // than make a client wait for a login, unless its end is near.
+            let ending = up.deadline.is_ended()
+                || up.generation() + 1 < current
+                || self
+                    .credentials
+                    .near_deadline(&up.lease, LAST_USE_BEFORE_DEADLINE);
+            if ending {
+                return Err(RecycleError::message("lease retired"));
+            }
+            self.wanted.notify_one();
         }
         if up.has_unsolicited_input() {
             return Err(RecycleError::message("unsolicited input while idle"));

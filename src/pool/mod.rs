@@ -9,7 +9,9 @@
 //! closed instead of handed out; the login parameters of the first connection are cached so
 //! clients can be greeted without an upstream.
 
+mod drain;
 mod manager;
+mod spares;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use thiserror::Error;
 use crate::credentials::Credentials;
 use crate::upstream::{ServerParams, Upstream, UpstreamError, UpstreamTarget};
 
+pub use drain::maintain;
 pub use manager::Manager;
 
 /// An upstream checked out of a pool. Dropping it gives the upstream back; [`Pool::discard`]
@@ -150,9 +153,11 @@ impl Pool {
         (s.size, s.available, s.waiting)
     }
 
-    /// Closes the pool: waiting and future checkouts fail, idle upstreams are closed.
+    /// Closes the pool: waiting and future checkouts fail, idle and parked upstreams are
+    /// closed.
     pub fn close(&self) {
         self.inner.close();
+        self.inner.manager().spares.clear();
     }
 
     /// The credentials entry this pool logs in with.

@@ -13,8 +13,8 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{CancelTarget, Upstream, UpstreamError, UpstreamTarget};
-use crate::credentials::Lease;
+use super::{CancelTarget, Tally, Upstream, UpstreamError, UpstreamTarget};
+use crate::credentials::{Lease, LeaseEnd};
 use crate::protocol::ProtocolError;
 use crate::protocol::frame::header;
 
@@ -66,7 +66,30 @@ async fn connect_inner(
         },
         created_at: Instant::now(),
         broken: false,
+        deadline: LeaseEnd::never(),
+        tally: Tally::default(),
     })
+}
+
+/// Runs SCRAM's key derivation (thousands of HMAC rounds, as many as PostgreSQL asks for)
+/// on the blocking pool, so a burst of upstream logins never stalls the relay tasks.
+async fn salted_proof(
+    mut scram: ScramSha256,
+    server_first: &[u8],
+) -> Result<ScramSha256, UpstreamError> {
+    let server_first = server_first.to_vec();
+    let derived = tokio::task::spawn_blocking(move || {
+        let result = scram.update(&server_first);
+        result.map(|()| scram)
+    })
+    .await;
+    match derived {
+        Ok(r) => Ok(r?),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(UpstreamError::Io(std::io::Error::other(
+            "runtime shutting down",
+        ))),
+    }
 }
 
 struct Login {
@@ -101,10 +124,11 @@ impl Login {
                 }
                 Message::AuthenticationSaslContinue(body) => {
                     let s = scram
-                        .as_mut()
+                        .take()
                         .ok_or(ProtocolError::Malformed("SASL continue"))?;
-                    s.update(body.data())?;
+                    let s = salted_proof(s, body.data()).await?;
                     frontend::sasl_response(s.message(), &mut self.out)?;
+                    scram = Some(s);
                 }
                 Message::AuthenticationSaslFinal(body) => {
                     let s = scram

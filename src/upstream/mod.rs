@@ -7,12 +7,13 @@ pub mod migrate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::TcpStream;
 
-use crate::credentials::Lease;
+use crate::credentials::{Lease, LeaseEnd};
 use crate::protocol::ProtocolError;
 
 pub use connect::connect;
@@ -61,6 +62,40 @@ pub struct Upstream {
     pub created_at: Instant,
     /// Set when the connection's protocol state is unknown; it is closed, never reused.
     pub broken: bool,
+    /// Fires when this connection's lease reaches its hard deadline (set by the pool).
+    pub deadline: Arc<LeaseEnd>,
+    /// Keeps the opening pool's count of connections per generation (set by the pool).
+    pub tally: Tally,
+}
+
+impl Drop for Upstream {
+    /// Says goodbye with a Terminate message when the socket has room for it, so PostgreSQL
+    /// logs a clean disconnect rather than an unexpected EOF for every retired connection.
+    fn drop(&mut self) {
+        const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
+        let _ = self.stream.try_write(&TERMINATE);
+    }
+}
+
+/// A share of a counter that lasts as long as the connection holding it: a pool counts its
+/// connections per generation, checked-out ones included, without keeping a list of them.
+#[derive(Debug, Default)]
+pub struct Tally(Option<Arc<AtomicUsize>>);
+
+impl Tally {
+    /// Adds one to `count` until this tally is dropped.
+    pub fn new(count: Arc<AtomicUsize>) -> Tally {
+        count.fetch_add(1, Ordering::Relaxed);
+        Tally(Some(count))
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        if let Some(count) = &self.0 {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Upstream {
