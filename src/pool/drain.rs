@@ -4,8 +4,8 @@
 //! # Design
 //!
 //! One task per pool. While the pool holds connections on a superseded lease, it opens
-//! replacements on the newest lease one login at a time (a bounded rate, so a rotation never
-//! turns into a reconnect storm against PostgreSQL) and parks up to a quarter of the pool of
+//! replacements on the newest lease one login at a time, paced (so a rotation never turns
+//! into a reconnect storm against PostgreSQL) and parks up to a quarter of the pool of
 //! them. Busy old connections are swapped for a parked one when they come back from their
 //! transaction (in [`super::manager`]); idle ones are retired here, each only once a
 //! replacement is parked to take its slot. The old lease is thus drained without any client
@@ -20,6 +20,11 @@ use super::Pool;
 
 /// How often the task looks at the pool when nothing wakes it.
 const TICK: Duration = Duration::from_millis(500);
+
+/// The least time between two replacement logins of one pool. Each login costs PostgreSQL a
+/// new backend (a fork, authentication, cold caches); spacing them spreads that cost over a
+/// moment instead of one burst, while a pool of 100 still moves within seconds.
+const REPLACEMENT_PACE: Duration = Duration::from_millis(40);
 
 /// How long to wait after a failed replacement login before trying again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -60,6 +65,10 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
                 Ok(up) => {
                     manager.spares.park(up);
                     busy = true;
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(REPLACEMENT_PACE) => {}
+                    }
                 }
                 Err(e) => {
                     warn!(credentials = %creds.name(), error = %e, "opening a replacement upstream failed");
