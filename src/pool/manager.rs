@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use tokio::sync::Notify;
+use tracing::warn;
 
 use super::spares::Spares;
 use crate::credentials::Credentials;
@@ -68,13 +69,48 @@ impl Manager {
                 .ok_or_else(|| UpstreamError::NoLease(self.credentials.name().to_owned()))?,
         };
         let generation = lease.generation;
-        let mut up = upstream::connect(&self.target, lease).await?;
+        let mut up = match upstream::connect(&self.target, lease).await {
+            Err(UpstreamError::Refused { code, .. }) if code == "28P01" => {
+                self.after_bad_password(generation).await?
+            }
+            other => other?,
+        };
+        let generation = up.generation();
         up.deadline = self.credentials.watch_deadline(generation);
         up.tally = self.spares.tally(generation);
         if let Ok(mut p) = self.params.lock() {
             *p = Some(up.params.clone());
         }
         Ok(up)
+    }
+}
+
+impl Manager {
+    /// PostgreSQL refused the current lease's password: the store changed it under us (a
+    /// Vault static role rotated, a file rewritten) before the source noticed. Ask for a
+    /// rotation now, wait (as long as a connect may take) for the new lease, and try once more.
+    async fn after_bad_password(&self, refused: u64) -> Result<Upstream, UpstreamError> {
+        warn!(
+            credentials = %self.credentials.name(),
+            generation = refused,
+            "upstream refused the current lease's password; asking for a new lease"
+        );
+        self.credentials.rotate_now();
+        let newer = self.credentials.wait_newer_than(refused);
+        if tokio::time::timeout(self.target.connect_timeout, newer)
+            .await
+            .is_err()
+        {
+            return Err(UpstreamError::Refused {
+                code: "28P01".into(),
+                message: "password authentication failed, and no new lease came in time".into(),
+            });
+        }
+        let lease = self
+            .credentials
+            .current()
+            .ok_or_else(|| UpstreamError::NoLease(self.credentials.name().to_owned()))?;
+        upstream::connect(&self.target, lease).await
     }
 }
 
