@@ -450,3 +450,62 @@ async fn transaction_open_at_the_hard_deadline_ends_with_an_error_naming_it() {
     assert!(creds.state().expired_in_use >= 1, "{:?}", creds.state());
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_changed_before_the_source_noticed_is_followed_at_the_next_login() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let db = fresh_db("pwchg").await;
+    let dir = std::env::temp_dir().join(format!("pglease-pwchg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("db.json");
+    let write = |password: &str| {
+        let doc = serde_json::json!({ "username": db.role, "password": password });
+        std::fs::write(path.with_extension("tmp"), doc.to_string()).expect("write");
+        std::fs::rename(path.with_extension("tmp"), &path).expect("rename");
+    };
+    write(db.role_password.expose());
+    // Polled so rarely that only the refused login can make the proxy look again.
+    let source = format!(
+        "source = \"file\"\npath = \"{}\"\npoll_interval = \"1h\"\n",
+        path.display()
+    );
+    let static_source = format!(
+        "source = \"static\"\nusername = \"{}\"\npassword = \"{}\"\n",
+        db.role,
+        db.role_password.expose()
+    );
+    let toml = proxy_toml(&db, "session", 4, "").replace(&static_source, &source);
+    assert!(
+        toml.contains("source = \"file\""),
+        "config not rewritten:\n{toml}"
+    );
+    let proxy = start_proxy(&toml).await;
+    let creds = proxy.shared().credentials["upstream"].clone();
+    let addr = proxy.local_addr();
+
+    let first = connect(addr, &db.user, &db.password, &db.name).await;
+    first_value(&first, "SELECT 1").await;
+    let generation = creds.generation();
+
+    // The store changes the password in PostgreSQL and rewrites the file at once.
+    let new_password = "changed-under-the-pool-7Q";
+    superuser()
+        .await
+        .batch_execute(&format!(
+            "ALTER ROLE \"{}\" PASSWORD '{new_password}'",
+            db.role
+        ))
+        .await
+        .expect("alter role");
+    write(new_password);
+
+    // A new session needs a new upstream: its login is refused, the proxy re-reads the
+    // source and retries, and the client never sees the refusal.
+    let second = connect(addr, &db.user, &db.password, &db.name).await;
+    assert_eq!(first_value(&second, "SELECT 2").await, "2");
+    assert!(creds.generation() > generation, "{:?}", creds.state());
+    // The session already logged in is untouched.
+    assert_eq!(first_value(&first, "SELECT 3").await, "3");
+    proxy.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
