@@ -388,3 +388,36 @@ async fn waiting_for_a_busy_pool_times_out_with_an_error() {
     // The holder's transaction is untouched by the other client's timeout.
     holder.batch_execute("COMMIT").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_terminated_while_idle_is_replaced_not_handed_out() {
+    let db = fresh_db("term").await;
+    let proxy = start_proxy(&proxy_toml(&db, "transaction", 1, "")).await;
+    let client = connect_app(&proxy, &db).await;
+    let pid = |rows: Vec<SimpleQueryMessage>| {
+        rows.iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .expect("no row")
+    };
+    let first = pid(client
+        .simple_query("SELECT pg_backend_pid()")
+        .await
+        .expect("pid"));
+    common::superuser()
+        .await
+        .batch_execute(&format!("SELECT pg_terminate_backend({first})"))
+        .await
+        .expect("terminate");
+    // The FATAL and the hang-up reach the idle upstream's socket; the pool must notice them
+    // at the next checkout rather than hand the dead connection to this client.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = pid(client
+        .simple_query("SELECT pg_backend_pid()")
+        .await
+        .unwrap_or_else(|e| panic!("query after the upstream died: {}", describe(&e))));
+    assert_ne!(first, second, "the terminated upstream was reused");
+    proxy.shutdown().await;
+}
