@@ -25,6 +25,7 @@ use crate::credentials::exec_source::ExecSource;
 use crate::credentials::file_source::FileSource;
 use crate::credentials::issuer::IssuerSource;
 use crate::credentials::static_source::StaticSource;
+use crate::credentials::vault::VaultSource;
 use crate::credentials::{Credentials, Lifecycle, Prover, Source};
 use crate::pool::{Pool, PoolSettings};
 use crate::upstream::{self, UpstreamTarget};
@@ -39,9 +40,6 @@ pub enum AppError {
         #[source]
         source: AuthError,
     },
-    /// The configured credentials source is not available in this build.
-    #[error("credentials.{name}: source `{kind}` is not supported yet")]
-    UnsupportedSource { name: String, kind: &'static str },
     /// A credentials source refused its configuration.
     #[error("credentials.{name}: {source}")]
     Source {
@@ -327,11 +325,13 @@ fn start_credentials(
             }
             SourceConfig::File(f) => Arc::new(FileSource::new(f)),
             SourceConfig::Exec(e) => Arc::new(ExecSource::new(e)),
-            other => {
-                return Err(AppError::UnsupportedSource {
-                    name: name.clone(),
-                    kind: other.kind(),
-                });
+            SourceConfig::Vault(v) => {
+                Arc::new(
+                    VaultSource::from_config(v).map_err(|source| AppError::Source {
+                        name: name.clone(),
+                        source,
+                    })?,
+                )
             }
         };
         // A static password needs no proof: there is nothing to fall back to.

@@ -14,6 +14,7 @@ pub mod rotator;
 pub mod schedule;
 pub mod source;
 pub mod static_source;
+pub mod vault;
 
 pub use deadline::LeaseEnd;
 pub use lease::Lease;

@@ -22,6 +22,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
+pub mod vault_standin;
+
 /// What to install when a client program is missing; failing (never skipping) keeps a
 /// machine without PostgreSQL from passing the suite by accident.
 const CLIENT_INSTALL_HINT: &str = "install the PostgreSQL client programs \
