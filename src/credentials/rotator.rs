@@ -33,7 +33,7 @@ use tracing::{info, warn};
 
 use super::deadline::{Deadlines, LeaseEnd};
 use super::schedule::{Backoff, Lifecycle, hard_deadline, renewal_target, rotation_time};
-use super::{Lease, Source};
+use super::{Lease, Source, SourceError};
 
 /// Logs in once with a fresh lease before it is published; `Err` carries a reason that
 /// contains no secret.
@@ -44,6 +44,9 @@ pub type Prover = Arc<
 /// How long sessions told that their lease hit its deadline get to close by themselves
 /// before the source cuts them off.
 const DEADLINE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long to wait before asking an unreachable source again to renew a lease.
+const RENEW_RETRY: Duration = Duration::from_secs(5);
 
 /// How often retiring leases are checked.
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
@@ -208,6 +211,10 @@ struct Retiring {
     lease: Arc<Lease>,
     /// Current expiry (moves when renewed).
     expires_at: Option<SystemTime>,
+    /// No renewal before this: set after one the source could not be reached for.
+    renew_after: Option<SystemTime>,
+    /// The source refused to extend the lease, or extended it no further: stop asking.
+    renewal_done: bool,
 }
 
 impl Retiring {
@@ -272,6 +279,8 @@ impl Rotator {
                     retiring.push(Retiring {
                         lease: std::mem::replace(&mut current, next),
                         expires_at,
+                        renew_after: None,
+                        renewal_done: false,
                     });
                     self.publish(&current);
                     self.creds.update(|s| s.rotations += 1);
@@ -368,7 +377,8 @@ impl Rotator {
                 continue;
             }
             let near = deadline.is_some_and(|d| now + self.life.safety_margin >= d);
-            if near && self.life.renew && r.lease.renewable {
+            let may_renew = !r.renewal_done && r.renew_after.is_none_or(|t| now >= t);
+            if near && may_renew && self.life.renew && r.lease.renewable {
                 self.renew(&mut r, now).await;
             }
             kept.push(r);
@@ -387,11 +397,25 @@ impl Rotator {
             return;
         };
         match self.source.renew(&r.lease, until).await {
+            // Less than a second gained: the source's own cap (Vault's max_ttl) is reached.
+            Ok(new_expiry) if new_expiry < expires + Duration::from_secs(1) => {
+                r.renewal_done = true;
+                self.audit(
+                    "renewal_capped",
+                    &r.lease,
+                    "the source extends it no further",
+                );
+            }
             Ok(new_expiry) => {
                 r.expires_at = Some(new_expiry);
                 self.audit("renewed", &r.lease, "connections still use it");
             }
             Err(e) => {
+                if let SourceError::Unreachable(_) = e {
+                    r.renew_after = Some(now + RENEW_RETRY);
+                } else {
+                    r.renewal_done = true;
+                }
                 warn!(credentials = %self.creds.name, lease_id = %r.lease.id, error = %e, "lease renewal failed")
             }
         }

@@ -13,6 +13,11 @@ use crate::secret::Secret;
 struct Scripted {
     issued: AtomicU64,
     revoked: Mutex<Vec<String>>,
+    /// Leases are renewable, but every renewal returns the same expiry (a capped lease).
+    renewable: bool,
+    renewals: AtomicU64,
+    /// Lease lifetime; zero means 1.6 s.
+    lifetime: Duration,
 }
 
 impl Source for Scripted {
@@ -23,17 +28,28 @@ impl Source for Scripted {
     fn acquire(&self) -> SourceFuture<'_, Lease> {
         let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
         let now = SystemTime::now();
+        let lifetime = if self.lifetime.is_zero() {
+            Duration::from_millis(1600)
+        } else {
+            self.lifetime
+        };
         Box::pin(async move {
             Ok(Lease {
                 id: format!("lease-{n}"),
                 username: format!("role_{n}"),
                 password: Secret::from("pw"),
                 issued_at: now,
-                expires_at: Some(now + Duration::from_millis(1600)),
-                renewable: false,
+                expires_at: Some(now + lifetime),
+                renewable: self.renewable,
                 generation: 0,
             })
         })
+    }
+
+    fn renew<'a>(&'a self, lease: &'a Lease, _until: SystemTime) -> SourceFuture<'a, SystemTime> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        let same = lease.expires_at.unwrap_or_else(SystemTime::now);
+        Box::pin(async move { Ok(same) })
     }
 
     fn revoke<'a>(&'a self, lease: &'a Lease) -> SourceFuture<'a, ()> {
@@ -134,5 +150,38 @@ async fn a_lease_that_fails_its_proof_is_never_published() {
     // The retry obtains a good lease and publishes it as generation 2.
     wait_until("a proven generation 2", || creds.generation() == 2).await;
     assert_eq!(creds.current().unwrap().id, "lease-3");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_renewal_that_gains_nothing_is_not_asked_again() {
+    let source = Arc::new(Scripted {
+        renewable: true,
+        lifetime: Duration::from_secs(4),
+        ..Scripted::default()
+    });
+    let stop = CancellationToken::new();
+    // Renewal is due from 1 s to the deadline at 2.5 s: several housekeeping ticks.
+    let life = Lifecycle {
+        renew: true,
+        rotate_at: 0.2,
+        safety_margin: Duration::from_millis(1500),
+        max_ttl: None,
+    };
+    let creds = Credentials::spawn("t", source.clone(), life, None, stop.clone());
+    let connection = creds.wait_current(Duration::from_secs(2)).await.unwrap();
+    wait_until("generation 2", || creds.generation() >= 2).await;
+    // Lease 1 stays busy through its deadline; the housekeeping ticks in between must not
+    // keep asking the source for a renewal it already capped.
+    wait_until("lease-1 revoked at its deadline", || {
+        source
+            .revoked
+            .lock()
+            .unwrap()
+            .contains(&"lease-1".to_owned())
+    })
+    .await;
+    assert_eq!(source.renewals.load(Ordering::SeqCst), 1);
+    drop(connection);
     stop.cancel();
 }
