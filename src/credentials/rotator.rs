@@ -168,11 +168,16 @@ impl Credentials {
     /// it should not start new work.
     pub fn near_deadline(&self, lease: &Lease, margin: Duration) -> bool {
         lease.expires_at.is_some_and(|e| {
-            let deadline = e
-                .checked_sub(self.safety_margin + margin)
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            SystemTime::now() >= deadline
+            let deadline = self.hard_deadline(e);
+            SystemTime::now() + margin >= deadline
         })
+    }
+
+    /// When a lease expiring at `expires_at` reaches its hard deadline.
+    pub fn hard_deadline(&self, expires_at: SystemTime) -> SystemTime {
+        expires_at
+            .checked_sub(self.safety_margin)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
     fn end_lease(&self, generation: u64, fire: bool) {

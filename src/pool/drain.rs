@@ -4,27 +4,33 @@
 //! # Design
 //!
 //! One task per pool. While the pool holds connections on a superseded lease, it opens
-//! replacements on the newest lease one login at a time, paced (so a rotation never turns
-//! into a reconnect storm against PostgreSQL) and parks up to a quarter of the pool of
+//! replacements on the newest lease one login at a time, spread over half the time left before
+//! the old lease's hard deadline (so a rotation never turns into a reconnect storm against
+//! PostgreSQL) and parks up to a quarter of the pool of
 //! them. Busy old connections are swapped for a parked one when they come back from their
 //! transaction (in [`super::manager`]); idle ones are retired here, each only once a
 //! replacement is parked to take its slot. The old lease is thus drained without any client
 //! waiting for a login, and its rotator revokes it as soon as the last connection is gone.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Pool;
+use super::spares::Superseded;
+use crate::credentials::Credentials;
 
 /// How often the task looks at the pool when nothing wakes it.
 const TICK: Duration = Duration::from_millis(500);
 
-/// The least time between two replacement logins of one pool. Each login costs PostgreSQL a
-/// new backend (a fork, authentication, cold caches); spacing them spreads that cost over a
-/// moment instead of one burst, while a pool of 100 still moves within seconds.
-const REPLACEMENT_PACE: Duration = Duration::from_millis(40);
+/// The longest pause between two replacement logins of one pool. Each login costs PostgreSQL
+/// a new backend (a fork, authentication, cold caches); spacing them spreads that cost
+/// instead of one burst that every client feels at once.
+const MAX_PACE: Duration = Duration::from_millis(250);
+
+/// The pause when the old lease never expires (nothing hurries the move).
+const UNHURRIED_PACE: Duration = Duration::from_millis(100);
 
 /// How long to wait after a failed replacement login before trying again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -49,7 +55,8 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
         }
         busy = false;
         let current = creds.generation();
-        let old = manager.spares.older_than(current);
+        let superseded = manager.spares.older_than(current);
+        let old = superseded.connections;
         let parked = manager.spares.ready(current, manager.idle_timeout());
         if old == 0 {
             if parked > 0 {
@@ -67,7 +74,7 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
                     busy = true;
                     tokio::select! {
                         () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(REPLACEMENT_PACE) => {}
+                        () = tokio::time::sleep(pace(&creds, superseded)) => {}
                     }
                 }
                 Err(e) => {
@@ -87,4 +94,18 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
             busy = true;
         }
     }
+}
+
+/// The pause after a replacement login: the remaining replacements spread over half the time
+/// left before the old lease's hard deadline, so they are all done well before it.
+fn pace(creds: &Credentials, old: Superseded) -> Duration {
+    let Some(expiry) = old.first_expiry else {
+        return UNHURRIED_PACE;
+    };
+    let left = creds
+        .hard_deadline(expiry)
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    let per_login = left / 2 / u32::try_from(old.connections.max(1)).unwrap_or(u32::MAX);
+    per_login.min(MAX_PACE)
 }

@@ -80,7 +80,7 @@ impl Manager {
         };
         let generation = up.generation();
         up.deadline = self.credentials.watch_deadline(generation);
-        up.tally = self.spares.tally(generation);
+        up.tally = self.spares.tally(generation, up.lease.expires_at);
         if let Ok(mut p) = self.params.lock() {
             *p = Some(up.params.clone());
         }

@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::upstream::{Tally, Upstream};
 
@@ -24,34 +24,62 @@ use crate::upstream::{Tally, Upstream};
 pub struct Spares {
     parked: Mutex<Vec<Upstream>>,
     /// Open connections per generation, counted by the connections' [`Tally`] shares.
-    counts: Mutex<Vec<(u64, Arc<AtomicUsize>)>>,
+    counts: Mutex<Vec<Generation>>,
+}
+
+struct Generation {
+    id: u64,
+    /// When that generation's lease expires (as first published; renewal only moves it later).
+    expires_at: Option<SystemTime>,
+    count: Arc<AtomicUsize>,
+}
+
+/// The connections still on superseded leases.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Superseded {
+    /// How many (in the pool, checked out or parked).
+    pub connections: usize,
+    /// The earliest expiry among their leases: how long the replacements may take.
+    pub first_expiry: Option<SystemTime>,
 }
 
 impl Spares {
-    /// A tally share for a new connection on `generation`.
-    pub fn tally(&self, generation: u64) -> Tally {
+    /// A tally share for a new connection on `generation`, whose lease expires at `expires_at`.
+    pub fn tally(&self, generation: u64, expires_at: Option<SystemTime>) -> Tally {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         // Generations whose connections are all gone are forgotten.
-        counts.retain(|(g, c)| *g == generation || c.load(Ordering::Relaxed) > 0);
-        let count = match counts.iter().find(|(g, _)| *g == generation) {
-            Some((_, c)) => c.clone(),
+        counts.retain(|g| g.id == generation || g.count.load(Ordering::Relaxed) > 0);
+        let count = match counts.iter().find(|g| g.id == generation) {
+            Some(g) => g.count.clone(),
             None => {
-                let c = Arc::new(AtomicUsize::new(0));
-                counts.push((generation, c.clone()));
-                c
+                let count = Arc::new(AtomicUsize::new(0));
+                counts.push(Generation {
+                    id: generation,
+                    expires_at,
+                    count: count.clone(),
+                });
+                count
             }
         };
         Tally::new(count)
     }
 
-    /// Open connections (in the pool, checked out or parked) on leases older than `current`.
-    pub fn older_than(&self, current: u64) -> usize {
+    /// The open connections on leases older than `current`.
+    pub fn older_than(&self, current: u64) -> Superseded {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts
-            .iter()
-            .filter(|(g, _)| *g < current)
-            .map(|(_, c)| c.load(Ordering::Relaxed))
-            .sum()
+        let mut old = Superseded::default();
+        for g in counts.iter().filter(|g| g.id < current) {
+            let n = g.count.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            old.connections += n;
+            old.first_expiry = match (old.first_expiry, g.expires_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        old
     }
 
     /// Parks a freshly opened connection.
@@ -106,25 +134,34 @@ mod tests {
     #[test]
     fn counts_follow_the_connections_that_hold_them() {
         let spares = Spares::default();
-        let a = spares.tally(1);
-        let b = spares.tally(1);
-        let c = spares.tally(2);
-        assert_eq!(spares.older_than(2), 2);
-        assert_eq!(spares.older_than(3), 3);
-        drop(a);
-        assert_eq!(spares.older_than(2), 1);
-        drop(b);
+        let soon = SystemTime::now();
+        let later = soon + Duration::from_secs(60);
+        let a = spares.tally(1, Some(later));
+        let b = spares.tally(1, Some(later));
+        let c = spares.tally(2, Some(soon));
+        assert_eq!(spares.older_than(2).connections, 2);
+        assert_eq!(
+            spares.older_than(3),
+            Superseded {
+                connections: 3,
+                first_expiry: Some(soon)
+            }
+        );
         drop(c);
-        assert_eq!(spares.older_than(3), 0);
+        assert_eq!(spares.older_than(3).first_expiry, Some(later));
+        drop(a);
+        assert_eq!(spares.older_than(2).connections, 1);
+        drop(b);
+        assert_eq!(spares.older_than(3), Superseded::default());
     }
 
     #[test]
     fn empty_generations_are_forgotten() {
         let spares = Spares::default();
         for generation in 1..100 {
-            drop(spares.tally(generation));
+            drop(spares.tally(generation, None));
         }
-        let _live = spares.tally(100);
+        let _live = spares.tally(100, None);
         assert_eq!(spares.counts.lock().unwrap().len(), 1);
     }
 }
