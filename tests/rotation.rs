@@ -174,37 +174,65 @@ async fn rotations_under_load(mode: &str, clients: i32, prefix: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_proxy_leaves_no_expired_role_after_restart() {
+async fn sigkilled_proxy_leaves_no_expired_role_after_restart() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let db = fresh_db("reap").await;
     let admin = superuser().await;
     let prefix = "reapx";
-    let toml = issuer_toml(&db, prefix, "transaction");
-    let proxy = start_proxy(&toml).await;
-    let client = connect(proxy.local_addr(), &db.user, &db.password, &db.name).await;
-    let rows = client
-        .simple_query("SELECT current_user")
-        .await
-        .expect("query");
-    let issued = rows.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-        _ => None,
-    });
-    let issued = issued.expect("a row");
+    // A real pglease process, so SIGKILL gives it no chance to revoke anything.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let toml = issuer_toml(&db, prefix, "transaction").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let path = std::env::temp_dir().join(format!("pglease-reap-{}.toml", std::process::id()));
+    std::fs::write(&path, &toml).expect("config file");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pglease"))
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start pglease");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let until = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        match try_connect(addr, &db.user, &db.password, &db.name).await {
+            Ok(client) => break client,
+            Err(e) if Instant::now() > until => panic!("pglease never served: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let issued = first_value(&client, "SELECT current_user").await;
     assert!(
         issued.starts_with("reapx_"),
         "served by {issued}, not an issued role"
     );
-    // Simulate a crash: the proxy vanishes without revoking anything, and its roles expire.
     drop(client);
-    std::mem::forget(proxy);
+    child.start_kill().expect("SIGKILL");
+    let status = child.wait().await.expect("wait");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{status:?}"
+    );
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        prefixed_roles(&admin, prefix).await.contains(&issued),
+        "the killed proxy could not have dropped {issued}"
+    );
+    // Its roles outlive it and expire (here: at once, instead of waiting out the lease).
     admin
         .batch_execute(&format!(
             "ALTER ROLE \"{issued}\" VALID UNTIL '2000-01-01'; CREATE ROLE reapx_keepme NOLOGIN; CREATE ROLE other_reapx_1 NOLOGIN VALID UNTIL '2000-01-01'"
         ))
         .await
         .expect("expire the role");
-    let restarted = start_proxy(&toml).await;
+    let restarted = start_proxy(&issuer_toml(&db, prefix, "transaction")).await;
     let settle = Instant::now() + Duration::from_secs(10);
     loop {
         let left = prefixed_roles(&admin, prefix).await;
@@ -221,6 +249,10 @@ async fn killed_proxy_leaves_no_expired_role_after_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     restarted.shutdown().await;
+    admin
+        .batch_execute("DROP ROLE reapx_keepme; DROP ROLE other_reapx_1")
+        .await
+        .expect("clean up");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
