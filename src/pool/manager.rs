@@ -27,7 +27,7 @@ pub struct Manager {
     params: Mutex<Option<ServerParams>>,
     /// Replacements opened ahead of need, and connection counts per generation.
     pub(super) spares: Spares,
-    /// Woken when a superseded connection was handed out again for want of a replacement.
+    /// Woken when a parked replacement was used, so the drain task opens the next one.
     pub(super) wanted: Notify,
 }
 
@@ -124,6 +124,7 @@ impl managed::Manager for Manager {
     async fn create(&self) -> Result<Upstream, UpstreamError> {
         let current = self.credentials.generation();
         if let Some(up) = self.spares.take(current, self.idle_timeout) {
+            self.wanted.notify_one();
             return Ok(up);
         }
         self.open().await
@@ -154,7 +155,8 @@ impl managed::Manager for Manager {
             if ending {
                 return Err(RecycleError::message("lease retired"));
             }
-            self.wanted.notify_one();
+            // The drain task is not woken here: it is already opening replacements at its
+            // own pace, and a wake-up per checkout would cost the hot path during a drain.
         }
         // The probe is a syscall; a connection handed straight from one transaction to the
         // next (the busy case) skips it, because a message PostgreSQL sends in so short a
