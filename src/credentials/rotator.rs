@@ -360,6 +360,7 @@ impl Rotator {
             let deadline = r.expires_at.map(|e| hard_deadline(e, &self.life));
             if in_use == 0 {
                 self.creds.end_lease(r.lease.generation, false);
+                self.audit("drained", &r.lease, "no connection uses it any more");
                 self.revoke(&r.lease, "drained: no connection uses it")
                     .await;
                 continue;
