@@ -246,6 +246,7 @@ start_pglease() {
     cat <<EOF
 [proxy]
 listen = "127.0.0.1:$PGLEASE_PORT"
+${PGLEASE_WORKERS:+workers = $PGLEASE_WORKERS}
 
 [[users]]
 name = "bench"

@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::credentials::LeaseEnd;
@@ -281,9 +282,23 @@ fn poll_read(
     }
     loop {
         ready!(stream.poll_read_ready(cx))?;
-        match stream.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            other => return Poll::Ready(other),
+        let space = buf.capacity() - buf.len();
+        let mut drained = None;
+        // A read that does not fill the buffer emptied the socket, so its readiness is
+        // cleared right away (by answering WouldBlock to `try_io`): the next poll waits for
+        // the next event instead of spending a syscall to learn there is nothing to read.
+        let read = stream.try_io(Interest::READABLE, || {
+            let n = stream.try_read_buf(buf)?;
+            if n > 0 && n < space {
+                drained = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match (read, drained) {
+            (_, Some(n)) => return Poll::Ready(Ok(n)),
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            (other, None) => return Poll::Ready(other),
         }
     }
 }
