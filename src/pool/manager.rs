@@ -86,9 +86,7 @@ impl Manager {
         }
         Ok(up)
     }
-}
 
-impl Manager {
     /// PostgreSQL refused the current lease's password: the store changed it under us (a
     /// Vault static role rotated, a file rewritten) before the source noticed. Ask for a
     /// rotation now, wait (as long as a connect may take) for the new lease, and try once more.
