@@ -100,15 +100,7 @@ impl ExecSource {
             SourceError::Rejected(format!("exec `{program}`: {e}{}", stderr_note(&err)))
         })?;
         let run = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
-        Ok(Lease {
-            id: format!("exec:{program}#{run}"),
-            username: credential.username,
-            password: credential.password,
-            issued_at: SystemTime::now(),
-            expires_at: credential.expires_at,
-            renewable: false,
-            generation: 0,
-        })
+        Ok(credential.into_lease(format!("exec:{program}#{run}")))
     }
 }
 

@@ -119,15 +119,8 @@ impl Source for FileSource {
             })?;
             let credential = parse_document(&bytes)
                 .map_err(|e| SourceError::Rejected(format!("file {}: {e}", self.path.display())))?;
-            Ok(Lease {
-                id: lease_id(&self.path, &credential),
-                username: credential.username,
-                password: credential.password,
-                issued_at: SystemTime::now(),
-                expires_at: credential.expires_at,
-                renewable: false,
-                generation: 0,
-            })
+            let id = lease_id(&self.path, &credential);
+            Ok(credential.into_lease(id))
         })
     }
 

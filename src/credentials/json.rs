@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use super::Lease;
 use crate::secret::Secret;
 
 /// Largest document accepted, in bytes. Checked before parsing so a runaway writer or a
@@ -29,6 +30,22 @@ pub struct Credential {
     pub password: Secret,
     /// When the credential stops working, if the document says.
     pub expires_at: Option<SystemTime>,
+}
+
+impl Credential {
+    /// The lease this credential is, under the source's `id` for it. Documents describe
+    /// passwords that cannot be renewed, only replaced.
+    pub fn into_lease(self, id: String) -> Lease {
+        Lease {
+            id,
+            username: self.username,
+            password: self.password,
+            issued_at: SystemTime::now(),
+            expires_at: self.expires_at,
+            renewable: false,
+            generation: 0,
+        }
+    }
 }
 
 /// Why a document was refused. Every variant is safe to log: none carries document text.

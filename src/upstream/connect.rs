@@ -77,6 +77,9 @@ async fn salted_proof(
     mut scram: ScramSha256,
     server_first: &[u8],
 ) -> Result<ScramSha256, UpstreamError> {
+    if iterations(server_first).is_none_or(|i| i > MAX_SCRAM_ITERATIONS) {
+        return Err(ProtocolError::Malformed("SCRAM iteration count missing or too large").into());
+    }
     let server_first = server_first.to_vec();
     let derived = tokio::task::spawn_blocking(move || {
         let result = scram.update(&server_first);
@@ -90,6 +93,19 @@ async fn salted_proof(
             "runtime shutting down",
         ))),
     }
+}
+
+/// The most SCRAM rounds an upstream may ask for: far above any real setting (PostgreSQL's
+/// default is 4096), low enough that a hostile server cannot pin a thread for minutes.
+const MAX_SCRAM_ITERATIONS: u32 = 10_000_000;
+
+/// The `i=` attribute of a SCRAM server-first message.
+fn iterations(server_first: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(server_first).ok()?;
+    text.split(',')
+        .find_map(|attr| attr.strip_prefix("i="))?
+        .parse()
+        .ok()
 }
 
 struct Login {
@@ -206,4 +222,17 @@ pub(crate) fn refused(body: &ErrorResponseBody) -> UpstreamError {
         }
     }
     UpstreamError::Refused { code, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iteration_count_is_read_and_bounded() {
+        assert_eq!(iterations(b"r=abc,s=c2FsdA==,i=4096"), Some(4096));
+        assert_eq!(iterations(b"r=abc,s=c2FsdA=="), None);
+        assert_eq!(iterations(b"r=abc,s=c2FsdA==,i=99999999999"), None);
+        assert!(iterations(b"r=a,s=b,i=20000000").is_some_and(|i| i > MAX_SCRAM_ITERATIONS));
+    }
 }

@@ -17,6 +17,24 @@ fn lease_of(vault: &VaultStandin, role: &str) -> (String, common::vault_standin:
         .unwrap_or_else(|| panic!("{role} is not a role the stand-in issued"))
 }
 
+/// A session-mode proxy on the stand-in's role `app`, and a client holding a temporary table
+/// (so it stays on its lease), with the role it runs as.
+async fn pinned_session(
+    db: &TestDb,
+    vault: &VaultStandin,
+    token: &str,
+) -> (pglease::app::Proxy, tokio_postgres::Client, String) {
+    let toml = vault_toml(db, "session", vault, &token_lines("app", token));
+    let proxy = start_proxy(&toml).await;
+    let pinned = connect_app(&proxy, db).await;
+    pinned
+        .batch_execute("CREATE TEMP TABLE scratch (x int)")
+        .await
+        .expect("temp table");
+    let role = first_value(&pinned, "SELECT current_user").await;
+    (proxy, pinned, role)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_leases_rotate_under_load_and_superseded_ones_are_revoked() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -83,19 +101,7 @@ async fn a_pinned_session_keeps_its_lease_renewed_up_to_max_ttl() {
     let vault = VaultStandin::start().await;
     vault.add_dynamic_role("database", "app", &db.role, secs(10), secs(20));
     let token = vault.issue_token(TokenSpec::forever());
-    let proxy = start_proxy(&vault_toml(
-        &db,
-        "session",
-        &vault,
-        &token_lines("app", &token),
-    ))
-    .await;
-    let pinned = connect_app(&proxy, &db).await;
-    pinned
-        .batch_execute("CREATE TEMP TABLE scratch (x int)")
-        .await
-        .expect("temp table");
-    let role = first_value(&pinned, "SELECT current_user").await;
+    let (proxy, pinned, role) = pinned_session(&db, &vault, &token).await;
     let (lease_id, record) = lease_of(&vault, &role);
 
     // The lease is renewed while the session holds it, until Vault grants less than asked.
@@ -156,19 +162,7 @@ async fn a_refused_renewal_keeps_serving_on_the_current_lease() {
     vault.add_dynamic_role("database", "app", &db.role, secs(16), secs(60));
     vault.refuse_renewals(true);
     let token = vault.issue_token(TokenSpec::forever());
-    let proxy = start_proxy(&vault_toml(
-        &db,
-        "session",
-        &vault,
-        &token_lines("app", &token),
-    ))
-    .await;
-    let pinned = connect_app(&proxy, &db).await;
-    pinned
-        .batch_execute("CREATE TEMP TABLE scratch (x int)")
-        .await
-        .expect("temp table");
-    let role = first_value(&pinned, "SELECT current_user").await;
+    let (proxy, pinned, role) = pinned_session(&db, &vault, &token).await;
     let (lease_id, _) = lease_of(&vault, &role);
     eventually(secs(30), "a renewal attempt", async || {
         let asks = vault.requests_to("/v1/sys/leases/renew");
