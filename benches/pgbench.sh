@@ -15,6 +15,7 @@ ROUNDS=${ROUNDS:-3}
 if [[ $SCENARIO == rotation ]]; then DURATION=${DURATION:-60}; else DURATION=${DURATION:-20}; fi
 ROTATION_WORKLOAD=${ROTATION_WORKLOAD:-select}  # rotation only: select (-S) | tpcb
 CLIENTS=${CLIENTS:-50}
+RATE=${RATE:-0}                # pgbench -R: transactions per second offered; 0 = as fast as possible
 THREADS=${THREADS:-2}
 SCALE=${SCALE:-10}             # pgbench -i -s
 WARMUP=${WARMUP:-5}            # seconds of unmeasured load per target before round 1; 0 = none
@@ -43,7 +44,7 @@ validate_knobs() {
   [[ $SCENARIO =~ ^(select|tpcb|rotation)$ ]] || die "SCENARIO must be select, tpcb or rotation"
   [[ $ROTATION_WORKLOAD =~ ^(select|tpcb)$ ]] || die "ROTATION_WORKLOAD must be select or tpcb"
   local n
-  for n in ROUNDS DURATION CLIENTS THREADS SCALE WARMUP POOL_SIZE; do
+  for n in ROUNDS DURATION CLIENTS RATE THREADS SCALE WARMUP POOL_SIZE; do
     [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a non-negative integer, got '${!n}'"
   done
   ((ROUNDS >= 1 && DURATION >= 1 && CLIENTS >= 1 && THREADS >= 1 && POOL_SIZE >= 1)) ||
@@ -363,6 +364,7 @@ pgbench_args() {
   if [[ $SCENARIO == select || ($SCENARIO == rotation && $ROTATION_WORKLOAD == select) ]]; then
     args+=(-S)
   fi
+  if ((RATE > 0)); then args+=(-R "$RATE"); fi
   printf '%s\n' "${args[@]}"
 }
 
@@ -583,7 +585,12 @@ rotation_report() {
     rotation_split_line
   # The same ratio with no rotation at all: how much a second dips on this machine anyway.
   cat "$TMP"/seconds-steady-* | awk '{print $2}' | sort -g | head -n 1 |
-    awk -v m="$steady_med" '{printf "steady:   worst 1s TPS / steady median = %.3f (noise floor, no rotation)\n", (m > 0 ? $1 / m : 0)}'
+    awk -v m="$steady_med" -v rate="$RATE" '{
+      r = (m > 0 ? $1 / m : 0)
+      printf "steady:   worst 1s TPS / steady median = %.3f (noise floor, no rotation)\n", r
+      if (r < 0.9 && rate == 0)
+        print "steady:   noise floor below 0.9: the target line cannot tell a rotation from noise here; rerun with RATE (benches/README.md)"
+    }'
   printf 'rotation: aborted clients = %s (target 0), issued roles seen per run >= %s (about %s expected)\n' \
     "$aborted" "$roles_min" \
     "$(awk -v d="$DURATION" -v t="$ROT_TTL_S" -v a="$ROT_AT" 'BEGIN {printf "%d", d / (t * a) + 1}')"
