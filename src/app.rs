@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -117,7 +117,7 @@ impl Proxy {
     pub async fn start(config: Config) -> Result<Proxy, AppError> {
         let shutdown = CancellationToken::new();
         let users = local_users(&config).await?;
-        let credentials = start_credentials(&config, &shutdown)?;
+        let (credentials, adopters) = start_credentials(&config, &shutdown)?;
         let mut pools: HashMap<String, HashMap<String, PoolEntry>> = HashMap::new();
         for db in &config.databases {
             let Some(creds) = credentials.get(&db.credentials) else {
@@ -140,6 +140,19 @@ impl Proxy {
                 tokio::spawn(crate::pool::maintain(entry.pool.clone(), shutdown.clone()));
                 by_user.insert(user.name.clone(), entry);
             }
+        }
+        for (name, slot) in adopters {
+            // The prover logs in to the first database using the entry (see `prover`).
+            let proving = config.databases.iter().find(|d| d.credentials == name);
+            let db_pools = proving.and_then(|db| pools.get(&db.name));
+            // Each slot is new and set only here, so `set` cannot find it full.
+            let _ = slot.set(
+                db_pools
+                    .into_iter()
+                    .flat_map(|p| p.values())
+                    .map(|e| e.pool.clone())
+                    .collect(),
+            );
         }
         let listener = TcpListener::bind(&config.proxy.listen)
             .await
@@ -286,29 +299,47 @@ fn upstream_target(config: &Config, db: &DatabaseConfig) -> UpstreamTarget {
     }
 }
 
-/// Proves a fresh lease with one login to the first database that uses it.
-fn prover(config: &Config, credentials: &str) -> Option<Prover> {
+/// The pools of the database a credentials entry proves its leases against, filled in once
+/// the pools exist.
+type Adopters = Arc<OnceLock<Vec<Pool>>>;
+
+/// Every credentials entry's rotator handle, and for those that prove their leases, the slot
+/// for the pools that take the proving logins.
+type Started = (HashMap<String, Credentials>, HashMap<String, Adopters>);
+
+/// Proves a fresh lease with one login to the first database that uses it. The login is not
+/// wasted: it becomes the first replacement of a pool of that database still on the old
+/// lease, and is closed only when none needs it (the first lease, at start).
+fn prover(config: &Config, credentials: &str) -> Option<(Prover, Adopters)> {
     let db = config
         .databases
         .iter()
         .find(|d| d.credentials == credentials)?;
     let target = upstream_target(config, db);
-    Some(Arc::new(move |lease| {
+    let adopters = Adopters::default();
+    let pools = adopters.clone();
+    let prove: Prover = Arc::new(move |lease| {
         let target = target.clone();
+        let pools = pools.clone();
         Box::pin(async move {
-            upstream::connect(&target, lease)
+            let mut up = upstream::connect(&target, lease)
                 .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            for pool in pools.get().into_iter().flatten() {
+                match pool.adopt(up) {
+                    None => return Ok(()),
+                    Some(back) => up = back,
+                }
+            }
+            Ok(())
         })
-    }))
+    });
+    Some((prove, adopters))
 }
 
-fn start_credentials(
-    config: &Config,
-    shutdown: &CancellationToken,
-) -> Result<HashMap<String, Credentials>, AppError> {
+fn start_credentials(config: &Config, shutdown: &CancellationToken) -> Result<Started, AppError> {
     let mut out = HashMap::new();
+    let mut adopters = HashMap::new();
     for (name, entry) in &config.credentials {
         let source: Arc<dyn Source> = match &entry.source {
             SourceConfig::Static(s) => {
@@ -338,10 +369,13 @@ fn start_credentials(
         let prove = if entry.source.kind() == "static" {
             None
         } else {
-            prover(config, name)
+            prover(config, name).map(|(prove, pools)| {
+                adopters.insert(name.clone(), pools);
+                prove
+            })
         };
         let creds = Credentials::spawn(name, source, lifecycle(entry), prove, shutdown.clone());
         out.insert(name.clone(), creds);
     }
-    Ok(out)
+    Ok((out, adopters))
 }

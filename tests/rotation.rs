@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio_postgres::SimpleQueryMessage;
 
+#[path = "rotation/logins.rs"]
+mod logins;
+
 /// The tests here each run real load against leases of a few seconds; on a 2-core machine
 /// they would starve each other's rotations, so they take turns.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -6,11 +6,12 @@
 //! One task per pool. While the pool holds connections on a superseded lease, it opens
 //! replacements on the newest lease one login at a time, spread over half the time left before
 //! the old lease's hard deadline (so a rotation never turns into a reconnect storm against
-//! PostgreSQL) and parks up to a quarter of the pool of
-//! them. Busy old connections are swapped for a parked one when they come back from their
-//! transaction (in [`super::manager`]); idle ones are retired here, each only once a
-//! replacement is parked to take its slot. The old lease is thus drained without any client
-//! waiting for a login, and its rotator revokes it as soon as the last connection is gone.
+//! PostgreSQL) and parks up to a quarter of the pool of them; the login that proved the new
+//! lease is parked first ([`super::Pool::adopt`]). An old connection is swapped for a parked
+//! one when it is next checked out (in [`super::manager`]'s recycle): busy ones at their
+//! transaction's end, idle ones when this task cycles the idle connections through a
+//! checkout. The old lease is thus drained without any client waiting for a login and without
+//! the pool shrinking, and its rotator revokes it as soon as the last connection is gone.
 
 use std::time::{Duration, SystemTime};
 
@@ -39,7 +40,7 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
     let manager = pool.inner.manager();
     let creds = pool.credentials().clone();
-    let most_parked = (pool.settings().size / 4).max(1);
+    let most_parked = super::most_parked(pool.settings());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut busy = false;
@@ -62,8 +63,8 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
             if parked > 0 {
                 // More replacements than old connections (they closed by themselves): let
                 // the pool keep what fits, close the rest.
-                pool.prewarm(parked).await;
-                manager.spares.clear();
+                pool.cycle_idle().await;
+                manager.spares.close_up_to(current);
             }
             continue;
         }
@@ -87,10 +88,10 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
             }
             continue;
         }
-        let retired = pool.retire_idle(parked);
-        if retired > 0 {
-            debug!(credentials = %creds.name(), retired, "idle upstreams on a superseded lease replaced");
-            pool.prewarm(retired).await;
+        pool.cycle_idle().await;
+        let used = parked.saturating_sub(manager.spares.ready(current, manager.idle_timeout()));
+        if used > 0 {
+            debug!(credentials = %creds.name(), replaced = used, "idle upstreams on a superseded lease replaced");
             busy = true;
         }
     }

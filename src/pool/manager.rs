@@ -78,13 +78,33 @@ impl Manager {
             }
             other => other?,
         };
-        let generation = up.generation();
-        up.deadline = self.credentials.watch_deadline(generation);
-        up.tally = self.spares.tally(generation, up.lease.expires_at);
+        self.stamp(&mut up);
         if let Ok(mut p) = self.params.lock() {
             *p = Some(up.params.clone());
         }
         Ok(up)
+    }
+
+    /// Gives a connection its lease's deadline signal and counts it under its generation.
+    fn stamp(&self, up: &mut Upstream) {
+        let generation = up.generation();
+        up.deadline = self.credentials.watch_deadline(generation);
+        up.tally = self.spares.tally(generation, up.lease.expires_at);
+    }
+
+    /// Takes `up`, the login that proved a lease not yet published, as a replacement for
+    /// this pool's connections on older leases, so proving a lease costs PostgreSQL no extra
+    /// backend. Hands it back when this pool has nothing to replace or enough replacements.
+    pub(super) fn adopt(&self, mut up: Upstream, most_parked: usize) -> Option<Upstream> {
+        let next = up.generation();
+        let old = self.spares.older_than(next).connections;
+        let parked = self.spares.ready(next, self.idle_timeout);
+        if old == 0 || parked >= old.min(most_parked) {
+            return Some(up);
+        }
+        self.stamp(&mut up);
+        self.spares.park(up);
+        None
     }
 
     /// PostgreSQL refused the current lease's password: the store changed it under us (a

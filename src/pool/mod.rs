@@ -114,37 +114,38 @@ impl Pool {
         Ok(up.params.clone())
     }
 
-    /// Closes up to `max` idle connections whose lease has been superseded, and returns how
-    /// many it closed. Called on a timer, so idle connections are replaced a few at a time
-    /// (staggered: no reconnect storm) rather than all at once on rotation.
-    pub fn retire_idle(&self, max: usize) -> usize {
-        let current = self.inner.manager().credentials().generation();
-        let mut budget = max;
-        let result = self.inner.retain(|up, _| {
-            if up.generation() < current && budget > 0 {
-                budget -= 1;
-                return false;
-            }
-            true
-        });
-        result.removed.len()
-    }
-
-    /// Opens up to `n` connections ahead of need (after retiring old ones), without ever
-    /// waiting in line ahead of a client: each slot is taken only if free right now.
-    pub async fn prewarm(&self, n: usize) {
+    /// Moves parked replacements into the pool: checks out, without waiting, every upstream
+    /// free right now and gives them all back. Checking out an idle upstream on a superseded
+    /// lease swaps it for a parked replacement ([`Manager`]'s recycle), and a free slot is
+    /// filled from the parked ones first, so no client ever waits for a login and the pool
+    /// keeps its size. Connections are held only for the few microseconds this takes.
+    pub async fn cycle_idle(&self) {
         let now = Timeouts {
             wait: Some(Duration::ZERO),
             create: None,
             recycle: None,
         };
-        let mut held = Vec::with_capacity(n);
-        for _ in 0..n {
+        // Idle ones plus one free slot per parked replacement; any more would open new
+        // connections the pool does not need.
+        let manager = self.inner.manager();
+        let current = manager.credentials().generation();
+        let idle = self.inner.status().available;
+        let want =
+            (idle + manager.spares.ready(current, manager.idle_timeout())).min(self.settings.size);
+        let mut held = Vec::with_capacity(want);
+        while held.len() < want {
             match self.inner.timeout_get(&now).await {
                 Ok(up) => held.push(up),
                 Err(_) => break,
             }
         }
+    }
+
+    /// Takes the login that proved a lease about to be published as this pool's first
+    /// replacement for its connections on older leases; hands it back when the pool needs
+    /// none (see [`drain`]).
+    pub fn adopt(&self, up: Upstream) -> Option<Upstream> {
+        self.inner.manager().adopt(up, most_parked(&self.settings))
     }
 
     /// Current counts: (open upstreams, idle upstreams, requests waiting).
@@ -169,4 +170,9 @@ impl Pool {
     pub fn settings(&self) -> &PoolSettings {
         &self.settings
     }
+}
+
+/// How many replacements a pool keeps logged in ahead of need during a rotation.
+fn most_parked(settings: &PoolSettings) -> usize {
+    (settings.size / 4).max(1)
 }

@@ -91,22 +91,33 @@ impl Spares {
     }
 
     /// A parked connection on `current` that is still fit to use. Parked connections on an
-    /// older lease, broken, or parked longer than `max_age` are closed on the way.
+    /// older lease, broken, or parked longer than `max_age` are closed on the way; one on a
+    /// lease about to be published stays parked.
     pub fn take(&self, current: u64, max_age: Duration) -> Option<Upstream> {
         let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(up) = parked.pop() {
-            if fit(&up, current, max_age) {
-                return Some(up);
-            }
-        }
-        None
+        parked.retain(|up| fit(up, current, max_age));
+        let i = parked.iter().rposition(|up| up.generation() == current)?;
+        Some(parked.swap_remove(i))
     }
 
-    /// How many parked connections are fit to use; the others are closed.
+    /// How many parked connections on `current` are fit to use; unfit ones are closed, and
+    /// ones on a lease about to be published are kept but not counted.
     pub fn ready(&self, current: u64, max_age: Duration) -> usize {
         let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
         parked.retain(|up| fit(up, current, max_age));
-        parked.len()
+        parked
+            .iter()
+            .filter(|up| up.generation() == current)
+            .count()
+    }
+
+    /// Closes the parked connections on `current` or older, keeping any on a lease about to
+    /// be published.
+    pub fn close_up_to(&self, current: u64) {
+        self.parked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|up| up.generation() > current);
     }
 
     /// Closes every parked connection (pool shutdown).
@@ -118,10 +129,11 @@ impl Spares {
     }
 }
 
-/// A parked connection may be handed out: on the newest lease, healthy, not stale, and
-/// PostgreSQL has not said anything (or hung up) while it waited.
+/// A parked connection may stay parked: on the newest lease (or on the one being proved and
+/// about to be published), healthy, not stale, and PostgreSQL has not said anything (or hung
+/// up) while it waited.
 fn fit(up: &Upstream, current: u64, max_age: Duration) -> bool {
-    up.generation() == current
+    up.generation() >= current
         && !up.broken
         && up.created_at.elapsed() < max_age
         && !up.has_unsolicited_input()
