@@ -275,6 +275,11 @@ impl Rotator {
                     continue;
                 }
             };
+            if reason == "requested" && retry_at.is_some_and(|t| t > SystemTime::now()) {
+                // A retry after a failure is already scheduled. Asking sooner would let
+                // clients whose logins keep being refused hammer a source that is failing.
+                continue;
+            }
             match self.obtain(current.generation + 1).await {
                 Ok(next) => {
                     backoff.reset();

@@ -172,3 +172,44 @@ async fn a_renewal_that_gains_nothing_is_not_asked_again() {
     drop(connection);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn requests_do_not_skip_the_backoff_after_a_failure() {
+    let source = Arc::new(Scripted::default());
+    // Every lease after the first fails its proof, as when the store keeps handing out a
+    // password PostgreSQL refuses.
+    let prover: Prover = Arc::new(|lease: Arc<Lease>| {
+        let refuse = lease.generation >= 2;
+        Box::pin(async move {
+            if refuse {
+                Err("28P01 password authentication failed".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+    });
+    let stop = CancellationToken::new();
+    let life = Lifecycle {
+        rotate_at: 0.9,
+        safety_margin: Duration::from_millis(100),
+        renew: false,
+        max_ttl: None,
+    };
+    let source_handle: Arc<dyn Source> = source.clone();
+    let creds = Credentials::spawn("t", source_handle, life, Some(prover), stop.clone());
+    creds.wait_current(Duration::from_secs(2)).await.unwrap();
+    creds.rotate_now();
+    wait_until("the first refused lease", || source.was_revoked("lease-2")).await;
+    // Clients refused at login ask for a new lease again and again.
+    for _ in 0..30 {
+        creds.rotate_now();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let issued = source.issued.load(Ordering::SeqCst);
+    assert!(
+        issued <= 4,
+        "{issued} leases asked for in 300 ms: requests skipped the backoff"
+    );
+    assert_eq!(creds.current().unwrap().id, "lease-1");
+    stop.cancel();
+}
