@@ -1,0 +1,61 @@
+//! Reading the serving sections, `[proxy]`, `[[users]]` and `[[databases]]`, into their
+//! structs; every key left out keeps the default the struct itself defines.
+
+use super::section::Section;
+use crate::config::{AuthType, DatabaseConfig, PoolMode, ProxyConfig, UserConfig};
+
+/// Reads `[proxy]`; every key is optional.
+pub(super) fn read_proxy(mut s: Section<'_, '_>) -> ProxyConfig {
+    let d = ProxyConfig::default();
+    let proxy = ProxyConfig {
+        listen: s.string_or("listen", &d.listen),
+        admin_listen: s.string("admin_listen"),
+        admin_users: s.strings("admin_users").unwrap_or_default(),
+        auth_type: s.choice(
+            "auth_type",
+            &[
+                ("scram-sha-256", AuthType::ScramSha256),
+                ("md5", AuthType::Md5),
+            ],
+            d.auth_type,
+        ),
+        max_message_size: s.usize_or("max_message_size", d.max_message_size),
+        query_wait_timeout: s.duration_or("query_wait_timeout", d.query_wait_timeout),
+        connect_timeout: s.duration_or("connect_timeout", d.connect_timeout),
+        login_timeout: s.duration_or("login_timeout", d.login_timeout),
+        idle_timeout: s.duration_or("idle_timeout", d.idle_timeout),
+        shutdown_timeout: s.duration_or("shutdown_timeout", d.shutdown_timeout),
+        application_name: s.string_or("application_name", &d.application_name),
+        workers: s.opt_usize("workers"),
+    };
+    s.finish();
+    proxy
+}
+
+/// Reads one `[[users]]` entry.
+pub(super) fn read_user(mut s: Section<'_, '_>) -> UserConfig {
+    let name = s.required_string("name");
+    let password = s.secret("password");
+    s.finish();
+    UserConfig { name, password }
+}
+
+/// Reads one `[[databases]]` entry.
+pub(super) fn read_database(mut s: Section<'_, '_>) -> DatabaseConfig {
+    let mut d = DatabaseConfig::new(s.required_string("name"), s.required_string("credentials"));
+    d.host = s.string_or("host", &d.host);
+    d.port = s.port_or("port", d.port);
+    d.dbname = s.string("dbname");
+    d.pool_mode = s.choice(
+        "pool_mode",
+        &[
+            ("transaction", PoolMode::Transaction),
+            ("session", PoolMode::Session),
+        ],
+        d.pool_mode,
+    );
+    d.pool_size = s.usize_or("pool_size", d.pool_size);
+    d.reset_query = s.string_or("reset_query", &d.reset_query);
+    s.finish();
+    d
+}

@@ -1,0 +1,133 @@
+//! The serving side of the config: `[proxy]` (listeners, limits, timeouts), `[[users]]` (who
+//! may log in to the proxy) and `[[databases]]` (what they may ask for, and where its pool
+//! reaches PostgreSQL), with the defaults of every key.
+
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// `[proxy]`: settings of the proxy process itself. Every key has a default, so the section
+/// may be left out entirely. Every timeout except `shutdown_timeout` must be longer than 0s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// `host:port` PostgreSQL clients connect to. Kept as text so a host name such as
+    /// `localhost:6432` resolves at bind time. Default `127.0.0.1:6432`.
+    pub listen: String,
+    /// `host:port` of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`); none by default.
+    pub admin_listen: Option<String>,
+    /// Local users allowed into the admin console (database `pglease`); each must be a
+    /// `[[users]]` name.
+    pub admin_users: Vec<String>,
+    /// How clients prove their password to the proxy. Default SCRAM-SHA-256.
+    pub auth_type: AuthType,
+    /// Largest message accepted from either side, in bytes; anything larger is a protocol
+    /// error, never an allocation. Default 64 MiB, at least 8 KiB, at most 1 GiB.
+    pub max_message_size: usize,
+    /// How long a client may wait for an upstream before it gets an error. Default 120s.
+    pub query_wait_timeout: Duration,
+    /// How long opening and authenticating one upstream may take. Default 5s.
+    pub connect_timeout: Duration,
+    /// How long a client has to finish startup and authentication. Default 60s.
+    pub login_timeout: Duration,
+    /// Idle upstreams older than this are closed, so pools shrink after a burst. Default 600s.
+    pub idle_timeout: Duration,
+    /// On shutdown, how long clients get to finish before they are cut off. Default 30s.
+    pub shutdown_timeout: Duration,
+    /// `application_name` sent upstream, so DBAs can tell pglease's sessions apart.
+    /// Default `pglease`.
+    pub application_name: String,
+    /// Tokio worker threads; `None` means one per CPU.
+    pub workers: Option<usize>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: "127.0.0.1:6432".to_owned(),
+            admin_listen: None,
+            admin_users: Vec::new(),
+            auth_type: AuthType::ScramSha256,
+            max_message_size: 64 * 1024 * 1024,
+            query_wait_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(5),
+            login_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(600),
+            shutdown_timeout: Duration::from_secs(30),
+            application_name: "pglease".to_owned(),
+            workers: None,
+        }
+    }
+}
+
+/// How clients authenticate to the proxy (`auth_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthType {
+    /// `"scram-sha-256"`: the default; the password never crosses the wire.
+    #[default]
+    ScramSha256,
+    /// `"md5"`: for old drivers only; weaker, and needs an md5 hash or plaintext password.
+    Md5,
+}
+
+/// `[[users]]`: one stable local login that applications use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserConfig {
+    /// The user name clients send in their startup message.
+    pub name: String,
+    /// A SCRAM-SHA-256 verifier, an md5 hash or a plaintext password, already resolved from
+    /// `env:`/`file:`; the auth module decides which it is.
+    pub password: Secret,
+}
+
+/// `[[databases]]`: a database clients may ask for, and how its pool reaches PostgreSQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseConfig {
+    /// The database name clients ask for. `pglease` is reserved for the admin console.
+    pub name: String,
+    /// Upstream host. Default `127.0.0.1`.
+    pub host: String,
+    /// Upstream port. Default 5432.
+    pub port: u16,
+    /// Upstream database name, when it differs from `name`; see [`Self::upstream_dbname`].
+    pub dbname: Option<String>,
+    /// When an upstream goes back to the pool. Default transaction.
+    pub pool_mode: PoolMode,
+    /// Most upstream connections per (database, user) pool. Default 20, at least 1.
+    pub pool_size: usize,
+    /// Name of the `[credentials.NAME]` entry whose lease logs in upstream.
+    pub credentials: String,
+    /// Run on an upstream before it is reused after a session-mode client, so no session
+    /// state leaks to the next client. Default `DISCARD ALL`; empty disables it.
+    pub reset_query: String,
+}
+
+impl DatabaseConfig {
+    /// A database with every default, for configs built in code.
+    pub fn new(name: impl Into<String>, credentials: impl Into<String>) -> Self {
+        DatabaseConfig {
+            name: name.into(),
+            host: "127.0.0.1".to_owned(),
+            port: 5432,
+            dbname: None,
+            pool_mode: PoolMode::Transaction,
+            pool_size: 20,
+            credentials: credentials.into(),
+            reset_query: "DISCARD ALL".to_owned(),
+        }
+    }
+
+    /// The database to connect to upstream: `dbname` if set, else the name clients use.
+    pub fn upstream_dbname(&self) -> &str {
+        self.dbname.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// When a client gives its upstream back (`pool_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolMode {
+    /// `"transaction"`: at each ReadyForQuery with status Idle. The default.
+    #[default]
+    Transaction,
+    /// `"session"`: when the client disconnects.
+    Session,
+}

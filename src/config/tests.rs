@@ -1,0 +1,243 @@
+//! The configuration contract end to end: a file using every key round-trips into the
+//! structs, omitted keys take their documented defaults, and a config built in code passes
+//! the same validation as a loaded one.
+
+use std::env::VarError;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use crate::secret::Secret;
+
+fn env(name: &str) -> Result<String, VarError> {
+    match name {
+        "PGLEASE_TEST_ADMIN_URL" => Ok("postgres://admin:pw@db:5432/app".to_owned()),
+        "PGLEASE_TEST_VAULT_TOKEN" => Ok("hvs.token".to_owned()),
+        _ => Err(VarError::NotPresent),
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+const FULL: &str = r#"
+    [proxy]
+    listen = "localhost:7000"
+    admin_listen = "[::1]:9930"
+    admin_users = ["ops"]
+    auth_type = "md5"
+    max_message_size = 1048576
+    query_wait_timeout = "1m"
+    connect_timeout = "2s"
+    login_timeout = "45s"
+    idle_timeout = "1h"
+    shutdown_timeout = "0s"
+    application_name = "proxy-a"
+    workers = 2
+
+    [[users]]
+    name = "ops"
+    password = "md5abc"
+
+    [[databases]]
+    name = "app"
+    host = "db.internal"
+    port = 5433
+    dbname = "app_prod"
+    pool_mode = "session"
+    pool_size = 5
+    credentials = "issued"
+    reset_query = ""
+
+    [[databases]]
+    name = "reports"
+    credentials = "vault"
+
+    [credentials.issued]
+    source = "issuer"
+    admin_url = "env:PGLEASE_TEST_ADMIN_URL"
+    member_of = ["app_rw", "app_ro"]
+    ttl = "10m"
+    max_ttl = "2h30m"
+    prefix = "lease_"
+    creation_statements = ["CREATE ROLE \"{{name}}\" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'"]
+    renew_statements = ["ALTER ROLE \"{{name}}\" VALID UNTIL '{{expiration}}'"]
+    revocation_statements = ["DROP ROLE \"{{name}}\""]
+    act_as = "app_owner"
+    drop_owned = false
+    reap_interval = "1m"
+    rotate_at = 0.5
+    safety_margin = "1m"
+    renew = false
+
+    [credentials.vault]
+    source = "vault"
+    address = "https://vault:8200"
+    role = "reports"
+    kind = "static"
+    namespace = "team"
+    ca_file = "ca.pem"
+    auth = { method = "token", token = "env:PGLEASE_TEST_VAULT_TOKEN" }
+
+    [credentials.file]
+    source = "file"
+    path = "/run/secrets/db.json"
+    poll_interval = "500ms"
+
+    [credentials.exec]
+    source = "exec"
+    command = ["get-creds", "app"]
+    timeout = "3s"
+    refresh_interval = "1d"
+
+    [credentials.fixed]
+    source = "static"
+    username = "app"
+    password = "literal"
+"#;
+
+#[test]
+fn full_config_round_trips_including_defaults() {
+    let config = Config::from_toml_str_with_env(FULL, Path::new("/etc/pglease"), &env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let proxy = ProxyConfig {
+        listen: "localhost:7000".into(),
+        admin_listen: Some("[::1]:9930".into()),
+        admin_users: vec!["ops".into()],
+        auth_type: AuthType::Md5,
+        max_message_size: 1 << 20,
+        query_wait_timeout: secs(60),
+        connect_timeout: secs(2),
+        login_timeout: secs(45),
+        idle_timeout: secs(3600),
+        shutdown_timeout: Duration::ZERO,
+        application_name: "proxy-a".into(),
+        workers: Some(2),
+    };
+    assert_eq!(config.proxy, proxy);
+    assert_eq!(config.users.len(), 1);
+    assert_eq!(config.users[0].password.expose(), "md5abc");
+    let app = &config.databases[0];
+    assert_eq!(app.upstream_dbname(), "app_prod");
+    assert_eq!((app.host.as_str(), app.port), ("db.internal", 5433));
+    assert_eq!((app.pool_mode, app.pool_size), (PoolMode::Session, 5));
+    assert_eq!(app.reset_query, "");
+    // Every key left out takes the documented default.
+    assert_eq!(config.databases[1], DatabaseConfig::new("reports", "vault"));
+    assert_eq!(config.databases[1].upstream_dbname(), "reports");
+
+    let issued = &config.credentials["issued"];
+    assert_eq!(
+        (issued.rotate_at, issued.safety_margin, issued.renew),
+        (0.5, secs(60), false)
+    );
+    let SourceConfig::Issuer(issuer) = &issued.source else {
+        panic!("not an issuer: {issued:?}")
+    };
+    assert_eq!(issuer.admin_url.expose(), "postgres://admin:pw@db:5432/app");
+    assert_eq!(issuer.member_of, ["app_rw", "app_ro"]);
+    assert_eq!((issuer.ttl, issuer.max_ttl), (secs(600), secs(9000)));
+    assert_eq!(issuer.prefix, "lease_");
+    assert_eq!(issuer.creation_statements.as_ref().map(Vec::len), Some(1));
+    assert_eq!(issuer.renew_statements.as_ref().map(Vec::len), Some(1));
+    assert_eq!(issuer.revocation_statements.as_ref().map(Vec::len), Some(1));
+    assert_eq!(issuer.act_as.as_deref(), Some("app_owner"));
+    assert!(!issuer.drop_owned);
+    assert_eq!(issuer.reap_interval, secs(60));
+
+    let vault = &config.credentials["vault"];
+    assert_eq!(
+        (vault.rotate_at, vault.safety_margin, vault.renew),
+        (0.66, secs(30), true)
+    );
+    let expected_vault = SourceConfig::Vault(VaultConfig {
+        address: "https://vault:8200".into(),
+        mount: "database".into(),
+        role: "reports".into(),
+        kind: VaultKind::Static,
+        namespace: Some("team".into()),
+        ca_file: Some(PathBuf::from("/etc/pglease/ca.pem")),
+        auth: VaultAuth::Token {
+            token: Secret::from("hvs.token"),
+        },
+    });
+    assert_eq!(vault.source, expected_vault);
+    let expected_file = SourceConfig::File(FileSourceConfig {
+        path: "/run/secrets/db.json".into(),
+        poll_interval: Duration::from_millis(500),
+    });
+    assert_eq!(config.credentials["file"].source, expected_file);
+    let expected_exec = SourceConfig::Exec(ExecSourceConfig {
+        command: vec!["get-creds".into(), "app".into()],
+        timeout: secs(3),
+        refresh_interval: Some(secs(86_400)),
+    });
+    assert_eq!(config.credentials["exec"].source, expected_exec);
+    let SourceConfig::Static(fixed) = &config.credentials["fixed"].source else {
+        panic!("not static")
+    };
+    assert_eq!(
+        (fixed.username.as_str(), fixed.password.expose()),
+        ("app", "literal")
+    );
+}
+
+#[test]
+fn omitted_sections_and_keys_take_their_defaults() {
+    let text = r#"
+        [[users]]
+        name = "app"
+        password = "pw"
+        [[databases]]
+        name = "app"
+        credentials = "app"
+        [credentials.app]
+        source = "issuer"
+        admin_url = "postgres://a@b/c"
+    "#;
+    let config = Config::from_toml_str_with_env(text, Path::new("/"), &env).unwrap();
+    assert_eq!(config.proxy, ProxyConfig::default());
+    assert_eq!(config.proxy.listen, "127.0.0.1:6432");
+    assert_eq!(config.proxy.max_message_size, 64 * 1024 * 1024);
+    assert_eq!(config.proxy.query_wait_timeout, secs(120));
+    let expected = CredentialsConfig::new(SourceConfig::Issuer(IssuerConfig::new(Secret::from(
+        "postgres://a@b/c",
+    ))));
+    assert_eq!(config.credentials["app"], expected);
+    assert_eq!(expected.rotate_at, 0.66);
+}
+
+#[test]
+fn code_built_config_is_validated_by_the_same_rules() {
+    let mut config = Config::default();
+    config.users.push(UserConfig {
+        name: "app".into(),
+        password: Secret::from("pw"),
+    });
+    config.databases.push(DatabaseConfig::new("app", "app"));
+    let source = SourceConfig::Issuer(IssuerConfig::new(Secret::from("postgres://a@b/c")));
+    config
+        .credentials
+        .insert("app".into(), CredentialsConfig::new(source));
+    assert_eq!(config.validate(), Ok(()));
+
+    config.databases[0].pool_size = 0;
+    let error = config.validate().unwrap_err();
+    assert_eq!(
+        error.problems,
+        ["databases[0].pool_size: must be at least 1"]
+    );
+    assert_eq!(
+        error.to_string(),
+        "databases[0].pool_size: must be at least 1"
+    );
+}
+
+#[test]
+fn error_display_is_one_problem_per_line() {
+    let error = ConfigError {
+        problems: vec!["a: one".into(), "b: two".into()],
+    };
+    assert_eq!(error.to_string(), "a: one\nb: two");
+}
