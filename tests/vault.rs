@@ -13,6 +13,7 @@ use common::*;
 use pglease::config::{VaultAuth, VaultConfig, VaultKind};
 use pglease::credentials::vault::VaultSource;
 use pglease::credentials::{Credentials, Lease, Source, SourceError};
+use pglease::secret::Secret;
 use tokio_postgres::SimpleQueryMessage;
 
 #[path = "vault/proxy.rs"]
@@ -29,6 +30,7 @@ fn secs(n: u64) -> Duration {
 fn token_auth(token: &str) -> VaultAuth {
     VaultAuth::Token {
         token: token.into(),
+        token_file: None,
     }
 }
 
@@ -276,6 +278,45 @@ async fn kubernetes_login_rereads_the_jwt_after_a_403() {
     // The denied read, then the one retry with the new token.
     assert_eq!(vault.requests_to("/v1/database/creds/app").len(), 3);
     std::fs::remove_file(&jwt_path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_rewritten_by_vault_agent_is_read_again_after_a_403() {
+    let db = fresh_db("vtfile").await;
+    let vault = VaultStandin::start().await;
+    vault.add_dynamic_role("database", "app", &db.role, secs(60), secs(120));
+    let first = vault.issue_token(TokenSpec::forever());
+    let path = std::env::temp_dir().join(format!("pglease-vault-token-{}", std::process::id()));
+    std::fs::write(&path, format!("{first}\n")).unwrap();
+    let auth = VaultAuth::Token {
+        token: Secret::new(first.clone()),
+        token_file: Some(path.clone()),
+    };
+    let source = source(&source_config(&vault, "app", auth));
+    source.acquire().await.expect("lease with the first token");
+    // Vault Agent logs in again and rewrites its sink; the old token is revoked.
+    let second = vault.issue_token(TokenSpec::forever());
+    std::fs::write(&path, &second).unwrap();
+    vault.revoke_token(&first);
+    source
+        .acquire()
+        .await
+        .expect("lease after reading the token file again");
+    // One lookup per token read, and the denied read followed by one retry.
+    assert_eq!(vault.requests_to("/v1/auth/token/lookup-self").len(), 2);
+    assert_eq!(vault.requests_to("/v1/database/creds/app").len(), 3);
+    std::fs::remove_file(&path).unwrap();
+
+    // A token given literally cannot be replaced: the 403 stands.
+    let literal = vault.issue_token(TokenSpec::forever());
+    let fixed = source_config(&vault, "app", token_auth(&literal));
+    let fixed = self::source(&fixed);
+    fixed.acquire().await.expect("lease with a literal token");
+    vault.revoke_token(&literal);
+    match fixed.acquire().await {
+        Err(SourceError::Rejected(msg)) => assert!(msg.contains("403"), "{msg}"),
+        other => panic!("expected the 403 to stand, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

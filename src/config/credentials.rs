@@ -158,8 +158,12 @@ pub enum VaultKind {
 pub enum VaultAuth {
     /// `method = "token"`: a token given directly.
     Token {
-        /// The Vault token.
+        /// The Vault token (as read at load).
         token: Secret,
+        /// Where a `file:` token came from. The file is read again whenever the token needs
+        /// replacing (renewal refused, max TTL near, a 403), because Vault Agent's token sink
+        /// rewrites it when it logs in again.
+        token_file: Option<PathBuf>,
     },
     /// `method = "approle"`.
     AppRole {

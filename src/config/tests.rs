@@ -160,6 +160,7 @@ fn full_config_round_trips_including_defaults() {
         ca_file: Some(PathBuf::from("/etc/pglease/ca.pem")),
         auth: VaultAuth::Token {
             token: Secret::from("hvs.token"),
+            token_file: None,
         },
     });
     assert_eq!(vault.source, expected_vault);

@@ -317,6 +317,11 @@ impl VaultStandin {
         }
     }
 
+    /// Forgets `token`, so the next request with it is answered 403 (`vault token revoke`).
+    pub fn revoke_token(&self, token: &str) {
+        self.inner.lock().tokens.remove(token);
+    }
+
     /// Forgets every token, so the next request with one is answered 403.
     pub fn revoke_all_tokens(&self) {
         self.inner.lock().tokens.clear();

@@ -105,6 +105,7 @@ fn read_vault(s: &mut Section<'_, '_>) -> Option<VaultConfig> {
 fn read_vault_auth(mut s: Section<'_, '_>) -> Option<VaultAuth> {
     let auth = match s.required_string("method").as_str() {
         "token" => VaultAuth::Token {
+            token_file: s.secret_file("token"),
             token: s.secret("token"),
         },
         "approle" => VaultAuth::AppRole {

@@ -231,6 +231,15 @@ impl<'s, 'a> Section<'s, 'a> {
         })
     }
 
+    /// For a secret given as `file:PATH`, that file (relative to the config file's
+    /// directory), for sources that read it again later; `None` for any other form. Leaves
+    /// the key for [`Section::secret`].
+    pub(super) fn secret_file(&self, key: &str) -> Option<PathBuf> {
+        let raw = self.table.get(key)?.as_str()?;
+        let path = raw.strip_prefix("file:").filter(|p| !p.is_empty())?;
+        Some(self.loader.base_dir.join(path))
+    }
+
     /// A path; relative ones are taken from the config file's directory. An empty string
     /// stays empty (rather than becoming the directory) so validation can report it.
     pub(super) fn opt_path(&mut self, key: &str) -> Option<PathBuf> {

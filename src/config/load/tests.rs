@@ -226,7 +226,15 @@ fn load_takes_relative_paths_from_the_file_directory() {
     let dir = std::env::temp_dir().join(format!("pglease-load-dir-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("upstream.secret"), "from-dir").unwrap();
-    let text = BASE.replace("\"upstream-pw\"", "\"file:upstream.secret\"");
+    std::fs::write(dir.join("vault.token"), "hvs.from-file\n").unwrap();
+    let vault = r#"
+[credentials.v]
+source = "vault"
+address = "http://v"
+role = "r"
+auth = { method = "token", token = "file:vault.token" }
+"#;
+    let text = BASE.replace("\"upstream-pw\"", "\"file:upstream.secret\"") + vault;
     std::fs::write(dir.join("pglease.toml"), text).unwrap();
     let loaded = Config::load(&dir.join("pglease.toml"));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -235,6 +243,18 @@ fn load_takes_relative_paths_from_the_file_directory() {
         panic!("not static")
     };
     assert_eq!(source.password.expose(), "from-dir");
+    // A token from a file remembers the file, to read it again when the token is replaced.
+    let SourceConfig::Vault(vault) = &config.credentials["v"].source else {
+        panic!("not vault")
+    };
+    let crate::config::VaultAuth::Token { token, token_file } = &vault.auth else {
+        panic!("not token auth")
+    };
+    assert_eq!(token.expose(), "hvs.from-file");
+    assert_eq!(
+        token_file.as_deref(),
+        Some(dir.join("vault.token").as_path())
+    );
     let missing = Config::load(Path::new("/nowhere/pglease.toml")).unwrap_err();
     assert!(missing.problems[0].starts_with("/nowhere/pglease.toml: cannot read"));
 }

@@ -191,7 +191,7 @@ fn check_vault(path: &str, vault: &VaultConfig, problems: &mut Problems) {
         non_empty("ca_file", &ca_file.to_string_lossy());
     }
     match &vault.auth {
-        VaultAuth::Token { token } => non_empty("auth.token", token.expose()),
+        VaultAuth::Token { token, .. } => non_empty("auth.token", token.expose()),
         VaultAuth::AppRole {
             role_id,
             secret_id,

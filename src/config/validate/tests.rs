@@ -244,6 +244,7 @@ fn other_sources_are_checked() {
         ca_file: None,
         auth: VaultAuth::Token {
             token: Secret::from(""),
+            token_file: None,
         },
     });
     let exec = SourceConfig::Exec(ExecSourceConfig {

@@ -16,13 +16,20 @@ use crate::config::VaultAuth;
 use crate::credentials::SourceError;
 use crate::secret::Secret;
 
-/// A service-account JWT is about a kilobyte; refuse to read something that clearly is not one.
+/// A service-account JWT is about a kilobyte, a Vault token far less; refuse to read
+/// something that clearly is neither.
 const MAX_JWT_BYTES: u64 = 64 * 1024;
 
 /// How pglease obtains its token (the `auth` table, with secrets resolved).
 pub enum AuthMethod {
-    /// A token given in the config; it cannot be replaced by logging in.
-    Token(Secret),
+    /// A token given in the config. Read from a file, it is replaced by reading the file
+    /// again (Vault Agent's sink rewrites it); given any other way, it cannot be replaced.
+    Token {
+        /// The token as read at load.
+        token: Secret,
+        /// The file it came from, if any.
+        file: Option<PathBuf>,
+    },
     /// `POST auth/{mount}/login` with `role_id` and `secret_id`.
     AppRole {
         /// Where the AppRole method is mounted, without slashes around it.
@@ -47,7 +54,10 @@ impl AuthMethod {
     /// The method from the config; mounts lose surrounding slashes.
     pub fn from_config(auth: &VaultAuth) -> AuthMethod {
         match auth {
-            VaultAuth::Token { token } => AuthMethod::Token(token.clone()),
+            VaultAuth::Token { token, token_file } => AuthMethod::Token {
+                token: token.clone(),
+                file: token_file.clone(),
+            },
             VaultAuth::AppRole {
                 role_id,
                 secret_id,
@@ -72,7 +82,7 @@ impl AuthMethod {
     /// The `method` value, for logs.
     pub fn name(&self) -> &'static str {
         match self {
-            AuthMethod::Token(_) => "token",
+            AuthMethod::Token { .. } => "token",
             AuthMethod::AppRole { .. } => "approle",
             AuthMethod::Kubernetes { .. } => "kubernetes",
         }
@@ -89,10 +99,17 @@ pub struct Obtained {
     pub since: Instant,
 }
 
-/// Logs in with `method`; a given token cannot log in.
+/// Logs in with `method`. A token from a file is read again and looked up; any other given
+/// token cannot log in.
 pub async fn login(client: &VaultClient, method: &AuthMethod) -> Result<Obtained, SourceError> {
     let (mount, body, jwt) = match method {
-        AuthMethod::Token(_) => {
+        AuthMethod::Token {
+            file: Some(path), ..
+        } => {
+            let token = read_secret_file(path, "vault token file").await?;
+            return lookup_self(client, &token).await;
+        }
+        AuthMethod::Token { file: None, .. } => {
             return Err(SourceError::Unsupported("log in again with a given token"));
         }
         AuthMethod::AppRole {
@@ -108,7 +125,7 @@ pub async fn login(client: &VaultClient, method: &AuthMethod) -> Result<Obtained
             role,
             jwt_path,
         } => {
-            let jwt = read_jwt(jwt_path).await?;
+            let jwt = read_secret_file(jwt_path, "kubernetes jwt_path").await?;
             let body = json!({"role": role, "jwt": jwt.expose()});
             (mount, body, Some(jwt))
         }
@@ -170,11 +187,11 @@ pub async fn lookup_self(client: &VaultClient, token: &Secret) -> Result<Obtaine
     })
 }
 
-/// Reads the service-account JWT afresh: Kubernetes rotates projected tokens.
-async fn read_jwt(path: &Path) -> Result<Secret, SourceError> {
-    let fail = |detail: String| {
-        SourceError::Unreachable(format!("kubernetes jwt_path {}: {detail}", path.display()))
-    };
+/// Reads a credential file afresh (a service-account JWT, which Kubernetes rotates, or a
+/// token Vault Agent rewrites); `what` names it in errors.
+async fn read_secret_file(path: &Path, what: &str) -> Result<Secret, SourceError> {
+    let fail =
+        |detail: String| SourceError::Unreachable(format!("{what} {}: {detail}", path.display()));
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| fail(e.to_string()))?;
@@ -205,16 +222,24 @@ mod tests {
         let path = dir.join("token");
         std::fs::write(&path, "eyJhbGciOi.payload.sig\n").unwrap();
         assert_eq!(
-            read_jwt(&path).await.unwrap().expose(),
+            read_secret_file(&path, "jwt").await.unwrap().expose(),
             "eyJhbGciOi.payload.sig"
         );
         std::fs::write(&path, " \n").unwrap();
-        let err = read_jwt(&path).await.unwrap_err().to_string();
+        let err = read_secret_file(&path, "jwt")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("empty"), "{err}");
         std::fs::write(&path, vec![b'a'; MAX_JWT_BYTES as usize + 1]).unwrap();
-        let err = read_jwt(&path).await.unwrap_err().to_string();
+        let err = read_secret_file(&path, "jwt")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("larger"), "{err}");
-        let missing = read_jwt(&dir.join("missing")).await.unwrap_err();
+        let missing = read_secret_file(&dir.join("missing"), "jwt")
+            .await
+            .unwrap_err();
         assert!(matches!(missing, SourceError::Unreachable(_)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -230,7 +255,10 @@ mod tests {
             AuthMethod::AppRole { mount, .. } => assert_eq!(mount, "team/approle"),
             _ => panic!("wrong method"),
         }
-        let token = VaultAuth::Token { token: "t".into() };
+        let token = VaultAuth::Token {
+            token: "t".into(),
+            token_file: None,
+        };
         assert_eq!(AuthMethod::from_config(&token).name(), "token");
     }
 }

@@ -6,9 +6,11 @@
 //!
 //! At two thirds of the token's TTL it is renewed, asking for the TTL it was created with. When
 //! Vault grants less than asked, the token has reached its max TTL and the next refresh is a
-//! login instead. A given token (`method = "token"`) cannot log in again: it is renewed while
-//! Vault allows, then used until it expires, with one warning when that gets close. A refresh
-//! that fails keeps the current token (it may still work) and is retried a few seconds later.
+//! login instead. A given token (`method = "token"`) read from a file "logs in" by reading the
+//! file again, since Vault Agent's token sink rewrites it after its own login; given literally
+//! or by environment variable it cannot be replaced: it is renewed while Vault allows, then
+//! used until it expires, with one warning when that gets close. A refresh that fails keeps
+//! the current token (it may still work) and is retried a few seconds later.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,9 +139,10 @@ impl TokenKeeper {
         self.changed.clone()
     }
 
-    /// True when a fresh token can be obtained by logging in (not for a given token).
+    /// True when a fresh token can be obtained by logging in or reading its file again (not
+    /// for a token given literally or by environment variable).
     pub fn can_login(&self) -> bool {
-        !matches!(self.method, AuthMethod::Token(_))
+        !matches!(self.method, AuthMethod::Token { file: None, .. })
     }
 
     /// A token fit for a request now: obtained on first use, renewed or replaced when due.
@@ -222,7 +225,9 @@ impl TokenKeeper {
 
     async fn obtain(&self, client: &VaultClient) -> Result<Held, SourceError> {
         match &self.method {
-            AuthMethod::Token(token) => lookup_self(client, token).await.map(Held::from),
+            AuthMethod::Token { token, file: None } => {
+                lookup_self(client, token).await.map(Held::from)
+            }
             _ => self.login(client).await,
         }
     }

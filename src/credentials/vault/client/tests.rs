@@ -113,6 +113,7 @@ fn client(address: &str, namespace: Option<&str>) -> VaultClient {
         ca_file: None,
         auth: crate::config::VaultAuth::Token {
             token: Secret::from("unused"),
+            token_file: None,
         },
     })
     .unwrap()
