@@ -463,10 +463,9 @@ rotation_run() {
       -p "$PGLEASE_PORT" -U bench bench >"$TMP/warmup-$run-$round.log" 2>&1 || true
   fi
   : >"$roles"
-  if [[ $run == rotating ]]; then
-    sample_issued_roles "$roles" &
-    SAMPLER_PID=$!
-  fi
+  # Both runs sample, so the sampler's own cost (a psql every second) weighs on both alike.
+  sample_issued_roles "$roles" &
+  SAMPLER_PID=$!
   log "round $round $run: pgbench -T $DURATION -P 1"
   local t0
   t0=$(date +%s.%N)
