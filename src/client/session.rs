@@ -14,7 +14,7 @@ use super::handshake::Login;
 use super::relay::{Buffers, RelayEnd, Signals, Tracker, relay};
 use crate::app::{PoolEntry, Shared};
 use crate::config::PoolMode;
-use crate::pool::{Checkout, CheckoutError, Pool};
+use crate::pool::{Checkout, CheckoutError, MOVE_BEFORE_DEADLINE, Pool};
 use crate::protocol::backend::{self, Severity};
 use crate::upstream::{maintenance, migrate};
 
@@ -40,6 +40,16 @@ pub struct Session {
 enum Next {
     Request,
     Closed,
+}
+
+/// What became of a session-mode client asked to move to a new lease.
+enum Move {
+    /// It is on the newest lease (moved now, or already there).
+    Moved,
+    /// It holds state that cannot move; it stays until the next rotation or the deadline.
+    Pinned,
+    /// No replacement was free (another session took it); it waits for the next one.
+    NotYet,
 }
 
 impl Session {
@@ -100,16 +110,19 @@ impl Session {
     async fn serve_on(&mut self, mut up: Checkout) -> Result<Option<Checkout>, ClientError> {
         // Only session mode watches for rotation; transaction mode gives the upstream back at
         // each transaction's end, so nothing extra is done per transaction.
-        let creds = (self.entry().mode == PoolMode::Session)
-            .then(|| self.entry().pool.credentials().clone());
+        let pool = (self.entry().mode == PoolMode::Session).then(|| self.entry().pool.clone());
         // The newest generation this session already looked at, so a pinned session is
         // re-examined at the next rotation, not in a loop.
         let mut examined = up.generation();
         loop {
             self.login.cancel.slot.set(Some(up.cancel));
-            let end = if let Some(creds) = &creds {
-                let mut rotated = std::pin::pin!(creds.wait_newer_than(examined));
-                self.relay(&up, false, Some(rotated.as_mut())).await
+            let end = if let Some(pool) = &pool {
+                let old = up.lease.clone();
+                let mut due = std::pin::pin!(async {
+                    pool.credentials().wait_newer_than(examined).await;
+                    pool.move_due(&old).await;
+                });
+                self.relay(&up, false, Some(due.as_mut())).await
             } else {
                 self.relay(&up, true, None).await
             };
@@ -117,11 +130,18 @@ impl Session {
             match end {
                 RelayEnd::Idle => return Ok(Some(up)),
                 RelayEnd::Rotated => {
-                    examined = self.entry().pool.credentials().generation();
-                    up = match self.migrate(up).await {
+                    let current = self.entry().pool.credentials().generation();
+                    let (next, moved) = match self.migrate(up).await {
                         Ok(next) => next,
                         Err(e) => return Err(self.fatal(e).await),
                     };
+                    up = next;
+                    match moved {
+                        Move::Moved => examined = up.generation(),
+                        Move::Pinned => examined = current,
+                        // Another session took the replacement: wait for the next one.
+                        Move::NotYet => {}
+                    }
                 }
                 RelayEnd::LeaseEnded => {
                     warn!(
@@ -131,7 +151,7 @@ impl Session {
                     );
                     Pool::discard(up);
                     let _ = self.flush_client().await;
-                    let why = if creds.is_some() {
+                    let why = if pool.is_some() {
                         "terminating connection: its upstream credential lease reached its hard \
                          deadline and the session holds state that cannot move to a new lease \
                          (temporary tables, advisory locks or cursors WITH HOLD)"
@@ -200,33 +220,61 @@ impl Session {
     }
 
     /// Moves an idle session to an upstream on the newest lease, replaying its settings,
-    /// prepared statements and LISTEN channels. A session holding state that cannot move stays
-    /// where it is (until the lease's deadline, or the next rotation if it lets go).
-    async fn migrate(&mut self, mut old: Checkout) -> Result<Checkout, ClientError> {
-        if old.generation() >= self.entry().pool.credentials().generation() {
-            return Ok(old);
+    /// prepared statements and LISTEN channels. The new upstream is a replacement the pool
+    /// already logged in ahead of need, swapped into the session's slot, so the client never
+    /// waits for a login; only in the last moments before the old lease's deadline, with none
+    /// parked, does the session log in on its own. A session holding state that cannot move
+    /// stays where it is (until the lease's deadline, or the next rotation if it lets go).
+    async fn migrate(&mut self, mut old: Checkout) -> Result<(Checkout, Move), ClientError> {
+        let pool = self.entry().pool.clone();
+        if old.generation() >= pool.credentials().generation() {
+            return Ok((old, Move::Moved));
+        }
+        let spare = pool.take_spare();
+        if spare.is_none()
+            && !pool
+                .credentials()
+                .near_deadline(&old.lease, MOVE_BEFORE_DEADLINE)
+        {
+            return Ok((old, Move::NotYet));
         }
         let state = match migrate::capture(&mut old, CLEANUP_TIMEOUT).await {
             Ok(state) => state,
             Err(e) => {
                 warn!(error = %e, "reading session state for a move failed");
+                if let Some(spare) = spare {
+                    pool.return_spare(spare);
+                }
                 Pool::discard(old);
                 return Err(ClientError::refused("08006", "upstream connection lost"));
             }
         };
         if !state.pinned_by.is_empty() {
             info!(pinned_by = %state.pinned_by, generation = old.generation(), "session stays on its retiring lease");
-            return Ok(old);
+            if let Some(spare) = spare {
+                pool.return_spare(spare);
+            }
+            return Ok((old, Move::Pinned));
         }
         let from = old.generation();
-        // Free the old slot first: a full session-mode pool has no other room for the new one.
-        Pool::discard(old);
-        let mut new = self.entry().pool.checkout().await.map_err(|e| {
-            ClientError::refused(
-                "08006",
-                format!("could not move the session to a new credential lease: {e}"),
-            )
-        })?;
+        let mut new = match spare {
+            Some(spare) => {
+                // The slot stays the session's; only the connection in it changes. The old
+                // one closes here, which lets its lease drain.
+                drop(std::mem::replace(&mut *old, spare));
+                old
+            }
+            None => {
+                // Free the old slot first: a full session-mode pool has no other room.
+                Pool::discard(old);
+                pool.checkout().await.map_err(|e| {
+                    ClientError::refused(
+                        "08006",
+                        format!("could not move the session to a new credential lease: {e}"),
+                    )
+                })?
+            }
+        };
         if let Err(e) = migrate::replay(&mut new, &state, CLEANUP_TIMEOUT).await {
             warn!(error = %e, "replaying session state failed");
             Pool::discard(new);
@@ -243,7 +291,7 @@ impl Session {
             listens = state.listens.len(),
             "session moved to a new lease"
         );
-        Ok(new)
+        Ok((new, Move::Moved))
     }
 
     /// Reads from the client until a complete request is buffered (or it leaves). Nothing is

@@ -93,6 +93,10 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
         if used > 0 {
             debug!(credentials = %creds.name(), replaced = used, "idle upstreams on a superseded lease replaced");
             busy = true;
+        } else {
+            // A session-mode client woken for a parked replacement may be mid-transaction for
+            // a while; let every waiting session try for it rather than leave it unused.
+            manager.spares.parked_signal.notify_waiters();
         }
     }
 }

@@ -13,13 +13,14 @@ mod drain;
 mod manager;
 mod spares;
 
+use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use deadpool::managed::{self, PoolError, Timeouts};
 use thiserror::Error;
 
-use crate::credentials::Credentials;
+use crate::credentials::{Credentials, Lease};
 use crate::upstream::{ServerParams, Upstream, UpstreamError, UpstreamTarget};
 
 pub use drain::maintain;
@@ -148,6 +149,58 @@ impl Pool {
         self.inner.manager().adopt(up, most_parked(&self.settings))
     }
 
+    /// Session mode: resolves when a session on `old`, a superseded lease, should move: a
+    /// replacement is parked for it, or the old lease is within [`MOVE_BEFORE_DEADLINE`] of
+    /// its hard deadline. Sessions thus move one replacement at a time, at the drain's pace,
+    /// instead of all logging in at once the moment a new lease is published.
+    pub async fn move_due(&self, old: &Lease) {
+        let manager = self.inner.manager();
+        let creds = manager.credentials();
+        let latest = old.expires_at.map(|e| {
+            creds
+                .hard_deadline(e)
+                .checked_sub(MOVE_BEFORE_DEADLINE)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        });
+        loop {
+            // Registered before looking, so a connection parked in between still wakes us.
+            let mut parked = pin!(manager.spares.parked_signal.notified());
+            parked.as_mut().enable();
+            if manager
+                .spares
+                .ready(creds.generation(), manager.idle_timeout())
+                > 0
+            {
+                return;
+            }
+            let Some(latest) = latest else {
+                parked.await;
+                continue;
+            };
+            let Ok(wait) = latest.duration_since(SystemTime::now()) else {
+                return;
+            };
+            tokio::select! {
+                () = parked => {}
+                () = tokio::time::sleep(wait) => return,
+            }
+        }
+    }
+
+    /// A parked replacement on the newest lease, for a session-mode client to move to.
+    pub fn take_spare(&self) -> Option<Upstream> {
+        let manager = self.inner.manager();
+        let current = manager.credentials().generation();
+        let spare = manager.spares.take(current, manager.idle_timeout())?;
+        manager.wanted.notify_one();
+        Some(spare)
+    }
+
+    /// Gives back a replacement taken with [`Pool::take_spare`] and not used.
+    pub fn return_spare(&self, up: Upstream) {
+        self.inner.manager().spares.park(up);
+    }
+
     /// Current counts: (open upstreams, idle upstreams, requests waiting).
     pub fn status(&self) -> (usize, usize, usize) {
         let s = self.inner.status();
@@ -171,6 +224,10 @@ impl Pool {
         &self.settings
     }
 }
+
+/// How long before a superseded lease's hard deadline a session still on it moves even with
+/// no replacement parked (logging in on its own path), rather than be cut off at the deadline.
+pub const MOVE_BEFORE_DEADLINE: Duration = Duration::from_secs(1);
 
 /// How many replacements a pool keeps logged in ahead of need during a rotation.
 fn most_parked(settings: &PoolSettings) -> usize {

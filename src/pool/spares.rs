@@ -17,12 +17,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::Notify;
+
 use crate::upstream::{Tally, Upstream};
 
 /// Spare connections and connection counts of one pool.
 #[derive(Default)]
 pub struct Spares {
     parked: Mutex<Vec<Upstream>>,
+    /// Woken once per parked connection, so one session-mode client waiting to move takes it.
+    pub(super) parked_signal: Notify,
     /// Open connections per generation, counted by the connections' [`Tally`] shares.
     counts: Mutex<Vec<Generation>>,
 }
@@ -88,6 +92,7 @@ impl Spares {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(up);
+        self.parked_signal.notify_one();
     }
 
     /// A parked connection on `current` that is still fit to use. Parked connections on an

@@ -81,3 +81,70 @@ async fn a_rotation_logs_in_once_per_pooled_connection_reusing_the_proof() {
     }
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_clients_move_one_replacement_at_a_time() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let db = fresh_db("smove").await;
+    let admin = superuser().await;
+    let toml = issuer_toml(&db, "smov", "session")
+        .replace("ttl = \"8s\"", "ttl = \"10m\"")
+        .replace("max_ttl = \"30s\"", "max_ttl = \"20m\"");
+    let proxy = start_proxy(&toml).await;
+    let creds = proxy.shared().credentials["rotating"].clone();
+
+    // Four idle sessions fill the session-mode pool, each with its own setting.
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let c = connect(proxy.local_addr(), &db.user, &db.password, &db.name).await;
+        c.batch_execute(&format!("SET application_name = 'client{i}'"))
+            .await
+            .expect("set");
+        clients.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = sessions(&admin, &db.name).await;
+    let old_role = creds.state().username.expect("a published lease");
+
+    creds.rotate_now();
+    let until = Instant::now() + Duration::from_secs(30);
+    while prefixed_roles(&admin, "smov").await.contains(&old_role) {
+        assert!(
+            Instant::now() < until,
+            "the sessions did not move off the old lease: {:?}",
+            creds.state()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new_role = creds.state().username.expect("the new lease");
+    assert_ne!(new_role, old_role);
+    assert_eq!(
+        sessions(&admin, &db.name).await - before,
+        4,
+        "moving 4 sessions should cost exactly 4 logins, the proving one included"
+    );
+    // The replacements were opened at the drain's pace, not all at once on the clients'
+    // paths when the lease was published (the pace is 250 ms for a lease this long).
+    let started: f64 = admin
+        .query_one(
+            "SELECT extract(epoch FROM max(backend_start) - min(backend_start))::float8 \
+             FROM pg_stat_activity WHERE usename = $1",
+            &[&new_role],
+        )
+        .await
+        .expect("backend start times")
+        .get(0);
+    assert!(
+        started >= 0.4,
+        "the 4 replacements logged in within {started:.3} s of each other: a burst"
+    );
+    for (i, c) in clients.iter().enumerate() {
+        assert_eq!(first_value(c, "SELECT current_user").await, new_role);
+        assert_eq!(
+            first_value(c, "SHOW application_name").await,
+            format!("client{i}")
+        );
+    }
+    proxy.shutdown().await;
+}
