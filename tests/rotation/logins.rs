@@ -20,17 +20,26 @@ async fn sessions(admin: &tokio_postgres::Client, db: &str) -> i64 {
         .get(0)
 }
 
+/// A proxy on issued leases that only rotate when asked, so the test decides when.
+async fn rotating_on_request(
+    db: &TestDb,
+    prefix: &str,
+    mode: &str,
+) -> (pglease::app::Proxy, pglease::credentials::Credentials) {
+    let toml = issuer_toml(db, prefix, mode)
+        .replace("ttl = \"8s\"", "ttl = \"10m\"")
+        .replace("max_ttl = \"30s\"", "max_ttl = \"20m\"");
+    let proxy = start_proxy(&toml).await;
+    let creds = proxy.shared().credentials["rotating"].clone();
+    (proxy, creds)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_logs_in_once_per_pooled_connection_reusing_the_proof() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let db = fresh_db("logins").await;
     let admin = superuser().await;
-    // A lease that only rotates when asked, so the test decides when.
-    let toml = issuer_toml(&db, "logx", "transaction")
-        .replace("ttl = \"8s\"", "ttl = \"10m\"")
-        .replace("max_ttl = \"30s\"", "max_ttl = \"20m\"");
-    let proxy = start_proxy(&toml).await;
-    let creds = proxy.shared().credentials["rotating"].clone();
+    let (proxy, creds) = rotating_on_request(&db, "logx", "transaction").await;
 
     // Fill the pool: four clients each hold a transaction, so four upstreams open.
     let mut clients = Vec::new();
@@ -87,11 +96,7 @@ async fn session_mode_clients_move_one_replacement_at_a_time() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let db = fresh_db("smove").await;
     let admin = superuser().await;
-    let toml = issuer_toml(&db, "smov", "session")
-        .replace("ttl = \"8s\"", "ttl = \"10m\"")
-        .replace("max_ttl = \"30s\"", "max_ttl = \"20m\"");
-    let proxy = start_proxy(&toml).await;
-    let creds = proxy.shared().credentials["rotating"].clone();
+    let (proxy, creds) = rotating_on_request(&db, "smov", "session").await;
 
     // Four idle sessions fill the session-mode pool, each with its own setting.
     let mut clients = Vec::new();

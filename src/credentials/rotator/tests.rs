@@ -73,6 +73,20 @@ fn life() -> Lifecycle {
     }
 }
 
+/// A prover whose login PostgreSQL refuses for the generations `refuse` picks.
+fn refusing(refuse: impl Fn(u64) -> bool + Send + Sync + 'static) -> Prover {
+    Arc::new(move |lease: Arc<Lease>| {
+        let refused = refuse(lease.generation);
+        Box::pin(async move {
+            if refused {
+                Err("28P01 password authentication failed".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+    })
+}
+
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..100 {
         if f() {
@@ -116,16 +130,7 @@ async fn a_lease_that_fails_its_proof_is_never_published() {
     let source = Arc::new(Scripted::default());
     let reject_next = Arc::new(AtomicBool::new(false));
     let flag = reject_next.clone();
-    let prover: Prover = Arc::new(move |lease: Arc<Lease>| {
-        let refuse = lease.generation == 2 && flag.swap(false, Ordering::SeqCst);
-        Box::pin(async move {
-            if refuse {
-                Err("28P01 password authentication failed".to_owned())
-            } else {
-                Ok(())
-            }
-        })
-    });
+    let prover = refusing(move |generation| generation == 2 && flag.swap(false, Ordering::SeqCst));
     let stop = CancellationToken::new();
     let creds = Credentials::spawn("t", source.clone(), life(), Some(prover), stop.clone());
     creds.wait_current(Duration::from_secs(2)).await.unwrap();
@@ -178,16 +183,7 @@ async fn requests_do_not_skip_the_backoff_after_a_failure() {
     let source = Arc::new(Scripted::default());
     // Every lease after the first fails its proof, as when the store keeps handing out a
     // password PostgreSQL refuses.
-    let prover: Prover = Arc::new(|lease: Arc<Lease>| {
-        let refuse = lease.generation >= 2;
-        Box::pin(async move {
-            if refuse {
-                Err("28P01 password authentication failed".to_owned())
-            } else {
-                Ok(())
-            }
-        })
-    });
+    let prover = refusing(|generation| generation >= 2);
     let stop = CancellationToken::new();
     let life = Lifecycle {
         rotate_at: 0.9,
