@@ -20,6 +20,34 @@ async fn sessions(admin: &tokio_postgres::Client, db: &str) -> i64 {
         .get(0)
 }
 
+/// Asks `creds` for a rotation and waits until the old lease is drained and revoked (its role
+/// dropped), running `meanwhile` between looks. Returns the session count of `db` from just
+/// before the rotation; the count is settled again before returning.
+async fn rotate_until_drained(
+    admin: &tokio_postgres::Client,
+    creds: &pglease::credentials::Credentials,
+    db: &str,
+    prefix: &str,
+    mut meanwhile: impl AsyncFnMut(),
+) -> i64 {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = sessions(admin, db).await;
+    let old_role = creds.state().username.expect("a published lease");
+    creds.rotate_now();
+    let until = Instant::now() + Duration::from_secs(30);
+    while prefixed_roles(admin, prefix).await.contains(&old_role) {
+        assert!(
+            Instant::now() < until,
+            "the old lease did not drain: {:?}",
+            creds.state()
+        );
+        meanwhile().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    before
+}
+
 /// A proxy on issued leases that only rotate when asked, so the test decides when.
 async fn rotating_on_request(
     db: &TestDb,
@@ -52,27 +80,14 @@ async fn a_rotation_logs_in_once_per_pooled_connection_reusing_the_proof() {
     for c in &clients {
         c.batch_execute("COMMIT").await.expect("commit");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = sessions(&admin, &db.name).await;
-    let old_role = creds.state().username.expect("a published lease");
-
-    creds.rotate_now();
-    let until = Instant::now() + Duration::from_secs(30);
-    // Done once the old lease is drained and revoked: its role is dropped.
-    while prefixed_roles(&admin, "logx").await.contains(&old_role) {
-        assert!(
-            Instant::now() < until,
-            "the old lease did not drain: {:?}",
-            creds.state()
-        );
+    let before = rotate_until_drained(&admin, &creds, &db.name, "logx", async || {
         for c in &clients {
             c.simple_query("SELECT 1")
                 .await
                 .expect("query during rotation");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    })
+    .await;
     let logins = sessions(&admin, &db.name).await - before;
     assert_eq!(
         logins, 4,
@@ -107,21 +122,8 @@ async fn session_mode_clients_move_one_replacement_at_a_time() {
             .expect("set");
         clients.push(c);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = sessions(&admin, &db.name).await;
     let old_role = creds.state().username.expect("a published lease");
-
-    creds.rotate_now();
-    let until = Instant::now() + Duration::from_secs(30);
-    while prefixed_roles(&admin, "smov").await.contains(&old_role) {
-        assert!(
-            Instant::now() < until,
-            "the sessions did not move off the old lease: {:?}",
-            creds.state()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rotate_until_drained(&admin, &creds, &db.name, "smov", async || {}).await;
     let new_role = creds.state().username.expect("the new lease");
     assert_ne!(new_role, old_role);
     assert_eq!(
