@@ -10,7 +10,8 @@
 //! lease is parked first ([`super::Pool::adopt`]). An old connection is swapped for a parked
 //! one when it is next checked out (in [`super::manager`]'s recycle): busy ones at their
 //! transaction's end, idle ones when this task cycles the idle connections through a
-//! checkout. The old lease is thus drained without any client waiting for a login and without
+//! checkout; a session-mode client is woken for each parked one ([`super::Pool::move_due`])
+//! and swaps it into its own slot. The old lease is thus drained without any client waiting for a login and without
 //! the pool shrinking, and its rotator revokes it as soon as the last connection is gone.
 
 use std::time::{Duration, SystemTime};
