@@ -21,40 +21,19 @@ mod logins;
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn issuer_toml(db: &TestDb, prefix: &str, mode: &str) -> String {
-    format!(
-        r#"[proxy]
-listen = "127.0.0.1:0"
-shutdown_timeout = "2s"
-
-[[users]]
-name = "{user}"
-password = "{password}"
-
-[[databases]]
-name = "{name}"
-host = "127.0.0.1"
-port = {port}
-pool_mode = "{mode}"
-pool_size = 4
-credentials = "rotating"
-
-[credentials.rotating]
-source = "issuer"
+    let source = format!(
+        r#"source = "issuer"
 admin_url = "{admin}"
 member_of = ["{role}"]
 prefix = "{prefix}"
 ttl = "8s"
 max_ttl = "30s"
 rotate_at = 0.3
-safety_margin = "3s"
-"#,
-        user = db.user,
-        password = db.password,
-        name = db.name,
-        port = cluster().port(),
+safety_margin = "3s""#,
         admin = cluster().url(&db.name).expose(),
         role = db.role,
-    )
+    );
+    pooled_toml(db, mode, 4, "", "rotating", &source)
 }
 
 async fn prefixed_roles(admin: &tokio_postgres::Client, prefix: &str) -> BTreeSet<String> {

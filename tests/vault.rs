@@ -54,36 +54,11 @@ fn source(config: &VaultConfig) -> VaultSource {
 /// A proxy config for `db` whose upstream credentials come from `vault`; `lines` add the
 /// source's own keys (role, kind, auth, ...).
 fn vault_toml(db: &TestDb, mode: &str, vault: &VaultStandin, lines: &str) -> String {
-    format!(
-        r#"[proxy]
-listen = "127.0.0.1:0"
-shutdown_timeout = "2s"
-
-[[users]]
-name = "{user}"
-password = "{password}"
-
-[[databases]]
-name = "{name}"
-host = "127.0.0.1"
-port = {port}
-pool_mode = "{mode}"
-pool_size = 4
-credentials = "upstream"
-
-[credentials.upstream]
-source = "vault"
-address = "{address}"
-rotate_at = 0.3
-safety_margin = "3s"
-{lines}
-"#,
-        user = db.user,
-        password = db.password,
-        name = db.name,
-        port = cluster().port(),
-        address = vault.address(),
-    )
+    let source = format!(
+        "source = \"vault\"\naddress = \"{}\"\nrotate_at = 0.3\nsafety_margin = \"3s\"\n{lines}",
+        vault.address()
+    );
+    pooled_toml(db, mode, 4, "", "upstream", &source)
 }
 
 async fn first_value(client: &tokio_postgres::Client, sql: &str) -> String {

@@ -118,6 +118,25 @@ pub async fn fresh_db(tag: &str) -> TestDb {
 /// ("transaction" or "session") with `pool_size`, static upstream credentials.
 /// `extra_proxy_lines` go into `[proxy]`, e.g. `query_wait_timeout = "1s"`.
 pub fn proxy_toml(db: &TestDb, mode: &str, pool_size: usize, extra_proxy_lines: &str) -> String {
+    let source = format!(
+        "source = \"static\"\nusername = \"{}\"\npassword = \"{}\"",
+        db.role,
+        db.role_password.expose()
+    );
+    pooled_toml(db, mode, pool_size, extra_proxy_lines, "upstream", &source)
+}
+
+/// The config every proxy test shares: listen on 127.0.0.1:0, one local user, one database
+/// in `mode` with `pool_size`, logging in with the credentials entry `entry`, whose keys
+/// (`source = …` and the source's own) are `source_lines`.
+pub fn pooled_toml(
+    db: &TestDb,
+    mode: &str,
+    pool_size: usize,
+    extra_proxy_lines: &str,
+    entry: &str,
+    source_lines: &str,
+) -> String {
     format!(
         r#"[proxy]
 listen = "127.0.0.1:0"
@@ -135,19 +154,15 @@ port = {port}
 dbname = "{name}"
 pool_mode = "{mode}"
 pool_size = {pool_size}
-credentials = "upstream"
+credentials = "{entry}"
 
-[credentials.upstream]
-source = "static"
-username = "{role}"
-password = "{role_password}"
+[credentials.{entry}]
+{source_lines}
 "#,
         user = db.user,
         password = db.password,
         name = db.name,
         port = cluster().port(),
-        role = db.role,
-        role_password = db.role_password.expose(),
     )
 }
 
