@@ -6,10 +6,13 @@
 //! [`Proxy::start`] binds the listener itself and returns once everything is running, so a
 //! test can start a whole proxy on `127.0.0.1:0` and read [`Proxy::local_addr`]. All shared
 //! state lives in one [`Shared`] handle passed to every client task; nothing is global.
+//! Every task is tracked, in two groups stopped in order by [`Proxy::shutdown`]: the clients
+//! (with the accept loop) first, then the background (rotators, pool upkeep, the reaper),
+//! whose rotators revoke their leases on the way out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -20,15 +23,11 @@ use tracing::{info, warn};
 
 use crate::auth::{AuthError, LocalPassword};
 use crate::client::cancel::CancelRegistry;
-use crate::config::{AuthType, Config, CredentialsConfig, DatabaseConfig, PoolMode, SourceConfig};
-use crate::credentials::exec_source::ExecSource;
-use crate::credentials::file_source::FileSource;
-use crate::credentials::issuer::IssuerSource;
-use crate::credentials::static_source::StaticSource;
-use crate::credentials::vault::VaultSource;
-use crate::credentials::{Credentials, Lifecycle, Prover, Source};
+use crate::client::stop::Clients;
+use crate::config::{AuthType, Config, DatabaseConfig, PoolMode};
+use crate::credentials::{Credentials, setup};
 use crate::pool::{Pool, PoolSettings};
-use crate::upstream::{self, UpstreamTarget};
+use crate::upstream::UpstreamTarget;
 
 /// Why the proxy could not start.
 #[derive(Debug, Error)]
@@ -78,6 +77,8 @@ pub struct Shared {
     pub credentials: HashMap<String, Credentials>,
     /// Proxy-issued cancel keys.
     pub cancels: Arc<CancelRegistry>,
+    /// Every logged-in client, so a shutdown can tell each one to leave.
+    pub clients: Arc<Clients>,
     /// Keys the fake SCRAM salt of unknown users, so probing cannot tell users apart.
     pub mock_key: [u8; 32],
     /// The preferred client authentication method.
@@ -108,80 +109,84 @@ impl Shared {
 pub struct Proxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    tracker: TaskTracker,
+    /// The accept loop and every client task.
+    clients: TaskTracker,
+    /// Rotators, their source watchers, pool upkeep and the issuer's reaper.
+    background: TaskTracker,
+    /// Stops the rotators, which then revoke every lease they hold: cancelled only once no
+    /// client and no pooled connection needs a lease any more.
+    credentials_stop: CancellationToken,
     shutdown_timeout: Duration,
 }
 
+/// After `shutdown_timeout`, how long the clients told to end get to go before the pools close
+/// under them.
+const END_GRACE: Duration = Duration::from_secs(2);
+
+/// Longest wait for the rotators to revoke their leases at shutdown.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl Proxy {
-    /// Starts credentials, pools and the listener from `config`.
+    /// Starts the proxy from `config`, in phases: the listener first (nothing is acquired if
+    /// the address is taken), then the credentials handles, the pools built on them, and last
+    /// the rotators, whose proving logins go to those pools.
     pub async fn start(config: Config) -> Result<Proxy, AppError> {
-        let shutdown = CancellationToken::new();
-        let users = local_users(&config).await?;
-        let (credentials, adopters) = start_credentials(&config, &shutdown)?;
-        let mut pools: HashMap<String, HashMap<String, PoolEntry>> = HashMap::new();
-        for db in &config.databases {
-            let Some(creds) = credentials.get(&db.credentials) else {
-                // Validation guarantees the entry exists; stay total anyway.
-                continue;
-            };
-            let target = upstream_target(&config, db);
-            let settings = PoolSettings {
-                size: db.pool_size,
-                wait_timeout: config.proxy.query_wait_timeout,
-                idle_timeout: config.proxy.idle_timeout,
-            };
-            let by_user = pools.entry(db.name.clone()).or_default();
-            for user in &config.users {
-                let entry = PoolEntry {
-                    pool: Pool::new(target.clone(), creds.clone(), settings.clone()),
-                    mode: db.pool_mode,
-                    reset_query: db.reset_query.as_str().into(),
-                };
-                tokio::spawn(crate::pool::maintain(entry.pool.clone(), shutdown.clone()));
-                by_user.insert(user.name.clone(), entry);
-            }
-        }
-        for (name, slot) in adopters {
-            // The prover logs in to the first database using the entry (see `prover`).
-            let proving = config.databases.iter().find(|d| d.credentials == name);
-            let db_pools = proving.and_then(|db| pools.get(&db.name));
-            // Each slot is new and set only here, so `set` cannot find it full.
-            let _ = slot.set(
-                db_pools
-                    .into_iter()
-                    .flat_map(|p| p.values())
-                    .map(|e| e.pool.clone())
-                    .collect(),
-            );
-        }
-        let listener = TcpListener::bind(&config.proxy.listen)
-            .await
-            .map_err(|source| AppError::Bind {
-                addr: config.proxy.listen.clone(),
-                source,
-            })?;
+        let listener = bind(&config.proxy.listen).await?;
         let addr = listener.local_addr().map_err(|source| AppError::Bind {
             addr: config.proxy.listen.clone(),
             source,
         })?;
+        let users = local_users(&config).await?;
+        let shutdown = CancellationToken::new();
+        let credentials_stop = CancellationToken::new();
+        let background = TaskTracker::new();
+        let mut entries = HashMap::new();
+        for (name, entry) in &config.credentials {
+            match setup::build(name, entry, &background, &shutdown) {
+                Ok(built) => entries.insert(name.clone(), built),
+                Err(source) => {
+                    shutdown.cancel();
+                    return Err(AppError::Source {
+                        name: name.clone(),
+                        source,
+                    });
+                }
+            };
+        }
+        let pools = build_pools(&config, &entries, &background, &shutdown);
+        let mut credentials = HashMap::new();
+        for (name, entry) in entries {
+            let prove = entry
+                .proves
+                .then(|| proving_pools(&config, &name, &pools))
+                .flatten()
+                .map(|(target, pools)| crate::pool::prover(target, pools));
+            entry
+                .rotator
+                .start(prove, &background, credentials_stop.clone());
+            credentials.insert(name, entry.credentials);
+        }
         let shared = Arc::new(Shared {
             users,
             pools,
             credentials,
             cancels: Arc::default(),
+            clients: Arc::default(),
             mock_key: rand::random(),
             auth_type: config.proxy.auth_type,
             max_message_size: config.proxy.max_message_size,
             login_timeout: config.proxy.login_timeout,
             shutdown,
         });
-        let tracker = TaskTracker::new();
-        tracker.spawn(accept_loop(listener, shared.clone(), tracker.clone()));
+        let clients = TaskTracker::new();
+        clients.spawn(accept_loop(listener, shared.clone(), clients.clone()));
         info!(%addr, "pglease listening");
         Ok(Proxy {
             addr,
             shared,
-            tracker,
+            clients,
+            background,
+            credentials_stop,
             shutdown_timeout: config.proxy.shutdown_timeout,
         })
     }
@@ -196,22 +201,112 @@ impl Proxy {
         &self.shared
     }
 
-    /// Stops accepting, lets idle clients go, waits up to `shutdown_timeout` for busy ones,
-    /// then closes the pools.
+    /// Shuts down gracefully: stops accepting; idle clients are told so and leave; clients in
+    /// a transaction get up to `shutdown_timeout` to finish it, then end with an error naming
+    /// the reason; the pools close; last, every lease is revoked, so no credential outlives
+    /// the process.
     pub async fn shutdown(self) {
+        info!("shutting down: idle clients leave, open transactions may finish");
         self.shared.shutdown.cancel();
-        self.tracker.close();
-        if tokio::time::timeout(self.shutdown_timeout, self.tracker.wait())
+        self.shared.clients.stop_all();
+        self.clients.close();
+        let finished = tokio::time::timeout(self.shutdown_timeout, self.clients.wait()).await;
+        if finished.is_err() {
+            warn!(
+                clients = self.shared.clients.count(),
+                "shutdown_timeout reached: ending the clients still in a transaction"
+            );
+            for creds in self.shared.credentials.values() {
+                creds.end_all_connections();
+            }
+            self.close_pools();
+            if tokio::time::timeout(END_GRACE, self.clients.wait())
+                .await
+                .is_err()
+            {
+                warn!("clients still connected after being ended; closing their upstreams");
+            }
+        }
+        self.close_pools();
+        self.credentials_stop.cancel();
+        self.background.close();
+        if tokio::time::timeout(REVOKE_TIMEOUT, self.background.wait())
             .await
             .is_err()
         {
-            warn!("shutdown timeout reached with clients still connected");
-        }
-        for (_, _, entry) in self.shared.pools() {
-            entry.pool.close();
+            warn!("revoking leases took too long; some may stay valid until they expire");
         }
         info!("pglease stopped");
     }
+
+    fn close_pools(&self) {
+        for (_, _, entry) in self.shared.pools() {
+            entry.pool.close();
+        }
+    }
+}
+
+async fn bind(listen: &str) -> Result<TcpListener, AppError> {
+    TcpListener::bind(listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: listen.to_owned(),
+            source,
+        })
+}
+
+/// One pool per (database, local user), each with its upkeep task.
+fn build_pools(
+    config: &Config,
+    entries: &HashMap<String, setup::Entry>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> HashMap<String, HashMap<String, PoolEntry>> {
+    let mut pools: HashMap<String, HashMap<String, PoolEntry>> = HashMap::new();
+    for db in &config.databases {
+        let Some(entry) = entries.get(&db.credentials) else {
+            // Validation guarantees the entry exists; stay total anyway.
+            continue;
+        };
+        let target = upstream_target(config, db);
+        let settings = PoolSettings {
+            size: db.pool_size,
+            wait_timeout: config.proxy.query_wait_timeout,
+            idle_timeout: config.proxy.idle_timeout,
+        };
+        let by_user = pools.entry(db.name.clone()).or_default();
+        for user in &config.users {
+            let pool = Pool::new(target.clone(), entry.credentials.clone(), settings.clone());
+            tasks.spawn(crate::pool::maintain(pool.clone(), shutdown.clone()));
+            let entry = PoolEntry {
+                pool,
+                mode: db.pool_mode,
+                reset_query: db.reset_query.as_str().into(),
+            };
+            by_user.insert(user.name.clone(), entry);
+        }
+    }
+    pools
+}
+
+/// Where a credentials entry proves its leases: the first database that uses it, and that
+/// database's pools, which take the proving login as their first replacement.
+fn proving_pools(
+    config: &Config,
+    credentials: &str,
+    pools: &HashMap<String, HashMap<String, PoolEntry>>,
+) -> Option<(UpstreamTarget, Vec<Pool>)> {
+    let db = config
+        .databases
+        .iter()
+        .find(|d| d.credentials == credentials)?;
+    let takers = pools
+        .get(&db.name)
+        .into_iter()
+        .flat_map(|p| p.values())
+        .map(|e| e.pool.clone())
+        .collect();
+    Some((upstream_target(config, db), takers))
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
@@ -254,40 +349,6 @@ async fn local_users(config: &Config) -> Result<HashMap<String, LocalPassword>, 
     parsed.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
-/// Drops issued roles whose validity has passed (left by a crash or a kill -9): once at start,
-/// then every `reap_interval`. A failure is logged and retried at the next interval.
-fn spawn_reaper(name: String, issuer: Arc<IssuerSource>, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(issuer.reap_interval());
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            match issuer.reap().await {
-                Ok(0) => {}
-                Ok(n) => info!(credentials = %name, dropped = n, "reaped expired issued roles"),
-                Err(e) => {
-                    warn!(credentials = %name, error = %e, "reaping expired issued roles failed")
-                }
-            }
-        }
-    });
-}
-
-/// The lifecycle settings of a credentials entry.
-fn lifecycle(entry: &CredentialsConfig) -> Lifecycle {
-    Lifecycle {
-        rotate_at: entry.rotate_at,
-        safety_margin: entry.safety_margin,
-        renew: entry.renew,
-        max_ttl: match &entry.source {
-            SourceConfig::Issuer(i) => Some(i.max_ttl),
-            _ => None,
-        },
-    }
-}
-
 /// Where a database's upstream connections go.
 fn upstream_target(config: &Config, db: &DatabaseConfig) -> UpstreamTarget {
     UpstreamTarget {
@@ -297,85 +358,4 @@ fn upstream_target(config: &Config, db: &DatabaseConfig) -> UpstreamTarget {
         application_name: config.proxy.application_name.clone(),
         connect_timeout: config.proxy.connect_timeout,
     }
-}
-
-/// The pools of the database a credentials entry proves its leases against, filled in once
-/// the pools exist.
-type Adopters = Arc<OnceLock<Vec<Pool>>>;
-
-/// Every credentials entry's rotator handle, and for those that prove their leases, the slot
-/// for the pools that take the proving logins.
-type Started = (HashMap<String, Credentials>, HashMap<String, Adopters>);
-
-/// Proves a fresh lease with one login to the first database that uses it. The login is not
-/// wasted: it becomes the first replacement of a pool of that database still on the old
-/// lease, and is closed only when none needs it (the first lease, at start).
-fn prover(config: &Config, credentials: &str) -> Option<(Prover, Adopters)> {
-    let db = config
-        .databases
-        .iter()
-        .find(|d| d.credentials == credentials)?;
-    let target = upstream_target(config, db);
-    let adopters = Adopters::default();
-    let pools = adopters.clone();
-    let prove: Prover = Arc::new(move |lease| {
-        let target = target.clone();
-        let pools = pools.clone();
-        Box::pin(async move {
-            let mut up = upstream::connect(&target, lease)
-                .await
-                .map_err(|e| e.to_string())?;
-            for pool in pools.get().into_iter().flatten() {
-                match pool.adopt(up) {
-                    None => return Ok(()),
-                    Some(back) => up = back,
-                }
-            }
-            Ok(())
-        })
-    });
-    Some((prove, adopters))
-}
-
-fn start_credentials(config: &Config, shutdown: &CancellationToken) -> Result<Started, AppError> {
-    let mut out = HashMap::new();
-    let mut adopters = HashMap::new();
-    for (name, entry) in &config.credentials {
-        let source: Arc<dyn Source> = match &entry.source {
-            SourceConfig::Static(s) => {
-                Arc::new(StaticSource::new(s.username.clone(), s.password.clone()))
-            }
-            SourceConfig::Issuer(i) => {
-                let issuer = IssuerSource::from_config(i).map_err(|source| AppError::Source {
-                    name: name.clone(),
-                    source,
-                })?;
-                let issuer = Arc::new(issuer);
-                spawn_reaper(name.clone(), issuer.clone(), shutdown.clone());
-                issuer
-            }
-            SourceConfig::File(f) => Arc::new(FileSource::new(f)),
-            SourceConfig::Exec(e) => Arc::new(ExecSource::new(e)),
-            SourceConfig::Vault(v) => {
-                Arc::new(
-                    VaultSource::from_config(v).map_err(|source| AppError::Source {
-                        name: name.clone(),
-                        source,
-                    })?,
-                )
-            }
-        };
-        // A static password needs no proof: there is nothing to fall back to.
-        let prove = if entry.source.kind() == "static" {
-            None
-        } else {
-            prover(config, name).map(|(prove, pools)| {
-                adopters.insert(name.clone(), pools);
-                prove
-            })
-        };
-        let creds = Credentials::spawn(name, source, lifecycle(entry), prove, shutdown.clone());
-        out.insert(name.clone(), creds);
-    }
-    Ok((out, adopters))
 }

@@ -12,8 +12,10 @@ use tracing::{debug, info, warn};
 use super::ClientError;
 use super::handshake::Login;
 use super::relay::{Buffers, RelayEnd, Signals, Tracker, relay};
+use super::stop::Registration;
 use crate::app::{PoolEntry, Shared};
 use crate::config::PoolMode;
+use crate::credentials::EndReason;
 use crate::pool::{Checkout, CheckoutError, MOVE_BEFORE_DEADLINE, Pool};
 use crate::protocol::backend::{self, Severity};
 use crate::upstream::{maintenance, migrate};
@@ -26,6 +28,10 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// does not pin memory for the rest of a long session.
 const KEEP_CAPACITY: usize = 1 << 20;
 
+/// What a client hears when pglease shuts down while it is idle (PostgreSQL's own code for an
+/// administrator's shutdown).
+const SHUTTING_DOWN: &str = "terminating connection: pglease is shutting down";
+
 /// One client session after login.
 pub struct Session {
     shared: std::sync::Arc<Shared>,
@@ -35,11 +41,15 @@ pub struct Session {
     track: Tracker,
     /// A complete request (through Sync, Flush or a Query) is buffered.
     request_ready: bool,
+    /// Told to leave at the next idle point (shutdown); unregistered when the session ends.
+    registration: Registration,
 }
 
 enum Next {
     Request,
     Closed,
+    /// Told to leave while idle.
+    Stopped,
 }
 
 /// What became of a session-mode client asked to move to a new lease.
@@ -61,7 +71,9 @@ impl Session {
         };
         bufs.c2u.reserve(8 * 1024);
         bufs.u2c.reserve(8 * 1024);
+        let registration = shared.clients.register();
         Session {
+            registration,
             shared,
             client,
             login,
@@ -81,6 +93,9 @@ impl Session {
             match self.read_request().await? {
                 Next::Request => {}
                 Next::Closed => return Ok(()),
+                Next::Stopped => {
+                    return Err(self.fatal(ClientError::refused("57P01", SHUTTING_DOWN)).await);
+                }
             }
             let up = match self.entry().pool.checkout().await {
                 Ok(up) => up,
@@ -118,9 +133,16 @@ impl Session {
             self.login.cancel.slot.set(Some(up.cancel));
             let end = if let Some(pool) = &pool {
                 let old = up.lease.clone();
-                let mut due = std::pin::pin!(async {
-                    pool.credentials().wait_newer_than(examined).await;
-                    pool.move_due(&old).await;
+                let stop = self.registration.stop.clone();
+                // Stops at the next idle point to move to a new lease, or to leave at shutdown.
+                let mut due = std::pin::pin!(async move {
+                    tokio::select! {
+                        () = async {
+                            pool.credentials().wait_newer_than(examined).await;
+                            pool.move_due(&old).await;
+                        } => {}
+                        () = stop.stopped() => {}
+                    }
                 });
                 self.relay(&up, false, Some(due.as_mut())).await
             } else {
@@ -129,6 +151,11 @@ impl Session {
             self.login.cancel.slot.set(None);
             match end {
                 RelayEnd::Idle => return Ok(Some(up)),
+                RelayEnd::Rotated if self.registration.stop.is_stopped() => {
+                    self.cleanup(up).await;
+                    let _ = self.flush_client().await;
+                    return Err(self.fatal(ClientError::refused("57P01", SHUTTING_DOWN)).await);
+                }
                 RelayEnd::Rotated => {
                     let current = self.entry().pool.credentials().generation();
                     let (next, moved) = match self.migrate(up).await {
@@ -144,14 +171,19 @@ impl Session {
                     }
                 }
                 RelayEnd::LeaseEnded => {
+                    let reason = up.deadline.reason();
                     warn!(
                         generation = up.generation(),
                         mode = ?self.entry().mode,
-                        "ending a client at its upstream lease's hard deadline"
+                        ?reason,
+                        "ending a client whose upstream lease ended"
                     );
                     Pool::discard(up);
                     let _ = self.flush_client().await;
-                    let why = if pool.is_some() {
+                    let why = if reason == Some(EndReason::Shutdown) {
+                        "terminating connection: pglease is shutting down and shutdown_timeout \
+                         has passed; an open transaction was not committed"
+                    } else if pool.is_some() {
                         "terminating connection: its upstream credential lease reached its hard \
                          deadline and the session holds state that cannot move to a new lease \
                          (temporary tables, advisory locks or cursors WITH HOLD)"
@@ -234,7 +266,7 @@ impl Session {
         if spare.is_none()
             && !pool
                 .credentials()
-                .near_deadline(&old.lease, MOVE_BEFORE_DEADLINE)
+                .near_deadline(old.generation(), MOVE_BEFORE_DEADLINE)
         {
             return Ok((old, Move::NotYet));
         }
@@ -318,7 +350,19 @@ impl Session {
                 let unscanned = self.bufs.c2u.len() - self.bufs.fscan.forwardable();
                 self.bufs.c2u.reserve(frame.saturating_sub(unscanned));
             }
-            if self.client.read_buf(&mut self.bufs.c2u).await? == 0 {
+            let idle = self.bufs.c2u.is_empty() && self.track.status == b'I';
+            let read = self.client.read_buf(&mut self.bufs.c2u);
+            let n = if idle {
+                // Idle between transactions: the moment a shutdown may end the session.
+                tokio::select! {
+                    biased;
+                    r = read => r?,
+                    () = self.registration.stop.stopped() => return Ok(Next::Stopped),
+                }
+            } else {
+                read.await?
+            };
+            if n == 0 {
                 return Ok(Next::Closed);
             }
         }

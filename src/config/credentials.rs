@@ -15,16 +15,15 @@ pub struct CredentialsConfig {
     /// strictly between 0 and 1.
     pub rotate_at: f64,
     /// Connections still on a lease this long before it expires are closed (the hard
-    /// deadline). Default 30s.
-    pub safety_margin: Duration,
+    /// deadline). Default `None`: a tenth of each lease's lifetime, at most 30s, so leases
+    /// from seconds to days work unchanged.
+    pub safety_margin: Option<Duration>,
     /// Whether a renewable lease that still has busy connections is renewed. Default true.
     pub renew: bool,
 }
 
 /// Default `rotate_at`: about two thirds, leaving a third of the lease to rotate in.
 pub(super) const DEFAULT_ROTATE_AT: f64 = 0.66;
-/// Default `safety_margin`.
-pub(super) const DEFAULT_SAFETY_MARGIN: Duration = Duration::from_secs(30);
 
 impl CredentialsConfig {
     /// An entry with the default lifecycle, for configs built in code.
@@ -32,7 +31,7 @@ impl CredentialsConfig {
         CredentialsConfig {
             source,
             rotate_at: DEFAULT_ROTATE_AT,
-            safety_margin: DEFAULT_SAFETY_MARGIN,
+            safety_margin: None,
             renew: true,
         }
     }
@@ -82,7 +81,7 @@ pub struct IssuerConfig {
     pub admin_url: Secret,
     /// Roles each issued role is made a member of: what it may do.
     pub member_of: Vec<String>,
-    /// Lifetime of each issued role. Default 15m; longer than `safety_margin`.
+    /// Lifetime of each issued role. Default 15m; longer than `safety_margin` when that is set.
     pub ttl: Duration,
     /// Renewal never extends a role past this age. Default 1h; at least `ttl`.
     pub max_ttl: Duration,

@@ -130,7 +130,7 @@ fn full_config_round_trips_including_defaults() {
     let issued = &config.credentials["issued"];
     assert_eq!(
         (issued.rotate_at, issued.safety_margin, issued.renew),
-        (0.5, secs(60), false)
+        (0.5, Some(secs(60)), false)
     );
     let SourceConfig::Issuer(issuer) = &issued.source else {
         panic!("not an issuer: {issued:?}")
@@ -149,7 +149,7 @@ fn full_config_round_trips_including_defaults() {
     let vault = &config.credentials["vault"];
     assert_eq!(
         (vault.rotate_at, vault.safety_margin, vault.renew),
-        (0.66, secs(30), true)
+        (0.66, None, true)
     );
     let expected_vault = SourceConfig::Vault(VaultConfig {
         address: "https://vault:8200".into(),

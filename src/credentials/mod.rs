@@ -4,6 +4,7 @@
 //! acquires leases and publishes the newest on a `watch` channel; pools read it when they open
 //! a connection and stamp the connection with the lease's generation (DESIGN §5).
 
+pub mod audit;
 pub mod deadline;
 pub mod exec_source;
 pub mod file_source;
@@ -12,12 +13,13 @@ pub mod json;
 pub mod lease;
 pub mod rotator;
 pub mod schedule;
+pub mod setup;
 pub mod source;
 pub mod static_source;
 pub mod vault;
 
-pub use deadline::LeaseEnd;
+pub use deadline::{Deadline, EndReason, LeaseEnd};
 pub use lease::Lease;
-pub use rotator::{Credentials, LeaseState, Prover};
+pub use rotator::{Credentials, LeaseState, ObtainError, ProofError, Prover, Rotator};
 pub use schedule::Lifecycle;
 pub use source::{Source, SourceError};

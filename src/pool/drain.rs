@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use super::Pool;
 use super::spares::Superseded;
-use crate::credentials::Credentials;
+use crate::credentials::{Credentials, Deadline};
 
 /// How often the task looks at the pool when nothing wakes it.
 const TICK: Duration = Duration::from_millis(500);
@@ -105,13 +105,12 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
 /// The pause after a replacement login: the remaining replacements spread over half the time
 /// left before the old lease's hard deadline, so they are all done well before it.
 fn pace(creds: &Credentials, old: Superseded) -> Duration {
-    let Some(expiry) = old.first_expiry else {
-        return UNHURRIED_PACE;
+    let deadline = old.oldest.map(|g| creds.deadline(g));
+    let left = match deadline {
+        None | Some(Deadline::Never) => return UNHURRIED_PACE,
+        Some(Deadline::Over) => Duration::ZERO,
+        Some(Deadline::At(at)) => at.duration_since(SystemTime::now()).unwrap_or_default(),
     };
-    let left = creds
-        .hard_deadline(expiry)
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
     let per_login = left / 2 / u32::try_from(old.connections.max(1)).unwrap_or(u32::MAX);
     per_login.min(MAX_PACE)
 }

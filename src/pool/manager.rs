@@ -89,7 +89,7 @@ impl Manager {
     fn stamp(&self, up: &mut Upstream) {
         let generation = up.generation();
         up.deadline = self.credentials.watch_deadline(generation);
-        up.tally = self.spares.tally(generation, up.lease.expires_at);
+        up.tally = self.spares.tally(generation);
     }
 
     /// Takes `up`, the login that proved a lease not yet published, as a replacement for
@@ -169,7 +169,7 @@ impl managed::Manager for Manager {
                 || up.generation() + 1 < current
                 || self
                     .credentials
-                    .near_deadline(&up.lease, LAST_USE_BEFORE_DEADLINE);
+                    .near_deadline(up.generation(), LAST_USE_BEFORE_DEADLINE);
             if ending {
                 return Err(RecycleError::message("lease retired"));
             }

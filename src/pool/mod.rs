@@ -11,6 +11,7 @@
 
 mod drain;
 mod manager;
+mod prove;
 mod spares;
 
 use std::pin::pin;
@@ -20,11 +21,12 @@ use std::time::{Duration, SystemTime};
 use deadpool::managed::{self, PoolError, Timeouts};
 use thiserror::Error;
 
-use crate::credentials::{Credentials, Lease};
+use crate::credentials::{Credentials, Deadline, Lease};
 use crate::upstream::{ServerParams, Upstream, UpstreamError, UpstreamTarget};
 
 pub use drain::maintain;
 pub use manager::Manager;
+pub use prove::prover;
 
 /// An upstream checked out of a pool. Dropping it gives the upstream back; [`Pool::discard`]
 /// closes it instead.
@@ -156,13 +158,16 @@ impl Pool {
     pub async fn move_due(&self, old: &Lease) {
         let manager = self.inner.manager();
         let creds = manager.credentials();
-        let latest = old.expires_at.map(|e| {
-            creds
-                .hard_deadline(e)
-                .checked_sub(MOVE_BEFORE_DEADLINE)
-                .unwrap_or(SystemTime::UNIX_EPOCH)
-        });
         loop {
+            // Read on every round: a renewal moves the old lease's deadline later.
+            let latest = match creds.deadline(old.generation) {
+                Deadline::Never => None,
+                Deadline::At(at) => Some(
+                    at.checked_sub(MOVE_BEFORE_DEADLINE)
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                ),
+                Deadline::Over => return,
+            };
             // Registered before looking, so a connection parked in between still wakes us.
             let mut parked = pin!(manager.spares.parked_signal.notified());
             parked.as_mut().enable();

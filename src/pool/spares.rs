@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -33,8 +33,6 @@ pub struct Spares {
 
 struct Generation {
     id: u64,
-    /// When that generation's lease expires (as first published; renewal only moves it later).
-    expires_at: Option<SystemTime>,
     count: Arc<AtomicUsize>,
 }
 
@@ -43,13 +41,13 @@ struct Generation {
 pub struct Superseded {
     /// How many (in the pool, checked out or parked).
     pub connections: usize,
-    /// The earliest expiry among their leases: how long the replacements may take.
-    pub first_expiry: Option<SystemTime>,
+    /// The oldest of their generations, whose deadline bounds how long replacing may take.
+    pub oldest: Option<u64>,
 }
 
 impl Spares {
-    /// A tally share for a new connection on `generation`, whose lease expires at `expires_at`.
-    pub fn tally(&self, generation: u64, expires_at: Option<SystemTime>) -> Tally {
+    /// A tally share for a new connection on `generation`.
+    pub fn tally(&self, generation: u64) -> Tally {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         // Generations whose connections are all gone are forgotten.
         counts.retain(|g| g.id == generation || g.count.load(Ordering::Relaxed) > 0);
@@ -59,7 +57,6 @@ impl Spares {
                 let count = Arc::new(AtomicUsize::new(0));
                 counts.push(Generation {
                     id: generation,
-                    expires_at,
                     count: count.clone(),
                 });
                 count
@@ -78,10 +75,7 @@ impl Spares {
                 continue;
             }
             old.connections += n;
-            old.first_expiry = match (old.first_expiry, g.expires_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            old.oldest = Some(old.oldest.map_or(g.id, |o| o.min(g.id)));
         }
         old
     }
@@ -151,23 +145,21 @@ mod tests {
     #[test]
     fn counts_follow_the_connections_that_hold_them() {
         let spares = Spares::default();
-        let soon = SystemTime::now();
-        let later = soon + Duration::from_secs(60);
-        let a = spares.tally(1, Some(later));
-        let b = spares.tally(1, Some(later));
-        let c = spares.tally(2, Some(soon));
-        assert_eq!(spares.older_than(2).connections, 2);
+        let a = spares.tally(2);
+        let b = spares.tally(2);
+        let c = spares.tally(1);
+        assert_eq!(spares.older_than(2).connections, 1);
         assert_eq!(
             spares.older_than(3),
             Superseded {
                 connections: 3,
-                first_expiry: Some(soon)
+                oldest: Some(1)
             }
         );
         drop(c);
-        assert_eq!(spares.older_than(3).first_expiry, Some(later));
+        assert_eq!(spares.older_than(3).oldest, Some(2));
         drop(a);
-        assert_eq!(spares.older_than(2).connections, 1);
+        assert_eq!(spares.older_than(3).connections, 1);
         drop(b);
         assert_eq!(spares.older_than(3), Superseded::default());
     }
@@ -176,9 +168,9 @@ mod tests {
     fn empty_generations_are_forgotten() {
         let spares = Spares::default();
         for generation in 1..100 {
-            drop(spares.tally(generation, None));
+            drop(spares.tally(generation));
         }
-        let _live = spares.tally(100, None);
+        let _live = spares.tally(100);
         assert_eq!(spares.counts.lock().unwrap().len(), 1);
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::section::Section;
-use crate::config::credentials::{DEFAULT_ROTATE_AT, DEFAULT_SAFETY_MARGIN};
+use crate::config::credentials::DEFAULT_ROTATE_AT;
 use crate::config::{
     CredentialsConfig, ExecSourceConfig, FileSourceConfig, IssuerConfig, SourceConfig,
     StaticSourceConfig, VaultAuth, VaultConfig, VaultKind,
@@ -48,7 +48,7 @@ pub(super) fn read_credentials(mut s: Section<'_, '_>) -> Option<CredentialsConf
     };
     // Read the lifecycle keys even when the source failed, so their mistakes are reported too.
     let rotate_at = s.f64_or("rotate_at", DEFAULT_ROTATE_AT);
-    let safety_margin = s.duration_or("safety_margin", DEFAULT_SAFETY_MARGIN);
+    let safety_margin = s.opt_duration("safety_margin");
     let renew = s.bool_or("renew", true);
     s.finish();
     let mut credentials = CredentialsConfig::new(source?);

@@ -68,7 +68,7 @@ fn check_issuer(
             format_args!("must be at least ttl ({ttl})"),
         );
     }
-    if credentials.safety_margin >= issuer.ttl {
+    if credentials.safety_margin.is_some_and(|m| m >= issuer.ttl) {
         problems.add(
             format_args!("{path}.safety_margin"),
             format_args!(

@@ -137,7 +137,7 @@ fn lifecycle_arithmetic_is_checked() {
     let found = problems_after(|c| {
         let credentials = c.credentials.get_mut("app").unwrap();
         credentials.rotate_at = 1.0;
-        credentials.safety_margin = Duration::from_secs(600);
+        credentials.safety_margin = Some(Duration::from_secs(600));
         let issuer = issuer(c);
         issuer.ttl = Duration::from_secs(600);
         issuer.max_ttl = Duration::from_secs(300);

@@ -1,0 +1,46 @@
+//! The login that proves a fresh lease before it is published. The login is not wasted: it
+//! becomes the first replacement of a pool still on the old lease, and is closed only when no
+//! pool needs it (the first lease, at start).
+
+use std::sync::Arc;
+
+use super::Pool;
+use crate::credentials::{ProofError, Prover};
+use crate::upstream::{self, Upstream, UpstreamError, UpstreamTarget};
+
+/// A prover that logs in to `target` and offers the connection to `pools` in turn. A
+/// refusal by PostgreSQL condemns the lease; anything else says only that PostgreSQL could
+/// not be reached.
+pub fn prover(target: UpstreamTarget, pools: Vec<Pool>) -> Prover {
+    let pools: Arc<[Pool]> = pools.into();
+    Arc::new(move |lease| {
+        let target = target.clone();
+        let pools = pools.clone();
+        Box::pin(async move {
+            let up = upstream::connect(&target, lease)
+                .await
+                .map_err(proof_error)?;
+            adopt_first(&pools, up);
+            Ok(())
+        })
+    })
+}
+
+/// Hands `up` to the first pool that takes it; dropped (closed) when none does.
+fn adopt_first(pools: &[Pool], mut up: Upstream) {
+    for pool in pools {
+        match pool.adopt(up) {
+            None => return,
+            Some(back) => up = back,
+        }
+    }
+}
+
+fn proof_error(e: UpstreamError) -> ProofError {
+    match e {
+        UpstreamError::Refused { .. } | UpstreamError::UnsupportedAuth(_) => {
+            ProofError::Refused(e.to_string())
+        }
+        other => ProofError::Unreachable(other.to_string()),
+    }
+}
