@@ -94,7 +94,9 @@ impl Session {
                 Next::Request => {}
                 Next::Closed => return Ok(()),
                 Next::Stopped => {
-                    return Err(self.fatal(ClientError::refused("57P01", SHUTTING_DOWN)).await);
+                    return Err(self
+                        .fatal(ClientError::refused("57P01", SHUTTING_DOWN))
+                        .await);
                 }
             }
             let up = match self.entry().pool.checkout().await {
@@ -154,7 +156,9 @@ impl Session {
                 RelayEnd::Rotated if self.registration.stop.is_stopped() => {
                     self.cleanup(up).await;
                     let _ = self.flush_client().await;
-                    return Err(self.fatal(ClientError::refused("57P01", SHUTTING_DOWN)).await);
+                    return Err(self
+                        .fatal(ClientError::refused("57P01", SHUTTING_DOWN))
+                        .await);
                 }
                 RelayEnd::Rotated => {
                     let current = self.entry().pool.credentials().generation();

@@ -165,6 +165,9 @@ mod tests {
         );
         assert!(line.contains("event=\"published\"") || line.contains("event=published"));
         assert!(!line.contains("SystemTime"), "{line}");
-        assert!(!line.contains("hunter2"), "the password reached the audit line: {line}");
+        assert!(
+            !line.contains("hunter2"),
+            "the password reached the audit line: {line}"
+        );
     }
 }

@@ -46,8 +46,11 @@ impl Lifecycle {
     /// The safety margin of `lease`: the configured one, or a tenth of its lifetime (at most
     /// [`MAX_AUTO_MARGIN`]).
     pub fn margin(&self, lease: &Lease) -> Duration {
-        self.safety_margin
-            .unwrap_or_else(|| lifetime(lease).mul_f64(AUTO_MARGIN_SHARE).min(MAX_AUTO_MARGIN))
+        self.safety_margin.unwrap_or_else(|| {
+            lifetime(lease)
+                .mul_f64(AUTO_MARGIN_SHARE)
+                .min(MAX_AUTO_MARGIN)
+        })
     }
 
     /// The hard deadline of `lease` while it expires at `expires` (its own expiry, or a later
@@ -180,7 +183,10 @@ mod tests {
         // A 10 s lease rotates at 6.6 s and keeps 2.4 s to drain before its deadline at 9 s.
         let l = lease(10);
         let rotate = rotation_time(&l, &auto).unwrap();
-        assert_eq!(rotate.duration_since(l.issued_at).unwrap().as_millis(), 6_600);
+        assert_eq!(
+            rotate.duration_since(l.issued_at).unwrap().as_millis(),
+            6_600
+        );
         // An explicit margin still wins.
         assert_eq!(life(5, None).margin(&lease(86_400)), Duration::from_secs(5));
     }

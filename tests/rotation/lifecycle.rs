@@ -98,7 +98,10 @@ async fn a_clean_shutdown_lets_transactions_finish_ends_idle_clients_and_revokes
         .expect("shutdown task");
 
     let left = prefixed_roles(&admin, prefix).await;
-    assert!(left.is_empty(), "issued roles alive after a clean stop: {left:?}");
+    assert!(
+        left.is_empty(),
+        "issued roles alive after a clean stop: {left:?}"
+    );
     assert_eq!(first_value(&setup, "SELECT count(*) FROM kept").await, "2");
 }
 
@@ -137,7 +140,10 @@ async fn a_transaction_still_open_at_shutdown_timeout_ends_with_an_error_and_is_
         started.elapsed() >= Duration::from_millis(900),
         "the transaction did not get shutdown_timeout"
     );
-    assert_eq!(first_value(&setup, "SELECT count(*) FROM doomed").await, "0");
+    assert_eq!(
+        first_value(&setup, "SELECT count(*) FROM doomed").await,
+        "0"
+    );
     assert!(prefixed_roles(&admin, prefix).await.is_empty());
 }
 
@@ -188,12 +194,24 @@ async fn the_hard_deadline_ends_a_transaction_on_time_without_its_write_and_revo
     );
     let early = deadline.duration_since(ended).unwrap_or_default();
     let late = ended.duration_since(deadline).unwrap_or_default();
-    assert!(early <= Duration::from_millis(100), "ended {early:?} before its deadline");
-    assert!(late <= Duration::from_millis(2500), "ended {late:?} after its deadline");
-    assert_eq!(first_value(&setup, "SELECT count(*) FROM doomed").await, "0");
+    assert!(
+        early <= Duration::from_millis(100),
+        "ended {early:?} before its deadline"
+    );
+    assert!(
+        late <= Duration::from_millis(2500),
+        "ended {late:?} after its deadline"
+    );
+    assert_eq!(
+        first_value(&setup, "SELECT count(*) FROM doomed").await,
+        "0"
+    );
     let until = Instant::now() + Duration::from_secs(10);
     while prefixed_roles(&admin, prefix).await.contains(&role) {
-        assert!(Instant::now() < until, "the lease was not revoked at its deadline");
+        assert!(
+            Instant::now() < until,
+            "the lease was not revoked at its deadline"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     proxy.shutdown().await;
@@ -232,7 +250,10 @@ async fn an_exec_source_handing_out_nearly_expired_leases_is_asked_a_bounded_num
     assert!(count <= 6, "the helper ran {count} times in 6 s");
     let state = proxy.shared().credentials["helper"].state();
     assert!(
-        state.last_error.as_deref().is_some_and(|e| e.contains("less than a rotation needs")),
+        state
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("less than a rotation needs")),
         "{state:?}"
     );
     proxy.shutdown().await;
@@ -308,7 +329,10 @@ async fn an_unreachable_issuer_past_rotate_at_keeps_logins_working_backs_off_and
         &format!(":{}/", cluster().port()),
         &format!(":{}/", relay.addr.port()),
     );
-    assert_ne!(direct, relayed, "the admin URL was not pointed at the relay");
+    assert_ne!(
+        direct, relayed,
+        "the admin URL was not pointed at the relay"
+    );
     let toml = issuer_toml(&db, "unrx", "transaction")
         .replace(&direct, &relayed)
         .replace("ttl = \"8s\"", "ttl = \"20s\"")
@@ -328,11 +352,22 @@ async fn an_unreachable_issuer_past_rotate_at_keeps_logins_working_backs_off_and
         first_value(&client, "SELECT current_user").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert_eq!(creds.generation(), generation, "a lease was published during the outage");
+    assert_eq!(
+        creds.generation(),
+        generation,
+        "a lease was published during the outage"
+    );
     let state = creds.state();
-    assert!(state.last_error.is_some(), "the outage is not reported: {state:?}");
+    assert!(
+        state.last_error.is_some(),
+        "the outage is not reported: {state:?}"
+    );
     let attempts = relay.attempts.lock().unwrap().clone();
-    assert!(attempts.len() >= 3, "only {} attempts during the outage", attempts.len());
+    assert!(
+        attempts.len() >= 3,
+        "only {} attempts during the outage",
+        attempts.len()
+    );
     let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
     let (first_gap, last_gap) = (gaps[0], gaps[gaps.len() - 1]);
     assert!(
@@ -351,4 +386,56 @@ async fn an_unreachable_issuer_past_rotate_at_keeps_logins_working_backs_off_and
     assert!(creds.state().last_error.is_none());
     first_value(&first, "SELECT 1").await;
     proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_makes_the_process_revoke_its_roles_and_exit_zero() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let db = fresh_db("term").await;
+    let admin = superuser().await;
+    let prefix = "termx";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let toml = long_lived(&db, prefix, "2s").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let path = std::env::temp_dir().join(format!("pglease-term-{}.toml", std::process::id()));
+    std::fs::write(&path, &toml).expect("config file");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pglease"))
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start pglease");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let until = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        match try_connect(addr, &db.user, &db.password, &db.name).await {
+            Ok(client) => break client,
+            Err(e) if Instant::now() > until => panic!("pglease never served: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let issued = first_value(&client, "SELECT current_user").await;
+    assert!(prefixed_roles(&admin, prefix).await.contains(&issued));
+    let pid = child.id().expect("pid").to_string();
+    let sent = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("pglease did not stop after SIGTERM")
+        .expect("wait");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let left = prefixed_roles(&admin, prefix).await;
+    assert!(left.is_empty(), "roles alive after SIGTERM: {left:?}");
 }

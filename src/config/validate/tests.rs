@@ -133,6 +133,18 @@ fn admin_database_name_is_reserved() {
 }
 
 #[test]
+fn short_leases_pass_with_the_default_margins() {
+    for ttl in [10, 20, 60] {
+        let found = problems_after(|c| {
+            let issuer = issuer(c);
+            issuer.ttl = Duration::from_secs(ttl);
+            issuer.max_ttl = Duration::from_secs(ttl * 4);
+        });
+        assert!(found.is_empty(), "ttl {ttl}s: {found:?}");
+    }
+}
+
+#[test]
 fn lifecycle_arithmetic_is_checked() {
     let found = problems_after(|c| {
         let credentials = c.credentials.get_mut("app").unwrap();

@@ -210,8 +210,8 @@ impl Run {
                 self.failures.reset();
                 self.retry_at = None;
                 let now = SystemTime::now();
-                let short = rotation_time(&next, &self.rotator.life)
-                    .is_some_and(|at| at <= now + MIN_LEAD);
+                let short =
+                    rotation_time(&next, &self.rotator.life).is_some_and(|at| at <= now + MIN_LEAD);
                 if let Some(old) = self.current.replace(Held::new(next.clone())) {
                     self.audit(Event::Rotated, &next, trigger.as_str());
                     self.retiring.push(old);
@@ -481,7 +481,9 @@ impl Run {
 /// Sleeps until wall-clock `due` (lease times are wall-clock); forever for `None`.
 async fn sleep_until(due: Option<SystemTime>) {
     match due {
-        Some(t) => tokio::time::sleep(t.duration_since(SystemTime::now()).unwrap_or_default()).await,
+        Some(t) => {
+            tokio::time::sleep(t.duration_since(SystemTime::now()).unwrap_or_default()).await
+        }
         None => std::future::pending().await,
     }
 }

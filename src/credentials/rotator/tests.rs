@@ -62,7 +62,11 @@ impl Source for Scripted {
 
     fn renew<'a>(&'a self, lease: &'a Lease, _until: SystemTime) -> SourceFuture<'a, SystemTime> {
         let n = u32::try_from(self.renewals.fetch_add(1, Ordering::SeqCst) + 1).unwrap();
-        let n = if self.renew_cap > 0 { n.min(self.renew_cap) } else { n };
+        let n = if self.renew_cap > 0 {
+            n.min(self.renew_cap)
+        } else {
+            n
+        };
         let extended = lease.expires_at.unwrap_or_else(SystemTime::now) + self.extend * n;
         Box::pin(async move { Ok(extended) })
     }
@@ -185,7 +189,11 @@ async fn rotates_and_revokes_a_lease_once_its_last_connection_is_gone() {
     drop(connection);
     wait_until("lease-1 revoked", || source.was_revoked("lease-1")).await;
     assert_eq!(creds.state().rotations, 1);
-    assert_eq!(creds.state().expired_in_use, 0, "revoked by the deadline path");
+    assert_eq!(
+        creds.state().expired_in_use,
+        0,
+        "revoked by the deadline path"
+    );
     assert!(!source.was_revoked("lease-2"));
     run.stop().await;
 }
@@ -216,15 +224,24 @@ async fn a_lease_that_arrives_at_its_rotation_point_does_not_make_the_rotator_sp
         ..Scripted::default()
     });
     let run = spawn(source.clone(), life(), None);
-    run.creds.wait_current(Duration::from_secs(2)).await.unwrap();
+    run.creds
+        .wait_current(Duration::from_secs(2))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let issued = source.issued.load(Ordering::SeqCst);
     // Backoff from 0.5-1 s doubling: at most 4 acquisitions in 4 s (the spin was ~30).
     assert!(issued <= 5, "{issued} acquisitions in 4 s");
-    assert!(issued >= 2, "short leases must still be replaced ({issued})");
+    assert!(
+        issued >= 2,
+        "short leases must still be replaced ({issued})"
+    );
     let state = run.creds.state();
     assert!(
-        state.last_error.as_deref().is_some_and(|e| e.contains("less than a rotation needs")),
+        state
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("less than a rotation needs")),
         "a short lease is reported: {state:?}"
     );
     // The newest lease is still used.
@@ -347,7 +364,11 @@ async fn during_an_outage_the_current_lease_is_renewed_and_then_kept_past_its_de
     })
     .await;
     assert_eq!(creds.generation(), 1);
-    assert!(creds.state().expires_at > lease.expires_at, "{:?}", creds.state());
+    assert!(
+        creds.state().expires_at > lease.expires_at,
+        "{:?}",
+        creds.state()
+    );
     // The source extends it once only: the lease passes its deadline, is reported, and keeps
     // serving (still published, never revoked).
     wait_until("the current lease past its deadline", || {
