@@ -115,6 +115,9 @@ pub struct Proxy {
 impl Proxy {
     /// Starts credentials, pools and the listener from `config`.
     pub async fn start(config: Config) -> Result<Proxy, AppError> {
+        for warning in &config.warnings {
+            warn!(%warning, "config warning");
+        }
         let shutdown = CancellationToken::new();
         let users = local_users(&config).await?;
         let (credentials, adopters) = start_credentials(&config, &shutdown)?;
@@ -341,30 +344,30 @@ fn start_credentials(config: &Config, shutdown: &CancellationToken) -> Result<St
     let mut out = HashMap::new();
     let mut adopters = HashMap::new();
     for (name, entry) in &config.credentials {
-        let source: Arc<dyn Source> = match &entry.source {
-            SourceConfig::Static(s) => {
-                Arc::new(StaticSource::new(s.username.clone(), s.password.clone()))
-            }
-            SourceConfig::Issuer(i) => {
-                let issuer = IssuerSource::from_config(i).map_err(|source| AppError::Source {
-                    name: name.clone(),
-                    source,
-                })?;
-                let issuer = Arc::new(issuer);
-                spawn_reaper(name.clone(), issuer.clone(), shutdown.clone());
-                issuer
-            }
-            SourceConfig::File(f) => Arc::new(FileSource::new(f)),
-            SourceConfig::Exec(e) => Arc::new(ExecSource::new(e)),
-            SourceConfig::Vault(v) => {
-                Arc::new(
-                    VaultSource::from_config(v).map_err(|source| AppError::Source {
+        let source: Arc<dyn Source> =
+            match &entry.source {
+                SourceConfig::Static(s) => {
+                    Arc::new(StaticSource::new(s.username.clone(), s.password.clone()))
+                }
+                SourceConfig::Issuer(i) => {
+                    let issuer =
+                        IssuerSource::from_config(name, i).map_err(|source| AppError::Source {
+                            name: name.clone(),
+                            source,
+                        })?;
+                    let issuer = Arc::new(issuer);
+                    spawn_reaper(name.clone(), issuer.clone(), shutdown.clone());
+                    issuer
+                }
+                SourceConfig::File(f) => Arc::new(FileSource::new(f)),
+                SourceConfig::Exec(e) => Arc::new(ExecSource::new(e)),
+                SourceConfig::Vault(v) => Arc::new(VaultSource::from_config(v).map_err(
+                    |source| AppError::Source {
                         name: name.clone(),
                         source,
-                    })?,
-                )
-            }
-        };
+                    },
+                )?),
+            };
         // A static password needs no proof: there is nothing to fall back to.
         let prove = if entry.source.kind() == "static" {
             None
