@@ -181,3 +181,40 @@ async fn dev_setup_keeps_pgbench_tables_working_across_rotations() {
     assert_eq!(count(&in_app, "pgbench_accounts").await, 100_000);
     proxy.shutdown().await;
 }
+
+#[test]
+fn check_warns_when_objects_would_be_stranded_or_dropped() {
+    let base = "[[users]]\nname = \"app\"\npassword = \"pw\"\n\
+                [[databases]]\nname = \"app\"\ncredentials = \"app\"\n\
+                [credentials.app]\nsource = \"issuer\"\nadmin_url = \"postgres://a@b/c\"\n";
+    let cases = [
+        ("", Some("credentials.app.act_as: not set")),
+        ("act_as = \"owner\"\n", None),
+        (
+            "act_as = \"owner\"\non_revoke = \"drop_objects\"\n",
+            Some("credentials.app.on_revoke: \"drop_objects\""),
+        ),
+    ];
+    for (i, (extra, warning)) in cases.into_iter().enumerate() {
+        let path =
+            std::env::temp_dir().join(format!("pglease-check-{}-{i}.toml", std::process::id()));
+        std::fs::write(&path, format!("{base}{extra}")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pglease"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // A warning never fails the check.
+        assert!(out.status.success(), "{extra:?}: {stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+        match warning {
+            Some(w) => assert!(
+                stderr.contains(&format!("pglease: warning: {w}")),
+                "{extra:?}: {stderr}"
+            ),
+            None => assert!(!stderr.contains("warning"), "{extra:?}: {stderr}"),
+        }
+    }
+}
