@@ -127,7 +127,7 @@ impl IssuerConfig {
 }
 
 /// `on_revoke`: what happens to objects an issued role still owns when it is dropped (those
-/// it created after leaving `act_as`, e.g. with `RESET ROLE`, or all of them without
+/// it created after leaving `act_as`, e.g. with `SET ROLE NONE`, or all of them without
 /// `act_as`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnRevoke {

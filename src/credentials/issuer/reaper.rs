@@ -14,7 +14,7 @@
 //!   its owner calls [`IssuerSource::reap`] every [`IssuerSource::reap_interval`].
 //! - **What the role owns.** Nothing the application made is dropped by default
 //!   (`on_revoke = "reassign"`): whatever the role still owns in the admin connection's
-//!   database (objects made after leaving `act_as`, e.g. with `RESET ROLE`, or everything
+//!   database (objects made after leaving `act_as`, e.g. with `SET ROLE NONE`, or everything
 //!   without `act_as`) is reassigned to `act_as`, or without it to the admin role, then
 //!   `DROP OWNED` removes only the privileges granted to the role. `"drop_objects"` skips the
 //!   reassignment, so `DROP OWNED` drops those objects. A reaped role gets the same treatment.
