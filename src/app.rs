@@ -131,6 +131,9 @@ impl Proxy {
     /// the address is taken), then the credentials handles, the pools built on them, and last
     /// the rotators, whose proving logins go to those pools.
     pub async fn start(config: Config) -> Result<Proxy, AppError> {
+        for warning in &config.warnings {
+            warn!(%warning, "config warning");
+        }
         let listener = bind(&config.proxy.listen).await?;
         let addr = listener.local_addr().map_err(|source| AppError::Bind {
             addr: config.proxy.listen.clone(),

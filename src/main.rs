@@ -97,6 +97,10 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 fn check(path: &Path) -> ExitCode {
     match load(path) {
         Ok(config) => {
+            // On stderr, like problems, so the one-line summary on stdout stays parseable.
+            for warning in &config.warnings {
+                eprintln!("pglease: warning: {warning}");
+            }
             println!(
                 "{}: ok ({} users, {} databases, {} credentials)",
                 path.display(),

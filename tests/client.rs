@@ -159,12 +159,9 @@ async fn dev_serves_app_and_stops_on_sigterm() {
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
-    // dev logs in upstream with roles from the embedded issuer, members of app_owner.
+    // dev logs in upstream with roles from the embedded issuer, acting as app_owner.
     let row = client
-        .query_one(
-            "SELECT current_user::text, pg_has_role(current_user, 'app_owner', 'MEMBER')",
-            &[],
-        )
+        .query_one("SELECT session_user::text, current_user::text", &[])
         .await
         .unwrap();
     let role: String = row.get(0);
@@ -172,7 +169,11 @@ async fn dev_serves_app_and_stops_on_sigterm() {
         role.starts_with("pglease_"),
         "served by {role}, not an issued role"
     );
-    assert!(row.get::<_, bool>(1), "{role} is not a member of app_owner");
+    assert_eq!(
+        row.get::<_, String>(1),
+        "app_owner",
+        "{role} does not act as app_owner"
+    );
     drop(client);
 
     let pid = child.id().expect("dev is running").to_string();

@@ -95,11 +95,13 @@ pub struct IssuerConfig {
     pub renew_statements: Option<Vec<String>>,
     /// Replaces the built-in revocation (terminate, drop owned, drop role); same placeholders.
     pub revocation_statements: Option<Vec<String>>,
-    /// Role that owns what issued roles create, so objects outlive each lease.
+    /// The stable owner of what the application creates: each issued role is a member of it
+    /// and logs in acting as it (`SET role`), so objects outlive every lease. Without it,
+    /// objects belong to the lease's own role (a `pglease check` warning).
     pub act_as: Option<String>,
-    /// On revocation, drop objects the issued role owns (true, the default) or, when false,
-    /// reassign them to `act_as`, which must then be set.
-    pub drop_owned: bool,
+    /// What revocation does with objects the issued role still owns. Default
+    /// [`OnRevoke::Reassign`]: nothing is dropped unless the operator chose so.
+    pub on_revoke: OnRevoke,
     /// How often expired roles with our prefix (left by a crash) are dropped. Default 5m.
     pub reap_interval: Duration,
 }
@@ -117,10 +119,24 @@ impl IssuerConfig {
             renew_statements: None,
             revocation_statements: None,
             act_as: None,
-            drop_owned: true,
+            on_revoke: OnRevoke::Reassign,
             reap_interval: Duration::from_secs(5 * 60),
         }
     }
+}
+
+/// `on_revoke`: what happens to objects an issued role still owns when it is dropped (those
+/// it created after leaving `act_as`, e.g. with `SET ROLE NONE`, or all of them without
+/// `act_as`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnRevoke {
+    /// `"reassign"`, the default: `REASSIGN OWNED` to `act_as` or, without it, to the admin
+    /// role, so no application object is ever lost to a rotation.
+    #[default]
+    Reassign,
+    /// `"drop_objects"`: `DROP OWNED`, objects and all. Only ever the operator's explicit
+    /// choice, and warned about by `pglease check`.
+    DropObjects,
 }
 
 /// `source = "vault"`.

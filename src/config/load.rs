@@ -70,7 +70,7 @@ pub(super) fn from_toml_str(
         problems: Vec::new(),
         broken_credentials: BTreeSet::new(),
     };
-    let config = read_root(Section::new(String::new(), root, &mut loader));
+    let mut config = read_root(Section::new(String::new(), root, &mut loader));
     let mut problems = loader.problems;
     // A key that failed to load already has its problem; a second one from validation (e.g.
     // "must not be empty" for a password whose `env:` is unset) would only be noise.
@@ -84,6 +84,7 @@ pub(super) fn from_toml_str(
             .filter(|p| !reported.contains(problem_path(p))),
     );
     if problems.is_empty() {
+        config.warnings.extend(validate::warnings(&config));
         Ok(config)
     } else {
         Err(ConfigError { problems })

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use credentials::{
-    CredentialsConfig, ExecSourceConfig, FileSourceConfig, IssuerConfig, SourceConfig,
+    CredentialsConfig, ExecSourceConfig, FileSourceConfig, IssuerConfig, OnRevoke, SourceConfig,
     StaticSourceConfig, VaultAuth, VaultConfig, VaultKind,
 };
 pub use duration::{DurationError, format_duration, parse_duration};
@@ -42,6 +42,11 @@ pub struct Config {
     /// `[credentials.NAME]`: one rotator per entry, keyed by NAME (sorted, so iteration and
     /// `SHOW LEASES` are stable).
     pub credentials: BTreeMap<String, CredentialsConfig>,
+    /// What loads but an operator should hear about (e.g. a setting that leaves objects the
+    /// application creates to each lease's role), one `"<path>: <message>"` per line like a
+    /// problem. Filled by loading; `pglease check` prints them and the proxy logs them at
+    /// start. Never holds a secret value.
+    pub warnings: Vec<String>,
 }
 
 impl Config {

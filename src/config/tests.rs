@@ -65,7 +65,7 @@ const FULL: &str = r#"
     renew_statements = ["ALTER ROLE \"{{name}}\" VALID UNTIL '{{expiration}}'"]
     revocation_statements = ["DROP ROLE \"{{name}}\""]
     act_as = "app_owner"
-    drop_owned = false
+    on_revoke = "drop_objects"
     reap_interval = "1m"
     rotate_at = 0.5
     safety_margin = "1m"
@@ -143,7 +143,7 @@ fn full_config_round_trips_including_defaults() {
     assert_eq!(issuer.renew_statements.as_ref().map(Vec::len), Some(1));
     assert_eq!(issuer.revocation_statements.as_ref().map(Vec::len), Some(1));
     assert_eq!(issuer.act_as.as_deref(), Some("app_owner"));
-    assert!(!issuer.drop_owned);
+    assert_eq!(issuer.on_revoke, OnRevoke::DropObjects);
     assert_eq!(issuer.reap_interval, secs(60));
 
     let vault = &config.credentials["vault"];
@@ -207,6 +207,44 @@ fn omitted_sections_and_keys_take_their_defaults() {
     ))));
     assert_eq!(config.credentials["app"], expected);
     assert_eq!(expected.rotate_at, 0.66);
+    let SourceConfig::Issuer(issuer) = &expected.source else {
+        unreachable!()
+    };
+    assert_eq!(issuer.on_revoke, OnRevoke::Reassign);
+    // No act_as: objects belong to each lease's role, which loading says.
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(config.warnings[0].starts_with("credentials.app.act_as: not set"));
+}
+
+#[test]
+fn the_retired_drop_owned_key_is_refused_naming_its_replacement() {
+    for value in ["true", "false"] {
+        let text = format!(
+            "[credentials.app]\nsource = \"issuer\"\nadmin_url = \"postgres://a@b/c\"\n\
+             act_as = \"owner\"\ndrop_owned = {value}\n"
+        );
+        let error = Config::from_toml_str_with_env(&text, Path::new("/"), &env).unwrap_err();
+        assert!(
+            error.problems[0]
+                .starts_with("credentials.app.drop_owned: was replaced by `on_revoke`"),
+            "{error}"
+        );
+        // Said once, as a rename, not again as an unknown key.
+        assert_eq!(
+            error.to_string().matches("drop_owned").count(),
+            1,
+            "{error}"
+        );
+    }
+    let text = "[credentials.app]\nsource = \"issuer\"\nadmin_url = \"postgres://a@b/c\"\n\
+                on_revoke = \"drop\"\n";
+    let error = Config::from_toml_str_with_env(text, Path::new("/"), &env).unwrap_err();
+    assert!(
+        error.problems[0].starts_with(
+            "credentials.app.on_revoke: `drop` is not one of \"reassign\", \"drop_objects\""
+        ),
+        "{error}"
+    );
 }
 
 #[test]

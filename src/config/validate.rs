@@ -4,6 +4,9 @@
 //! These run on the structs, not the TOML, so a config built in code (`pglease dev`) passes
 //! the same rules as a file. Every problem is collected; nothing stops at the first.
 //!
+//! Warnings (a config that loads but would strand or drop objects) are collected the same way,
+//! by [`warnings`], into [`Config::warnings`].
+//!
 //! This file owns the entry point and the rules every section shares (identifiers, key paths);
 //! `serving` checks `[proxy]`, `[[users]]` and `[[databases]]`, and `credentials` checks each
 //! `[credentials.NAME]` entry and its source.
@@ -14,7 +17,7 @@ mod serving;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::Config;
+use super::{Config, SourceConfig};
 
 /// PostgreSQL truncates names longer than this (NAMEDATALEN - 1); we refuse them instead, so a
 /// name never silently means something else upstream.
@@ -33,7 +36,18 @@ pub(super) fn check(config: &Config, broken_credentials: &BTreeSet<String>) -> V
     problems.0
 }
 
-/// Collected problems, each `"<path>: <message>"`.
+/// What loads but should be heard about (see [`Config::warnings`]), each `"<path>: <message>"`.
+pub(super) fn warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Problems::default();
+    for (name, entry) in &config.credentials {
+        if let SourceConfig::Issuer(issuer) = &entry.source {
+            credentials::issuer_warnings(&credentials_path(name), issuer, &mut warnings);
+        }
+    }
+    warnings.0
+}
+
+/// Collected problems (or warnings), each `"<path>: <message>"`.
 #[derive(Default)]
 struct Problems(Vec<String>);
 

@@ -3,12 +3,13 @@
 //!
 //! # Design
 //!
-//! [`run`] starts a [`cluster::Cluster`], creates the role `app_owner` (random password) and
+//! [`run`] starts a [`cluster::Cluster`]; [`start`] creates the role `app_owner` (NOLOGIN) and
 //! the database `app` it owns, then builds an ordinary config *text* and loads it through
 //! [`Config::from_toml_str`], so `dev` exercises exactly the contract users write. Clients
-//! log in as `app`/`app`; upstream logins use the credentials entry `app`. Only
-//! [`credentials_section`] says where upstream credentials come from, so moving `dev` to
-//! another source (the embedded issuer with short leases) touches that function alone.
+//! log in as `app`/`app`; upstream logins use the credentials entry `app`, whose issued roles
+//! act as `app_owner` (`act_as`): the tables `pgbench -i` creates belong to `app_owner`, so
+//! every later lease reads and writes them and no rotation drops them. Only
+//! [`credentials_section`] says where upstream credentials come from.
 //! On shutdown the proxy stops first, then the cluster, whose files are removed.
 
 pub mod cluster;
@@ -16,8 +17,6 @@ pub mod cluster;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
-use postgres_protocol::escape::escape_literal;
-use rand::distr::{Alphanumeric, SampleString};
 use tokio::task::{JoinError, spawn_blocking};
 use tokio_postgres::NoTls;
 use tracing::info;
@@ -29,7 +28,8 @@ use cluster::{Cluster, ClusterError, ClusterOptions};
 
 /// Local user, password and database name that `dev` prints; fixed so they can be typed.
 const APP: &str = "app";
-/// Upstream role owning database `app`; the proxy logs in as it.
+/// Upstream role owning database `app` and everything the application creates; issued roles
+/// act as it. It cannot log in itself.
 const OWNER: &str = "app_owner";
 
 /// Options of `pglease dev`.
@@ -82,17 +82,23 @@ pub async fn run(opts: DevOptions, shutdown: impl Future<Output = ()>) -> Result
     Ok(())
 }
 
+/// Sets `cluster` up for `dev` (role `app_owner`, database `app`) and starts the proxy in
+/// front of it, as `pglease dev` does before printing its instructions. Public so the
+/// integration suite can run `dev`'s exact setup against its own cluster.
+pub async fn start(opts: &DevOptions, cluster: &Cluster) -> Result<Proxy, DevError> {
+    create_app_database(cluster).await?;
+    // The text holds a password: keep it in a Secret so it is zeroized and never printed.
+    let toml = Secret::new(config_toml(&opts.listen, cluster.port(), &cluster.url(APP)));
+    let config = Config::from_toml_str(toml.expose(), &std::env::temp_dir())?;
+    Ok(Proxy::start(config).await?)
+}
+
 async fn serve(
     opts: &DevOptions,
     cluster: &Cluster,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DevError> {
-    let owner_password = Secret::new(Alphanumeric.sample_string(&mut rand::rng(), 32));
-    create_app_database(cluster, &owner_password).await?;
-    // The text holds a password: keep it in a Secret so it is zeroized and never printed.
-    let toml = Secret::new(config_toml(&opts.listen, cluster.port(), &cluster.url(APP)));
-    let config = Config::from_toml_str(toml.expose(), &std::env::temp_dir())?;
-    let proxy = Proxy::start(config).await?;
+    let proxy = start(opts, cluster).await?;
     println!(
         "{}",
         instructions(proxy.local_addr(), cluster.port(), cluster.log_path())
@@ -103,18 +109,16 @@ async fn serve(
     Ok(())
 }
 
-async fn create_app_database(cluster: &Cluster, owner_password: &Secret) -> Result<(), DevError> {
+async fn create_app_database(cluster: &Cluster) -> Result<(), DevError> {
     let url = cluster.url("postgres");
     let (client, connection) = tokio_postgres::connect(url.expose(), NoTls)
         .await
         .map_err(DevError::Setup)?;
     let connection = tokio::spawn(connection);
-    let create_role = Secret::new(format!(
-        "CREATE ROLE {OWNER} LOGIN PASSWORD {}",
-        escape_literal(owner_password.expose())
-    ));
     // Two messages: CREATE DATABASE refuses to run in the implicit transaction of a batch.
-    let mut result = client.batch_execute(create_role.expose()).await;
+    let mut result = client
+        .batch_execute(&format!("CREATE ROLE {OWNER} NOLOGIN"))
+        .await;
     if result.is_ok() {
         let create_db = format!("CREATE DATABASE {APP} OWNER {OWNER}");
         result = client.batch_execute(&create_db).await;
@@ -153,14 +157,15 @@ fn config_toml(listen: &str, upstream_port: u16, admin_url: &Secret) -> String {
 }
 
 /// Where `dev`'s upstream logins come from: the embedded issuer, creating a fresh role that
-/// is a member of `app_owner` every minute, so a new user sees rotation happen (watch the
-/// `pglease::audit` lines and `SELECT usename FROM pg_stat_activity`).
+/// acts as `app_owner` every minute, so a new user sees rotation happen (watch the
+/// `pglease::audit` lines and `SELECT usename FROM pg_stat_activity`) while every table
+/// stays `app_owner`'s.
 fn credentials_section(admin_url: &Secret) -> String {
     format!(
         "[credentials.{APP}]\n\
          source = \"issuer\"\n\
          admin_url = {}\n\
-         member_of = [\"{OWNER}\"]\n\
+         act_as = \"{OWNER}\"\n\
          prefix = \"pglease\"\n\
          ttl = \"1m\"\n\
          max_ttl = \"10m\"\n\
@@ -227,7 +232,9 @@ mod tests {
         let SourceConfig::Issuer(issuer) = &entry.source else {
             panic!("dev should use the embedded issuer");
         };
-        assert_eq!(issuer.member_of, ["app_owner"]);
+        assert_eq!(issuer.act_as.as_deref(), Some("app_owner"));
+        assert_eq!(issuer.on_revoke, crate::config::OnRevoke::Reassign);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
         assert_eq!(issuer.ttl, std::time::Duration::from_secs(60));
         assert_eq!(issuer.admin_url.expose(), admin.expose());
     }

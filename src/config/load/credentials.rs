@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::section::Section;
 use crate::config::credentials::DEFAULT_ROTATE_AT;
 use crate::config::{
-    CredentialsConfig, ExecSourceConfig, FileSourceConfig, IssuerConfig, SourceConfig,
+    CredentialsConfig, ExecSourceConfig, FileSourceConfig, IssuerConfig, OnRevoke, SourceConfig,
     StaticSourceConfig, VaultAuth, VaultConfig, VaultKind,
 };
 
@@ -68,7 +68,23 @@ fn read_issuer(s: &mut Section<'_, '_>) -> IssuerConfig {
     c.renew_statements = s.strings("renew_statements");
     c.revocation_statements = s.strings("revocation_statements");
     c.act_as = s.string("act_as");
-    c.drop_owned = s.bool_or("drop_owned", c.drop_owned);
+    c.on_revoke = s.choice(
+        "on_revoke",
+        &[
+            ("reassign", OnRevoke::Reassign),
+            ("drop_objects", OnRevoke::DropObjects),
+        ],
+        c.on_revoke,
+    );
+    // The old key's `true` default dropped application objects; a config still naming it
+    // must not load as if it meant either choice.
+    if s.get("drop_owned", "any value", Some).is_some() {
+        s.problem(
+            "drop_owned",
+            "was replaced by `on_revoke`: \"reassign\" (the default; what the role owns goes to \
+             act_as) or \"drop_objects\"",
+        );
+    }
     c.reap_interval = s.duration_or("reap_interval", c.reap_interval);
     c
 }

@@ -4,8 +4,8 @@
 use super::{Problems, credentials_path, identifier_problem};
 use crate::config::duration::format_duration;
 use crate::config::{
-    CredentialsConfig, ExecSourceConfig, FileSourceConfig, IssuerConfig, SourceConfig, VaultAuth,
-    VaultConfig,
+    CredentialsConfig, ExecSourceConfig, FileSourceConfig, IssuerConfig, OnRevoke, SourceConfig,
+    VaultAuth, VaultConfig,
 };
 
 /// Short enough that `<prefix>_<random>` stays within [`super::MAX_IDENTIFIER_BYTES`].
@@ -101,13 +101,47 @@ fn check_issuer(
     }
     if let Some(role) = &issuer.act_as {
         problems.identifier(format_args!("{path}.act_as"), role);
-    } else if !issuer.drop_owned {
-        problems.add(
-            format_args!("{path}.drop_owned"),
-            "false reassigns owned objects to `act_as`, which is not set",
-        );
     }
     problems.nonzero(format_args!("{path}.reap_interval"), issuer.reap_interval);
+}
+
+/// Settings that load but would leave objects the application creates unreachable by later
+/// leases, or drop them at revocation: each is said once, at `pglease check` and at start.
+pub(super) fn issuer_warnings(path: &str, issuer: &IssuerConfig, warnings: &mut Problems) {
+    if issuer.act_as.is_none() {
+        warnings.add(
+            format_args!("{path}.act_as"),
+            "not set: tables and other objects the application creates belong to each lease's \
+             own role, so the next lease cannot use them, and at revocation they are reassigned \
+             to the admin role; set act_as to a stable role that owns the application's objects",
+        );
+    }
+    if issuer.on_revoke == OnRevoke::DropObjects {
+        warnings.add(
+            format_args!("{path}.on_revoke"),
+            "\"drop_objects\": every object an issued role still owns is dropped when its lease \
+             is revoked (objects owned by act_as are kept)",
+        );
+    }
+    let drops = issuer
+        .revocation_statements
+        .iter()
+        .flatten()
+        .any(|statement| {
+            let words: Vec<String> = statement
+                .split_whitespace()
+                .map(str::to_ascii_uppercase)
+                .collect();
+            words
+                .windows(2)
+                .any(|pair| pair[0] == "DROP" && pair[1] == "OWNED")
+        });
+    if drops {
+        warnings.add(
+            format_args!("{path}.revocation_statements"),
+            "run DROP OWNED: objects an issued role owns are dropped when its lease is revoked",
+        );
+    }
 }
 
 pub(super) fn prefix_problem(prefix: &str) -> Option<String> {

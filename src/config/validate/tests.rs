@@ -10,8 +10,8 @@ use super::credentials::{prefix_problem, template_problem};
 use super::serving::address_problem;
 use super::*;
 use crate::config::{
-    CredentialsConfig, DatabaseConfig, ExecSourceConfig, IssuerConfig, ProxyConfig, SourceConfig,
-    UserConfig, VaultAuth, VaultConfig, VaultKind,
+    CredentialsConfig, DatabaseConfig, ExecSourceConfig, IssuerConfig, OnRevoke, ProxyConfig,
+    SourceConfig, UserConfig, VaultAuth, VaultConfig, VaultKind,
 };
 use crate::secret::Secret;
 
@@ -197,21 +197,32 @@ fn statement_templates_allow_only_known_placeholders() {
     assert!(found[1].starts_with("credentials.app.creation_statements: must use {{password}}"));
 }
 
+fn warnings_after(change: impl FnOnce(&mut Config)) -> Vec<String> {
+    let mut config = valid();
+    change(&mut config);
+    warnings(&config)
+}
+
 #[test]
-fn drop_owned_false_needs_act_as() {
-    let found = problems_after(|c| issuer(c).drop_owned = false);
-    assert_eq!(found.len(), 1);
+fn settings_that_strand_or_drop_objects_are_warned_about() {
+    let found = warnings_after(|_| {});
+    assert_eq!(found.len(), 1, "{found:?}");
     assert!(
-        found[0].starts_with("credentials.app.drop_owned:"),
+        found[0].starts_with("credentials.app.act_as: not set: tables and other objects"),
         "{found:?}"
     );
-    assert!(
-        problems_after(|c| {
-            issuer(c).drop_owned = false;
-            issuer(c).act_as = Some("owner".into());
-        })
-        .is_empty()
-    );
+    let set_act_as = |c: &mut Config| issuer(c).act_as = Some("app_owner".into());
+    assert_eq!(warnings_after(set_act_as), Vec::<String>::new());
+    let found = warnings_after(|c| {
+        set_act_as(c);
+        issuer(c).on_revoke = OnRevoke::DropObjects;
+        issuer(c).revocation_statements = Some(vec!["drop  owned by {{name}}".into()]);
+    });
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with("credentials.app.on_revoke: \"drop_objects\""));
+    assert!(found[1].starts_with("credentials.app.revocation_statements: run DROP OWNED"));
+    // Warnings never make a config invalid.
+    assert!(problems_after(|c| issuer(c).on_revoke = OnRevoke::DropObjects).is_empty());
 }
 
 #[test]

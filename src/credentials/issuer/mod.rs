@@ -3,31 +3,43 @@
 //!
 //! # Design
 //!
-//! - **Names.** Every role is `<prefix>_<16 random [a-z0-9]>`. Before any statement that alters
-//!   or drops a role, the name is checked against exactly that pattern, so the issuer can never
-//!   touch a role it did not make, even one with a similar name.
+//! - **Names and marks.** Every role is `<prefix>_<16 random [a-z0-9]>` and carries a
+//!   `COMMENT ON ROLE` naming pglease, the credentials entry and its validity ([`mark`]).
+//!   Before any statement that alters or drops a role, the name is checked against exactly
+//!   that pattern, and before renewal, revocation and reaping the mark is checked too, so the
+//!   issuer never touches a role it did not make, even one with the same prefix.
 //! - **Passwords.** 32 random bytes, URL-safe base64. PostgreSQL only ever receives the SCRAM
 //!   verifier, so the cleartext cannot reach a server log. Errors are reduced to SQLSTATE and
 //!   message, with the verifier scrubbed from them, and never quote the statement.
 //!   `tokio_postgres` itself logs every statement at `debug`, so its log level must stay at
 //!   `info` or above wherever the issuer runs.
 //! - **Creation** runs as one simple-query batch, which PostgreSQL executes as one implicit
-//!   transaction: either the role exists with everything set, or not at all. `act_as` is added
-//!   to the roles it is a member of (so `SET role` works at login) and set as its default role.
+//!   transaction: either the role exists with everything set, mark included, or not at all.
+//!   `act_as` is added to the roles it is a member of and set as its default role
+//!   (`ALTER ROLE … SET role`), so the application's sessions act as `act_as` and everything
+//!   they create belongs to that stable owner: each new lease sees what earlier ones made.
+//!   Renewal moves `VALID UNTIL` and rewrites the mark in one batch.
 //! - **Revocation** first takes LOGIN away (committed, so no new session can start), then
-//!   terminates the role's sessions, drops or reassigns what it owns and drops it, in one batch.
-//!   `DROP OWNED` and `REASSIGN OWNED` act on the admin connection's database only.
+//!   terminates the role's sessions, hands what it still owns to `act_as` (or, without it, to
+//!   the admin role) unless `on_revoke = "drop_objects"`, and drops it, in one batch (see
+//!   [`reaper`]). `REASSIGN OWNED` and `DROP OWNED` act on the admin connection's database only.
 //! - **Privileges.** The admin role needs CREATEROLE and ADMIN on every `member_of` and
-//!   `act_as` role (and, for `drop_owned = false`, membership in `act_as`). Before revoking,
-//!   the issuer grants the issued role to the admin itself, as ending its sessions and
-//!   `DROP OWNED` require the role's privileges; the grant goes with the role.
+//!   `act_as` role, and membership in `act_as` (REASSIGN OWNED needs the privileges of the
+//!   role it hands objects to). Before revoking, the issuer grants the issued role to the
+//!   admin itself, as ending its sessions and REASSIGN/DROP OWNED require the role's
+//!   privileges; the grant goes with the role.
 //! - **Connection.** One admin connection, opened lazily and opened again on the next call
 //!   after it drops; a failed connect is [`SourceError::Unreachable`], so the rotator retries.
 //!   SQL errors are [`SourceError::Rejected`].
 //! - **Templates** (`creation_statements`, …) replace the built-in statements; see
 //!   [`statements`] for how placeholders are quoted. `{{password}}` is the verifier on creation
-//!   and empty elsewhere; `{{expiration}}` is empty on revocation.
+//!   and empty elsewhere; `{{expiration}}` is empty on revocation. The issuer still appends the
+//!   mark to creation and renewal templates (and `SET role` for `act_as` to creation), in the
+//!   same batch; a creation template must grant `member_of` and `act_as` itself, and a
+//!   revocation template alone decides what happens to owned objects (`on_revoke` does not
+//!   apply).
 
+mod mark;
 mod reaper;
 mod statements;
 
@@ -44,6 +56,7 @@ use super::source::SourceFuture;
 use super::{Lease, Source, SourceError};
 use crate::config::IssuerConfig;
 use crate::secret::Secret;
+use reaper::{RoleState, not_marked};
 use statements::{StatementError, Values, ident, render, timestamp, whole_seconds};
 
 /// Random characters after `<prefix>_`: 36^16 ≈ 2^82 names, so collisions never matter.
@@ -59,6 +72,9 @@ const MAX_PREFIX_BYTES: usize = 20;
 ///
 /// Cheap to share behind an `Arc`; calls may run concurrently.
 pub struct IssuerSource {
+    /// The credentials entry's name, written into every role's mark so that the reaper of
+    /// one entry never takes another's roles.
+    entry: String,
     /// The settings; `admin_url` stays a [`Secret`], and `Debug` is not derived.
     config: IssuerConfig,
     /// Parsed from `admin_url` once, so a bad URL is a start-up error, not a retry loop.
@@ -68,19 +84,26 @@ pub struct IssuerSource {
 }
 
 impl IssuerSource {
-    /// Checks `config`, connects, and drops expired roles a previous run left behind.
+    /// Checks `config`, connects, and drops expired roles a previous run of credentials entry
+    /// `entry` left behind.
     ///
     /// Fails with `Rejected` for a config the issuer cannot use safely and `Unreachable` when
     /// PostgreSQL cannot be reached; use [`IssuerSource::from_config`] to start without it.
-    pub async fn new(config: &IssuerConfig) -> Result<IssuerSource, SourceError> {
-        let source = IssuerSource::from_config(config)?;
+    pub async fn new(entry: &str, config: &IssuerConfig) -> Result<IssuerSource, SourceError> {
+        let source = IssuerSource::from_config(entry, config)?;
         source.reap().await?;
         Ok(source)
     }
 
     /// Checks `config` without connecting: the first call opens the admin connection. For a
     /// proxy that must start while PostgreSQL is down; call [`IssuerSource::reap`] later.
-    pub fn from_config(config: &IssuerConfig) -> Result<IssuerSource, SourceError> {
+    /// `entry` is the `[credentials.NAME]` this issuer serves; its roles are marked with it.
+    pub fn from_config(entry: &str, config: &IssuerConfig) -> Result<IssuerSource, SourceError> {
+        if entry.contains('\0') {
+            return Err(SourceError::Rejected(
+                "issuer credentials entry name contains NUL".into(),
+            ));
+        }
         check_config(config)?;
         let admin = config
             .admin_url
@@ -88,6 +111,7 @@ impl IssuerSource {
             .parse::<tokio_postgres::Config>()
             .map_err(|_| SourceError::Rejected("admin_url is not a valid PostgreSQL URL".into()))?;
         Ok(IssuerSource {
+            entry: entry.to_owned(),
             config: config.clone(),
             admin,
             client: Mutex::new(None),
@@ -138,19 +162,6 @@ impl IssuerSource {
             .batch_execute(sql)
             .await
             .map_err(|e| map_error(&e, secrets))
-    }
-
-    /// Whether role `name` exists now.
-    async fn role_exists(&self, name: &str) -> Result<bool, SourceError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
-                &[&name],
-            )
-            .await
-            .map_err(|e| map_error(&e, &[]))?;
-        Ok(row.is_some())
     }
 
     async fn issue(&self) -> Result<Lease, SourceError> {
@@ -214,10 +225,14 @@ impl IssuerSource {
                 sql
             }
         };
+        // Added after a template too, in the same batch, so every role is marked as ours from
+        // the moment it exists and custom templates cannot forget it.
+        let role = ident(name).map_err(statement_error)?;
+        sql.push_str(";\n");
+        sql.push_str(&mark::comment_sql(&role, &self.entry, expiration));
         if let Some(act_as) = &self.config.act_as {
             sql.push_str(&format!(
-                ";\nALTER ROLE {} SET role = {}",
-                ident(name).map_err(statement_error)?,
+                ";\nALTER ROLE {role} SET role = {}",
                 escape_literal(act_as)
             ));
         }
@@ -226,10 +241,13 @@ impl IssuerSource {
 
     async fn extend(&self, lease: &Lease, until: SystemTime) -> Result<SystemTime, SourceError> {
         let name = self.own_role(&lease.id)?;
+        if self.role_state(name).await? == RoleState::Unmarked {
+            return Err(not_marked(name));
+        }
         let cap = lease.issued_at + self.config.max_ttl;
         let until = whole_seconds(until.min(cap));
         let expiration = timestamp(until);
-        let sql = match &self.config.renew_statements {
+        let mut sql = match &self.config.renew_statements {
             Some(templates) => {
                 let values = Values {
                     name,
@@ -244,6 +262,10 @@ impl IssuerSource {
                 escape_literal(&expiration)
             ),
         };
+        // The mark carries the validity, so a DBA reading it sees the renewed one.
+        sql.push_str(";\n");
+        let role = ident(name).map_err(statement_error)?;
+        sql.push_str(&mark::comment_sql(&role, &self.entry, &expiration));
         self.execute(&sql, &[]).await?;
         debug!(role = %name, expires = %expiration, "issued role renewed");
         Ok(until)
@@ -297,11 +319,6 @@ fn check_config(config: &IssuerConfig) -> Result<(), SourceError> {
             "issuer ttl must be positive and at most max_ttl".into(),
         ));
     }
-    if !config.drop_owned && config.act_as.is_none() {
-        return Err(SourceError::Rejected(
-            "issuer drop_owned = false needs act_as to reassign objects to".into(),
-        ));
-    }
     Ok(())
 }
 
@@ -346,77 +363,4 @@ fn random_password() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config() -> IssuerConfig {
-        let mut config = IssuerConfig::new(Secret::from("postgres://admin:hunter2@127.0.0.1/db"));
-        config.member_of = vec!["app_rw".into(), "x\"; DROP ROLE victim; --".into()];
-        config
-    }
-
-    #[test]
-    fn names_and_passwords_have_the_promised_shape() {
-        let suffix = random_suffix();
-        assert_eq!(suffix.len(), NAME_RANDOM_CHARS);
-        assert!(statements::is_issued_name(
-            "pglease",
-            &format!("pglease_{suffix}")
-        ));
-        let password = random_password();
-        assert_eq!(password.len(), 43);
-        assert!(
-            password
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        );
-        assert_ne!(random_password(), password);
-    }
-
-    #[test]
-    fn default_creation_quotes_every_name() {
-        let mut config = config();
-        config.act_as = Some("owner's".into());
-        let source = IssuerSource::from_config(&config).unwrap();
-        let sql = source
-            .creation_sql("pglease_abc", "SCRAM-SHA-256$v", "2030-01-01T00:00:00Z")
-            .unwrap();
-        assert_eq!(
-            sql,
-            "CREATE ROLE \"pglease_abc\" WITH LOGIN PASSWORD 'SCRAM-SHA-256$v' VALID UNTIL \
-             '2030-01-01T00:00:00Z' IN ROLE \"app_rw\", \"x\"\"; DROP ROLE victim; --\", \
-             \"owner's\";\nALTER ROLE \"pglease_abc\" SET role = 'owner''s'"
-        );
-    }
-
-    #[test]
-    fn unsafe_configs_are_refused() {
-        for prefix in ["", "Pg", "p-g", "a_very_long_prefix_over_20"] {
-            let mut c = config();
-            c.prefix = prefix.into();
-            assert!(IssuerSource::from_config(&c).is_err(), "{prefix}");
-        }
-        let mut c = config();
-        c.member_of.push("a\0b".into());
-        assert!(IssuerSource::from_config(&c).is_err());
-        let mut c = config();
-        c.drop_owned = false;
-        assert!(IssuerSource::from_config(&c).is_err());
-        let mut c = config();
-        c.admin_url = Secret::from("postgres://u:hunter2@[bad");
-        let err = IssuerSource::from_config(&c).err().unwrap().to_string();
-        assert!(!err.contains("hunter2"), "{err}");
-    }
-
-    #[test]
-    fn roles_of_others_are_refused_before_any_sql() {
-        let source = IssuerSource::from_config(&config()).unwrap();
-        for name in ["postgres", "pgleasex_1", "pglease_Upper", "other_pglease_1"] {
-            assert!(matches!(
-                source.own_role(name),
-                Err(SourceError::Rejected(_))
-            ));
-        }
-        assert_eq!(source.own_role("pglease_a1").ok(), Some("pglease_a1"));
-    }
-}
+mod tests;

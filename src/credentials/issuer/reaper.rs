@@ -1,20 +1,30 @@
 //! Dropping issued roles: one lease's role on revocation, and expired roles that a crashed or
-//! killed pglease left behind. Every drop goes through the name check here.
+//! killed pglease left behind. Every drop goes through the name and mark checks here.
 //!
 //! # Design
 //!
-//! A role is reaped only when both hold: its `rolvaliduntil` has passed (it can no longer log
-//! in anyway), and its name matches `^<prefix>_[a-z0-9]+$` exactly. The SQL narrows by prefix
-//! only as a first cut; the exact match is made in Rust, by the same function that guards
-//! every other drop. Roles without `VALID UNTIL` never expire and are never reaped.
-//! The issuer reaps once at construction; its owner calls [`IssuerSource::reap`] every
-//! [`IssuerSource::reap_interval`].
+//! - **Whose roles.** A role is touched only when its name matches `^<prefix>_[a-z0-9]+$`
+//!   exactly *and* it carries this credentials entry's mark (see [`super::mark`]); a
+//!   hand-made role with the same prefix is left alone. Revocation and renewal check the mark
+//!   too, just before their statements.
+//! - **Reaping.** A role is reaped only when, besides, its `rolvaliduntil` has passed (it can no
+//!   longer log in anyway). The SQL narrows by prefix only as a first cut; the exact checks are
+//!   made in Rust, by the same functions that guard every other drop. Roles without
+//!   `VALID UNTIL` never expire and are never reaped. The issuer reaps once at construction;
+//!   its owner calls [`IssuerSource::reap`] every [`IssuerSource::reap_interval`].
+//! - **What the role owns.** Nothing the application made is dropped by default
+//!   (`on_revoke = "reassign"`): whatever the role still owns in the admin connection's
+//!   database (objects made after leaving `act_as`, e.g. with `SET ROLE NONE`, or everything
+//!   without `act_as`) is reassigned to `act_as`, or without it to the admin role, then
+//!   `DROP OWNED` removes only the privileges granted to the role. `"drop_objects"` skips the
+//!   reassignment, so `DROP OWNED` drops those objects. A reaped role gets the same treatment.
 
 use postgres_protocol::escape::escape_literal;
 use tracing::{debug, info, warn};
 
 use super::statements::{Values, ident, is_issued_name};
-use super::{IssuerSource, map_error, render_all, statement_error};
+use super::{IssuerSource, map_error, mark, render_all, statement_error};
+use crate::config::OnRevoke;
 use crate::credentials::SourceError;
 
 impl IssuerSource {
@@ -26,10 +36,11 @@ impl IssuerSource {
     pub async fn reap(&self) -> Result<usize, SourceError> {
         let candidates = self.expired_roles().await?;
         let mut dropped = 0;
-        for name in candidates
-            .iter()
-            .filter(|name| is_issued_name(&self.config.prefix, name))
-        {
+        let ours = candidates.iter().filter(|(name, comment)| {
+            is_issued_name(&self.config.prefix, name)
+                && mark::is_marked(comment.as_deref(), &self.entry)
+        });
+        for (name, _) in ours {
             match self.drop_role(name).await {
                 Ok(()) => dropped += 1,
                 Err(error) => warn!(role = %name, %error, "could not reap expired issued role"),
@@ -41,12 +52,15 @@ impl IssuerSource {
         Ok(dropped)
     }
 
-    /// Ends every session of role `name` and drops it with what it owns (or hands that to
-    /// `act_as`). Succeeds when the role is already gone, so a retried revoke is harmless.
+    /// Ends every session of role `name` and drops it, handing what it owns to `act_as` (or
+    /// the admin) unless `on_revoke = "drop_objects"`. Succeeds when the role is already
+    /// gone, so a retried revoke is harmless; refuses a role without this issuer's mark.
     pub(super) async fn drop_role(&self, name: &str) -> Result<(), SourceError> {
         let name = self.own_role(name)?;
-        if !self.role_exists(name).await? {
-            return Ok(());
+        match self.role_state(name).await? {
+            RoleState::Absent => return Ok(()),
+            RoleState::Unmarked => return Err(not_marked(name)),
+            RoleState::Marked => {}
         }
         let role = ident(name).map_err(statement_error)?;
         let sql = match &self.config.revocation_statements {
@@ -60,8 +74,8 @@ impl IssuerSource {
             }
             None => {
                 // Committed before the rest: no new session can start, and the admin gains
-                // the privileges of the role that ending its sessions and DROP OWNED need
-                // when the admin is not a superuser.
+                // the privileges of the role that ending its sessions, REASSIGN OWNED and
+                // DROP OWNED need when the admin is not a superuser.
                 let prepare = format!("ALTER ROLE {role} NOLOGIN;\nGRANT {role} TO CURRENT_USER");
                 self.execute(&prepare, &[]).await?;
                 let mut sql = format!(
@@ -69,8 +83,11 @@ impl IssuerSource {
                      WHERE usename = {};\n",
                     escape_literal(name)
                 );
-                if let (false, Some(act_as)) = (self.config.drop_owned, &self.config.act_as) {
-                    let target = ident(act_as).map_err(statement_error)?;
+                if self.config.on_revoke == OnRevoke::Reassign {
+                    let target = match &self.config.act_as {
+                        Some(act_as) => ident(act_as).map_err(statement_error)?,
+                        None => "CURRENT_USER".to_owned(),
+                    };
                     sql.push_str(&format!("REASSIGN OWNED BY {role} TO {target};\n"));
                 }
                 sql.push_str(&format!(
@@ -97,13 +114,37 @@ impl IssuerSource {
         }
     }
 
-    /// Expired roles whose name starts with `<prefix>_`, a superset of the ones to reap.
-    async fn expired_roles(&self) -> Result<Vec<String>, SourceError> {
+    /// Whether role `name` exists now, and if so whether it carries this issuer's mark.
+    pub(super) async fn role_state(&self, name: &str) -> Result<RoleState, SourceError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT pg_catalog.shobj_description(oid, 'pg_authid') \
+                 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| map_error(&e, &[]))?;
+        let Some(row) = row else {
+            return Ok(RoleState::Absent);
+        };
+        let comment: Option<String> = row.try_get(0).map_err(|e| map_error(&e, &[]))?;
+        Ok(if mark::is_marked(comment.as_deref(), &self.entry) {
+            RoleState::Marked
+        } else {
+            RoleState::Unmarked
+        })
+    }
+
+    /// Expired roles whose name starts with `<prefix>_`, with their comments: a superset of
+    /// the ones to reap.
+    async fn expired_roles(&self) -> Result<Vec<(String, Option<String>)>, SourceError> {
         let client = self.client().await?;
         let start = format!("{}_", self.config.prefix);
         let rows = client
             .query(
-                "SELECT rolname::text FROM pg_catalog.pg_roles \
+                "SELECT rolname::text, pg_catalog.shobj_description(oid, 'pg_authid') \
+                 FROM pg_catalog.pg_roles \
                  WHERE rolvaliduntil < now() \
                    AND left(rolname::text, length($1::text)) = $1::text",
                 &[&start],
@@ -111,7 +152,29 @@ impl IssuerSource {
             .await
             .map_err(|e| map_error(&e, &[]))?;
         rows.iter()
-            .map(|row| row.try_get::<_, String>(0).map_err(|e| map_error(&e, &[])))
+            .map(|row| {
+                let name = row.try_get(0).map_err(|e| map_error(&e, &[]))?;
+                let comment = row.try_get(1).map_err(|e| map_error(&e, &[]))?;
+                Ok((name, comment))
+            })
             .collect()
     }
+}
+
+/// What [`IssuerSource::role_state`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RoleState {
+    /// No role of that name (already dropped: a retried revoke).
+    Absent,
+    /// The role carries this issuer's mark: one of ours.
+    Marked,
+    /// A role with our name pattern but not our mark: made by someone else, never touched.
+    Unmarked,
+}
+
+/// The refusal for a role without this issuer's mark.
+pub(super) fn not_marked(name: &str) -> SourceError {
+    SourceError::Rejected(format!(
+        "refusing to touch role {name:?}: it does not carry this issuer's mark (COMMENT ON ROLE)"
+    ))
 }

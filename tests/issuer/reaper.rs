@@ -1,0 +1,114 @@
+//! The reaper: it drops only expired roles that match the issuer's exact name pattern *and*
+//! carry its mark for this credentials entry, and even then keeps what they owned.
+
+use super::*;
+
+/// When every role the tests make "expired" stopped being valid.
+const PAST: &str = "2000-01-01T00:00:00Z";
+
+#[tokio::test]
+async fn reaper_drops_only_expired_marked_roles_with_the_exact_prefix() {
+    let (_db, config, admin) = setup("reap").await;
+    let past = format!("VALID UNTIL '{PAST}'");
+    let ours = Some(mark("reap", PAST));
+    let roles = [
+        ("ireap_expired1", past.as_str(), ours.clone(), false),
+        ("ireap_expired2", past.as_str(), ours.clone(), false),
+        ("ireap_future", "VALID UNTIL 'infinity'", ours.clone(), true),
+        ("ireap_noexpiry", "", ours.clone(), true),
+        ("ireapx_1", past.as_str(), ours.clone(), true),
+        ("ireap_Upper", past.as_str(), ours.clone(), true),
+        ("other_ireap_1", past.as_str(), ours.clone(), true),
+        ("ireap_a_b", past.as_str(), ours.clone(), true),
+        ("ireap_", past.as_str(), ours.clone(), true),
+        ("ireap_unmarked", past.as_str(), None, true),
+        (
+            "ireap_handmade",
+            past.as_str(),
+            Some("made by hand".into()),
+            true,
+        ),
+        (
+            "ireap_otherentry",
+            past.as_str(),
+            Some(mark("other", PAST)),
+            true,
+        ),
+    ];
+    for (name, valid, comment, _) in &roles {
+        sql(&admin, &format!("CREATE ROLE \"{name}\" LOGIN {valid}")).await;
+        if let Some(comment) = comment {
+            let comment = comment.replace('\'', "''");
+            sql(
+                &admin,
+                &format!("COMMENT ON ROLE \"{name}\" IS '{comment}'"),
+            )
+            .await;
+        }
+    }
+
+    // Construction reaps once.
+    let issuer = IssuerSource::new("reap", &config).await.unwrap();
+    for (name, _, _, kept) in &roles {
+        assert_eq!(role_exists(&admin, name).await, *kept, "{name}");
+    }
+
+    let late = format!(
+        "CREATE ROLE ireap_late LOGIN {past}; COMMENT ON ROLE ireap_late IS '{}'",
+        mark("reap", PAST)
+    );
+    sql(&admin, &late).await;
+    assert_eq!(issuer.reap().await.unwrap(), 1);
+    assert!(!role_exists(&admin, "ireap_late").await);
+    assert_eq!(issuer.reap().await.unwrap(), 0);
+    assert_eq!(issuer.reap_interval(), config.reap_interval);
+    for (name, _, _, kept) in &roles {
+        assert_eq!(role_exists(&admin, name).await, *kept, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_hand_made_role_with_the_prefix_survives_the_reaper_and_a_reaped_role_keeps_its_tables() {
+    let (_db, mut config, admin) = setup("hand").await;
+    // The default prefix, as a DBA's own role might well use it.
+    config.prefix = "pglease".into();
+    let past = format!("VALID UNTIL '{PAST}'");
+    sql(
+        &admin,
+        &format!(
+            "CREATE ROLE pglease_abc123 LOGIN {past};\n\
+             CREATE TABLE hand_made (id int); INSERT INTO hand_made VALUES (1);\n\
+             ALTER TABLE hand_made OWNER TO pglease_abc123;\n\
+             CREATE ROLE pglease_handreaped1 LOGIN {past};\n\
+             COMMENT ON ROLE pglease_handreaped1 IS '{}';\n\
+             CREATE TABLE hand_reaped (id int); INSERT INTO hand_reaped VALUES (2);\n\
+             ALTER TABLE hand_reaped OWNER TO pglease_handreaped1",
+            mark("hand", PAST)
+        ),
+    )
+    .await;
+
+    let issuer = IssuerSource::new("hand", &config).await.unwrap();
+
+    assert!(role_exists(&admin, "pglease_abc123").await);
+    assert_eq!(
+        table_owner(&admin, "hand_made").await.as_deref(),
+        Some("pglease_abc123")
+    );
+    assert!(!role_exists(&admin, "pglease_handreaped1").await);
+    // Reaping takes the role, never the application's data: the table goes to the admin.
+    assert_eq!(
+        table_owner(&admin, "hand_reaped").await.as_deref(),
+        Some(cluster().superuser())
+    );
+    let row = admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM hand_made), (SELECT count(*) FROM hand_reaped)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1, 1));
+    assert_eq!(issuer.reap().await.unwrap(), 0);
+    assert!(role_exists(&admin, "pglease_abc123").await);
+}
