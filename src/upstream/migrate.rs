@@ -1,109 +1,331 @@
 //! Moving a session-mode client to a new upstream when its lease is retired: what session
-//! state can be read off the old upstream and replayed on the new one (settings, prepared
-//! statements, LISTEN channels), and what pins a session to its upstream (temporary tables,
-//! advisory locks, cursors WITH HOLD), DESIGN §5.3.
+//! state is read off the old upstream and recreated on the new one (settings, prepared
+//! statements, LISTEN channels), and what pins a session to its upstream instead, DESIGN §5.3.
+//!
+//! # Design
+//!
+//! A move recreates state from its own definitions and never executes anything else.
+//!
+//! - **Capture** is one query on the old upstream. It runs under the client's `search_path`,
+//!   so every function, relation, type and operator in it is qualified with `pg_catalog`: no
+//!   object the client made can stand in for one. Text comes back as hex of its UTF-8 bytes,
+//!   so neither the client's `client_encoding` nor `bytea_output` can garble it.
+//! - **Settings** are replayed with `pg_catalog.set_config`, every name and value a quoted
+//!   literal, `role` after the others (setting some parameters needs the login role's own
+//!   privileges) and `client_encoding` after everything else, so all text is sent while the new
+//!   upstream still speaks the UTF-8 it logged in with.
+//! - **Protocol-level statements** (Parse) are one statement each: recreated with a Parse of the
+//!   same name, text and parameter types.
+//! - **SQL `PREPARE`**: the catalog holds the whole Query text that ran it, other statements
+//!   included. [`find_prepare`] picks out the one `PREPARE` of that name, which is run as the
+//!   unnamed statement of an extended-protocol exchange: PostgreSQL refuses more than one
+//!   command there, so nothing else can run even if the text were misread. Preparing never
+//!   executes the prepared statement.
+//! - **Pins**: temporary tables, advisory locks and cursors WITH HOLD cannot move; a `PREPARE`
+//!   that cannot be picked out exactly is not guessed at. `SET SESSION AUTHORIZATION` pins: it
+//!   changes the identity the upstream logged in as (for a non-superuser, only to that login's
+//!   own role, which the next lease is not), and a move must not carry one lease's identity
+//!   over to another. For the same reason `SET ROLE` to the old lease's own login role pins.
+//!   Any other `SET ROLE` is replayed: PostgreSQL checks it against the new lease's login role,
+//!   so a move grants nothing the client could not `SET` itself.
+
+mod prepare_text;
 
 use std::time::Duration;
 
 use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::IsNull;
 use postgres_protocol::escape::{escape_identifier, escape_literal};
-use postgres_protocol::message::backend::Message;
-use postgres_protocol::message::frontend;
+use postgres_protocol::message::backend::{DataRowBody, Message};
+use postgres_protocol::message::frontend::{self, BindError};
 use tokio::io::AsyncWriteExt;
+
+pub use prepare_text::find_prepare;
 
 use super::connect::{read_message, refused};
 use super::{Upstream, UpstreamError};
 use crate::protocol::ProtocolError;
 
-/// Largest single reply message read while capturing state.
-const MAX_MESSAGE: usize = 1 << 20;
+/// Largest reply message read while recreating state (errors and command tags only).
+const MAX_REPLY: usize = 1 << 20;
 
-/// Reads one session's movable state off the old upstream, or why it cannot move.
+/// Reads one session's state off the old upstream: one row per pin reason, setting, prepared
+/// statement and channel, as (kind, hex UTF-8 text, hex UTF-8 text, from_sql, parameter OIDs).
 const CAPTURE: &str = "\
-SELECT 'pin', concat_ws(', ',
-    CASE WHEN EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = pg_my_temp_schema()) THEN 'temporary tables' END,
-    CASE WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) THEN 'advisory locks' END,
-    CASE WHEN EXISTS (SELECT 1 FROM pg_cursors WHERE is_holdable) THEN 'cursors WITH HOLD' END), NULL
+SELECT 'pin', 'temp', NULL, NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_class
+    WHERE relnamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema())
 UNION ALL
-SELECT 'set', name, current_setting(name) FROM pg_settings WHERE source = 'session'
+SELECT 'pin', 'advisory', NULL, NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_locks
+    WHERE locktype OPERATOR(pg_catalog.=) 'advisory'
+    AND pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid())
 UNION ALL
-SELECT 'prepare', name, CASE WHEN from_sql THEN statement
-    ELSE format('PREPARE %I (%s) AS %s', name, array_to_string(parameter_types::text[], ','), statement) END
-    FROM pg_prepared_statements
+SELECT 'pin', 'hold', NULL, NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_cursors
+    WHERE is_holdable)
 UNION ALL
-SELECT 'listen', pg_listening_channels(), NULL";
+SELECT 'pin', 'authorization', NULL, NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_settings
+    WHERE name OPERATOR(pg_catalog.=) 'session_authorization'
+    AND source OPERATOR(pg_catalog.=) 'session')
+UNION ALL
+SELECT 'pin', 'own_role', NULL, NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_settings
+    WHERE name OPERATOR(pg_catalog.=) 'role' AND source OPERATOR(pg_catalog.=) 'session'
+    AND setting OPERATOR(pg_catalog.=) SESSION_USER::pg_catalog.text)
+UNION ALL
+SELECT 'set', pg_catalog.encode(pg_catalog.convert_to(name, 'UTF8'), 'hex'),
+    pg_catalog.encode(pg_catalog.convert_to(pg_catalog.current_setting(name), 'UTF8'), 'hex'),
+    NULL, NULL
+    FROM pg_catalog.pg_settings WHERE source OPERATOR(pg_catalog.=) 'session'
+UNION ALL
+SELECT 'prepare', pg_catalog.encode(pg_catalog.convert_to(name, 'UTF8'), 'hex'),
+    pg_catalog.encode(pg_catalog.convert_to(statement, 'UTF8'), 'hex'),
+    from_sql::pg_catalog.text, parameter_types::pg_catalog.oid[]::pg_catalog.text
+    FROM pg_catalog.pg_prepared_statements
+UNION ALL
+SELECT 'listen', pg_catalog.encode(pg_catalog.convert_to(c, 'UTF8'), 'hex'), NULL, NULL, NULL
+    FROM pg_catalog.pg_listening_channels() c";
+
+/// Why a session stays on its upstream instead of moving to a new lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// Temporary tables live and die with the backend.
+    TemporaryTables,
+    /// Advisory locks are held by the backend.
+    AdvisoryLocks,
+    /// Open cursors WITH HOLD belong to the backend.
+    HoldCursors,
+    /// `SET SESSION AUTHORIZATION` changed the identity the upstream logged in as.
+    SessionAuthorization,
+    /// `SET ROLE` to the old lease's own login role, which the new lease cannot take.
+    OwnLeaseRole,
+    /// A SQL `PREPARE` whose one statement cannot be picked out of its query text exactly.
+    UnrecreatableStatements,
+}
+
+impl Pin {
+    /// The reason as logs and errors name it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Pin::TemporaryTables => "temporary tables",
+            Pin::AdvisoryLocks => "advisory locks",
+            Pin::HoldCursors => "cursors WITH HOLD",
+            Pin::SessionAuthorization => "SET SESSION AUTHORIZATION",
+            Pin::OwnLeaseRole => "SET ROLE to the lease's own login role",
+            Pin::UnrecreatableStatements => "prepared statements that cannot be recreated exactly",
+        }
+    }
+
+    fn from_code(code: &str) -> Option<Pin> {
+        Some(match code {
+            "temp" => Pin::TemporaryTables,
+            "advisory" => Pin::AdvisoryLocks,
+            "hold" => Pin::HoldCursors,
+            "authorization" => Pin::SessionAuthorization,
+            "own_role" => Pin::OwnLeaseRole,
+            _ => return None,
+        })
+    }
+}
+
+/// How one prepared statement is recreated on the new upstream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Prepared {
+    /// Made with a protocol-level Parse: a Parse of the same name, text and parameter types.
+    Protocol {
+        name: String,
+        text: String,
+        types: Vec<u32>,
+    },
+    /// Made with SQL `PREPARE`: that one statement, picked out of the text that ran it.
+    Sql { name: String, statement: String },
+}
 
 /// A session's state as read off its upstream.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SessionState {
-    /// Why the session cannot move (empty when it can): temporary tables, advisory locks, ...
-    pub pinned_by: String,
+    /// Why the session cannot move (empty when it can).
+    pub pinned_by: Vec<Pin>,
     /// Settings changed with SET in this session, as (name, value).
     pub settings: Vec<(String, String)>,
-    /// One statement per prepared statement that recreates it.
-    pub prepared: Vec<String>,
+    /// How to recreate each prepared statement.
+    pub prepared: Vec<Prepared>,
     /// Channels the session LISTENs on.
     pub listens: Vec<String>,
 }
 
-/// Reads the state of the idle session on `up`.
-pub async fn capture(up: &mut Upstream, timeout: Duration) -> Result<SessionState, UpstreamError> {
-    let rows = query_rows(up, CAPTURE, timeout).await?;
-    let mut state = SessionState::default();
-    for row in rows {
-        let mut it = row.into_iter();
-        let (kind, a, b) = (
-            it.next().flatten(),
-            it.next().flatten(),
-            it.next().flatten(),
-        );
-        match (kind.as_deref(), a, b) {
-            (Some("pin"), Some(reason), _) => state.pinned_by = reason,
-            (Some("set"), Some(name), Some(value)) => state.settings.push((name, value)),
-            (Some("prepare"), Some(_), Some(sql)) => state.prepared.push(sql),
-            (Some("listen"), Some(channel), _) => state.listens.push(channel),
-            _ => {}
+impl SessionState {
+    /// The pin reasons, comma-separated, for logs.
+    pub fn pin_reasons(&self) -> String {
+        let reasons: Vec<&str> = self.pinned_by.iter().map(|p| p.reason()).collect();
+        reasons.join(", ")
+    }
+
+    fn pin(&mut self, pin: Pin) {
+        if !self.pinned_by.contains(&pin) {
+            self.pinned_by.push(pin);
         }
+    }
+
+    /// Takes in one row of [`CAPTURE`].
+    fn add(&mut self, row: Vec<Option<String>>) -> Result<(), UpstreamError> {
+        let mut columns = row.into_iter();
+        let mut next = || columns.next().flatten();
+        let (kind, a, b, from_sql, types) = (next(), next(), next(), next(), next());
+        match kind.as_deref() {
+            Some("pin") => {
+                if let Some(pin) = a.as_deref().and_then(Pin::from_code) {
+                    self.pin(pin);
+                }
+            }
+            Some("set") => self.settings.push((unhex(a)?, unhex(b)?)),
+            Some("listen") => self.listens.push(unhex(a)?),
+            Some("prepare") => {
+                let (name, text) = (unhex(a)?, unhex(b)?);
+                if from_sql.as_deref() == Some("true") {
+                    match find_prepare(&text, &name) {
+                        Some(statement) => self.prepared.push(Prepared::Sql {
+                            statement: statement.to_owned(),
+                            name,
+                        }),
+                        None => self.pin(Pin::UnrecreatableStatements),
+                    }
+                } else {
+                    let types = oids(types.as_deref())?;
+                    self.prepared.push(Prepared::Protocol { name, text, types });
+                }
+            }
+            _ => return Err(malformed()),
+        }
+        Ok(())
+    }
+}
+
+/// Reads the state of the idle session on `up`. `max_message_size` bounds what a client may
+/// have sent, so it also bounds each row (a statement text, hex-encoded).
+pub async fn capture(
+    up: &mut Upstream,
+    max_message_size: usize,
+    timeout: Duration,
+) -> Result<SessionState, UpstreamError> {
+    let limit = max_message_size.saturating_mul(2).saturating_add(64 * 1024);
+    let mut request = BytesMut::new();
+    frontend::query(CAPTURE, &mut request)?;
+    let reply = bounded(up, &request, limit, timeout).await?;
+    let mut state = SessionState::default();
+    for row in reply.rows {
+        state.add(row)?;
     }
     Ok(state)
 }
 
-/// Replays `state` on a fresh upstream. Settings go through `set_config`, so every value is
-/// a quoted literal whatever its type.
+/// Recreates `state` on a fresh upstream, in the order the module doc gives.
 pub async fn replay(
     up: &mut Upstream,
     state: &SessionState,
     timeout: Duration,
 ) -> Result<(), UpstreamError> {
+    let rank = |name: &str| match name {
+        "role" => 1,
+        "client_encoding" => 2,
+        _ => 0,
+    };
+    let mut settings: Vec<&(String, String)> = state.settings.iter().collect();
+    settings.sort_by_key(|(name, _)| rank(name));
+    let (early, late): (Vec<_>, Vec<_>) = settings.into_iter().partition(|(n, _)| rank(n) < 2);
+    simple(up, &set_configs(&early), timeout).await?;
+    for prepared in &state.prepared {
+        recreate(up, prepared, timeout).await?;
+    }
     let mut sql = String::new();
-    for (name, value) in &state.settings {
+    for channel in &state.listens {
+        sql.push_str(&format!("LISTEN {};", escape_identifier(channel)));
+    }
+    sql.push_str(&set_configs(&late));
+    simple(up, &sql, timeout).await
+}
+
+/// One `pg_catalog.set_config` call per setting: every name and value a quoted literal.
+fn set_configs(settings: &[&(String, String)]) -> String {
+    let mut sql = String::new();
+    for (name, value) in settings {
         sql.push_str(&format!(
-            "SELECT set_config({}, {}, false);",
+            "SELECT pg_catalog.set_config({}, {}, false);",
             escape_literal(name),
             escape_literal(value)
         ));
     }
-    for channel in &state.listens {
-        sql.push_str(&format!("LISTEN {};", escape_identifier(channel)));
-    }
-    if !sql.is_empty() {
-        query_rows(up, &sql, timeout).await?;
-    }
-    // PREPARE statements one by one: each is a whole statement text of its own.
-    for prepare in &state.prepared {
-        query_rows(up, prepare, timeout).await?;
-    }
-    Ok(())
+    sql
 }
 
-/// Runs a simple query and returns its rows as text; an ErrorResponse becomes an error and
-/// the connection is marked broken on any failure.
-pub async fn query_rows(
+/// Runs `sql` (when there is any) as a simple query.
+async fn simple(up: &mut Upstream, sql: &str, timeout: Duration) -> Result<(), UpstreamError> {
+    if sql.is_empty() {
+        return Ok(());
+    }
+    let mut request = BytesMut::new();
+    frontend::query(sql, &mut request)?;
+    bounded(up, &request, MAX_REPLY, timeout).await.map(drop)
+}
+
+/// Recreates one prepared statement through the extended protocol.
+async fn recreate(
     up: &mut Upstream,
-    sql: &str,
+    prepared: &Prepared,
     timeout: Duration,
-) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
-    let result = tokio::time::timeout(timeout, query_rows_inner(up, sql))
+) -> Result<(), UpstreamError> {
+    let mut request = BytesMut::new();
+    match prepared {
+        Prepared::Protocol { name, text, types } => {
+            frontend::parse(name, text, types.iter().copied(), &mut request)?;
+            frontend::sync(&mut request);
+            bounded(up, &request, MAX_REPLY, timeout).await.map(drop)
+        }
+        Prepared::Sql { statement, .. } => {
+            frontend::parse("", statement, [], &mut request)?;
+            frontend::bind(
+                "",
+                "",
+                [],
+                std::iter::empty::<()>(),
+                |_, _| Ok(IsNull::No),
+                [],
+                &mut request,
+            )
+            .map_err(bind_error)?;
+            frontend::execute("", 0, &mut request)?;
+            frontend::sync(&mut request);
+            let reply = bounded(up, &request, MAX_REPLY, timeout).await?;
+            if reply.tags != ["PREPARE"] {
+                up.broken = true;
+                return Err(ProtocolError::Malformed("reply to a recreated PREPARE").into());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn bind_error(e: BindError) -> UpstreamError {
+    match e {
+        BindError::Serialization(e) => e.into(),
+        BindError::Conversion(_) => ProtocolError::Malformed("Bind without parameters").into(),
+    }
+}
+
+/// What PostgreSQL answered up to its ReadyForQuery.
+#[derive(Default)]
+struct Reply {
+    rows: Vec<Vec<Option<String>>>,
+    tags: Vec<String>,
+}
+
+/// Sends `request` and reads the reply, each message at most `limit` bytes, within `timeout`.
+/// An ErrorResponse becomes an error; on any failure the connection is marked broken.
+async fn bounded(
+    up: &mut Upstream,
+    request: &[u8],
+    limit: usize,
+    timeout: Duration,
+) -> Result<Reply, UpstreamError> {
+    let result = tokio::time::timeout(timeout, round_trip(up, request, limit))
         .await
         .unwrap_or(Err(UpstreamError::Timeout));
     if result.is_err() {
@@ -112,33 +334,29 @@ pub async fn query_rows(
     result
 }
 
-async fn query_rows_inner(
+async fn round_trip(
     up: &mut Upstream,
-    sql: &str,
-) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+    request: &[u8],
+    limit: usize,
+) -> Result<Reply, UpstreamError> {
+    up.stream.write_all(request).await?;
     let mut buf = BytesMut::with_capacity(1024);
-    frontend::query(sql, &mut buf)?;
-    up.stream.write_all(&buf).await?;
-    buf.clear();
-    let mut rows = Vec::new();
+    let mut reply = Reply::default();
     let mut error = None;
     loop {
-        let message = read_message(&mut up.stream, &mut buf, MAX_MESSAGE).await?;
-        match message {
-            Message::DataRow(row) => {
-                let data = row.buffer();
-                let mut values = Vec::new();
-                let mut ranges = row.ranges();
-                while let Some(range) = fallible_iterator::FallibleIterator::next(&mut ranges)? {
-                    values.push(range.map(|r| String::from_utf8_lossy(&data[r]).into_owned()));
-                }
-                rows.push(values);
+        match read_message(&mut up.stream, &mut buf, limit).await? {
+            Message::DataRow(row) => reply.rows.push(values(&row)?),
+            Message::CommandComplete(body) => {
+                let tag = body.tag().map_err(|_| malformed())?;
+                reply.tags.push(tag.to_owned());
             }
-            Message::ErrorResponse(body) => error = Some(refused(&body)),
+            Message::ErrorResponse(body) => {
+                error.get_or_insert_with(|| refused(&body));
+            }
             Message::ReadyForQuery(r) => {
                 return match (error, r.status()) {
                     (Some(e), _) => Err(e),
-                    (None, b'I') => Ok(rows),
+                    (None, b'I') => Ok(reply),
                     (None, _) => {
                         Err(ProtocolError::Malformed("session left in a transaction").into())
                     }
@@ -146,5 +364,130 @@ async fn query_rows_inner(
             }
             _ => {}
         }
+    }
+}
+
+fn values(row: &DataRowBody) -> Result<Vec<Option<String>>, UpstreamError> {
+    let data = row.buffer();
+    let mut values = Vec::new();
+    let mut ranges = row.ranges();
+    while let Some(range) = ranges.next().map_err(|_| malformed())? {
+        let value = match range {
+            Some(r) => {
+                Some(String::from_utf8_lossy(data.get(r).ok_or_else(malformed)?).into_owned())
+            }
+            None => None,
+        };
+        values.push(value);
+    }
+    Ok(values)
+}
+
+fn malformed() -> UpstreamError {
+    ProtocolError::Malformed("session state").into()
+}
+
+/// Decodes hex of UTF-8 text.
+fn unhex(hex: Option<String>) -> Result<String, UpstreamError> {
+    let hex = hex.ok_or_else(malformed)?;
+    let digits = hex.as_bytes();
+    if digits.len() % 2 != 0 {
+        return Err(malformed());
+    }
+    let nibble = |d: u8| char::from(d).to_digit(16).ok_or_else(malformed);
+    let mut bytes = Vec::with_capacity(digits.len() / 2);
+    for pair in digits.chunks_exact(2) {
+        let byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        bytes.push(u8::try_from(byte).map_err(|_| malformed())?);
+    }
+    String::from_utf8(bytes).map_err(|_| malformed())
+}
+
+/// Parses an `oid[]` in its text form, `{23,25}`.
+fn oids(text: Option<&str>) -> Result<Vec<u32>, UpstreamError> {
+    let inner = text
+        .and_then(|t| t.strip_prefix('{'))
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or_else(malformed)?;
+    if inner.is_empty() {
+        return Ok(Vec::new());
+    }
+    inner
+        .split(',')
+        .map(|oid| oid.parse().map_err(|_| malformed()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Option<String> {
+        Some(s.bytes().map(|b| format!("{b:02x}")).collect())
+    }
+
+    fn row(kind: &str, a: &str, b: &str, from_sql: &str, types: &str) -> Vec<Option<String>> {
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        vec![opt(kind), hex(a), hex(b), opt(from_sql), opt(types)]
+    }
+
+    #[test]
+    fn statements_are_recreated_from_their_own_definitions() {
+        let mut state = SessionState::default();
+        let batch = "INSERT INTO t VALUES (1); PREPARE p (int) AS SELECT $1 + 1";
+        state
+            .add(row("prepare", "p", batch, "true", "{23}"))
+            .unwrap();
+        state
+            .add(row(
+                "prepare",
+                "s0",
+                "SELECT $1::int * $2",
+                "false",
+                "{23,20}",
+            ))
+            .unwrap();
+        assert_eq!(
+            state.prepared,
+            vec![
+                Prepared::Sql {
+                    name: "p".into(),
+                    statement: "PREPARE p (int) AS SELECT $1 + 1".into()
+                },
+                Prepared::Protocol {
+                    name: "s0".into(),
+                    text: "SELECT $1::int * $2".into(),
+                    types: vec![23, 20]
+                },
+            ]
+        );
+        assert!(state.pinned_by.is_empty());
+    }
+
+    #[test]
+    fn a_prepare_that_cannot_be_picked_out_pins_the_session() {
+        let mut state = SessionState::default();
+        let twice = "PREPARE p AS SELECT 1; DEALLOCATE p; PREPARE p AS SELECT 2";
+        state.add(row("prepare", "p", twice, "true", "{}")).unwrap();
+        assert_eq!(state.pinned_by, vec![Pin::UnrecreatableStatements]);
+        assert!(state.prepared.is_empty());
+        assert_eq!(
+            state.pin_reasons(),
+            "prepared statements that cannot be recreated exactly"
+        );
+    }
+
+    #[test]
+    fn rows_from_upstream_are_checked() {
+        assert!(unhex(Some("6".into())).is_err());
+        assert!(unhex(Some("zz".into())).is_err());
+        assert!(unhex(Some("ff".into())).is_err(), "not UTF-8");
+        assert_eq!(unhex(Some("c3a9".into())).unwrap(), "é");
+        assert_eq!(oids(Some("{}")).unwrap(), Vec::<u32>::new());
+        assert!(oids(Some("{23,x}")).is_err());
+        assert!(oids(Some("23")).is_err());
+        let mut state = SessionState::default();
+        assert!(state.add(vec![Some("bogus".into())]).is_err());
+        assert!(state.add(vec![Some("set".into()), None, None]).is_err());
     }
 }

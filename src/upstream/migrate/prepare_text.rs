@@ -1,0 +1,458 @@
+//! Finding, in the query text that created a prepared statement with SQL `PREPARE`, the one
+//! statement that created it, so a session move recreates that and runs nothing else.
+//!
+//! # Design
+//!
+//! `pg_prepared_statements.statement` holds the whole text of the Query that ran the `PREPARE`,
+//! whatever else it held (`INSERT …; PREPARE p AS …`). The text is split at top-level
+//! semicolons by a lexer that follows PostgreSQL's scanner wherever it decides what is code and
+//! what is not: `'…'` strings (quotes doubled; backslash escapes too when
+//! `standard_conforming_strings` is off), `E'…'`, `N'…'`, `B'…'`, `X'…'` and `U&'…'` strings,
+//! strings continued across a newline, `"…"` and `U&"…"` identifiers, `$tag$` dollar quotes,
+//! `--` and nested `/* */` comments, `$` inside identifiers and `$1` parameters. Semicolons
+//! inside parentheses (a rule's action list) do not split; a text with a `BEGIN ATOMIC` body,
+//! whose semicolons the lexer cannot place, is refused.
+//!
+//! Which `standard_conforming_strings` was in force when the text was sent is not known, so
+//! the text is split once for each value: both splits must find the same single statement
+//! `PREPARE <name> (…) AS …` or `PREPARE <name> AS …` for the name, and that statement must
+//! hold no `'…'` string with a backslash, whose meaning depends on the setting. Names fold as
+//! PostgreSQL folds them: unquoted ASCII to lower case, `""` to `"`, cut at 63 bytes. Anything
+//! uncertain (a non-ASCII unquoted name, a `U&"…"` name, two candidates) is a refusal: the
+//! session then stays on its lease rather than run a guess. PostgreSQL backs this up: the
+//! statement is run through an extended-protocol Parse, which refuses more than one command.
+
+use std::ops::Range;
+
+/// The longest name PostgreSQL keeps (NAMEDATALEN - 1 bytes); longer names are cut.
+const MAX_NAME: usize = 63;
+
+/// Returns the one statement in `text` that prepares `name` with SQL `PREPARE`, or `None` when
+/// it cannot be told exactly.
+pub fn find_prepare<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let conforming = the_prepare(text, name, false)?;
+    let backslashes = the_prepare(text, name, true)?;
+    let statement = text.get(conforming.clone())?;
+    (conforming == backslashes).then(|| statement.trim_matches(|c: char| c.is_ascii_whitespace()))
+}
+
+/// The text of a token; ranges always fall on ASCII bytes, but peer text never panics.
+fn slice<'a>(text: &'a str, range: &Range<usize>) -> &'a str {
+    text.get(range.clone()).unwrap_or_default()
+}
+
+/// The range of the single statement preparing `name`, lexed with or without backslash
+/// escapes in plain strings.
+fn the_prepare(text: &str, name: &str, backslash_quotes: bool) -> Option<Range<usize>> {
+    let split = split(text, backslash_quotes)?;
+    if split.atomic {
+        return None;
+    }
+    let mut found = None;
+    for statement in split.statements {
+        match prepared_name(text, &statement.head) {
+            None => {}
+            Some(Name::Uncertain) => return None,
+            Some(Name::Known(n)) if n == name => {
+                if found.is_some() || statement.plain_backslash {
+                    return None;
+                }
+                found = Some(statement.range);
+            }
+            Some(Name::Known(_)) => {}
+        }
+    }
+    found
+}
+
+/// A statement's name as PostgreSQL stores it, when that can be told.
+#[derive(Debug, PartialEq, Eq)]
+enum Name {
+    Known(String),
+    Uncertain,
+}
+
+/// The name a statement prepares, when its first tokens are `PREPARE <name> (` or
+/// `PREPARE <name> AS`; `None` for any other statement (`PREPARE TRANSACTION 'x'` included).
+fn prepared_name(text: &str, head: &[Token]) -> Option<Name> {
+    let [Token::Word(keyword), name, next] = head else {
+        return None;
+    };
+    let word = |r: &Range<usize>, w: &str| slice(text, r).eq_ignore_ascii_case(w);
+    let opens_body = match next {
+        Token::Other(b'(') => true,
+        Token::Word(r) => word(r, "as"),
+        _ => false,
+    };
+    if !word(keyword, "prepare") || !opens_body {
+        return None;
+    }
+    Some(match name {
+        Token::Word(r) if slice(text, r).is_ascii() => {
+            Name::Known(cut(slice(text, r).to_ascii_lowercase()))
+        }
+        Token::Ident {
+            raw,
+            unicode: false,
+        } => {
+            let unquoted = slice(text, raw).replace("\"\"", "\"");
+            if unquoted.len() > MAX_NAME && !unquoted.is_ascii() {
+                Name::Uncertain
+            } else {
+                Name::Known(cut(unquoted))
+            }
+        }
+        Token::Word(_) | Token::Ident { .. } => Name::Uncertain,
+        _ => return None,
+    })
+}
+
+/// Cuts an ASCII name to the length PostgreSQL keeps.
+fn cut(mut name: String) -> String {
+    if name.len() > MAX_NAME && name.is_ascii() {
+        name.truncate(MAX_NAME);
+    }
+    name
+}
+
+/// A text split into top-level statements.
+struct Split {
+    statements: Vec<Statement>,
+    /// The text holds a `BEGIN ATOMIC` body, whose inner semicolons do not end statements.
+    atomic: bool,
+}
+
+/// One top-level statement: where it is, its first tokens, and whether it holds a plain
+/// string with a backslash in it.
+struct Statement {
+    range: Range<usize>,
+    head: Vec<Token>,
+    plain_backslash: bool,
+}
+
+/// Splits `text` at top-level semicolons; `None` when a string, identifier, dollar quote or
+/// comment is not closed (the text is not what PostgreSQL ran).
+fn split(text: &str, backslash_quotes: bool) -> Option<Split> {
+    let mut lexer = Lexer {
+        text: text.as_bytes(),
+        pos: 0,
+        token_start: 0,
+        backslash_quotes,
+    };
+    let mut split = Split {
+        statements: Vec::new(),
+        atomic: false,
+    };
+    let mut current = Statement::at(0);
+    let (mut depth, mut after_begin) = (0usize, false);
+    loop {
+        let Some(token) = lexer.next().ok()? else {
+            current.range.end = text.len();
+            split.push(current);
+            return Some(split);
+        };
+        if token == Token::Semicolon && depth == 0 {
+            // The semicolon belongs to neither statement.
+            current.range.end = lexer.pos - 1;
+            split.push(std::mem::replace(&mut current, Statement::at(lexer.pos)));
+            after_begin = false;
+            continue;
+        }
+        match &token {
+            Token::Other(b'(') => depth += 1,
+            Token::Other(b')') => depth = depth.saturating_sub(1),
+            Token::Str { plain_backslash } => current.plain_backslash |= plain_backslash,
+            _ => {}
+        }
+        let is_word =
+            |w: &str| matches!(&token, Token::Word(r) if slice(text, r).eq_ignore_ascii_case(w));
+        split.atomic |= after_begin && is_word("atomic");
+        after_begin = is_word("begin");
+        if current.head.is_empty() {
+            // A statement starts at its first token, after any comment before it.
+            current.range.start = lexer.token_start;
+        }
+        if current.head.len() < 3 {
+            current.head.push(token);
+        }
+    }
+}
+
+impl Split {
+    /// Keeps a statement unless it is empty (`;;`, a trailing semicolon, only comments).
+    fn push(&mut self, statement: Statement) {
+        if !statement.head.is_empty() {
+            self.statements.push(statement);
+        }
+    }
+}
+
+impl Statement {
+    fn at(start: usize) -> Statement {
+        Statement {
+            range: start..start,
+            head: Vec::new(),
+            plain_backslash: false,
+        }
+    }
+}
+
+/// The tokens that decide where statements end and what a `PREPARE` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    /// A keyword or unquoted identifier.
+    Word(Range<usize>),
+    /// A `"…"` identifier (`raw`: between the quotes, `""` not yet undone) or a `U&"…"` one.
+    Ident {
+        raw: Range<usize>,
+        unicode: bool,
+    },
+    /// A string literal or dollar-quoted string; `plain_backslash` when it is a `'…'` (or
+    /// `N'…'`) string with a backslash in it.
+    Str {
+        plain_backslash: bool,
+    },
+    Semicolon,
+    /// Any other byte (operators, punctuation, digits, `$1`).
+    Other(u8),
+}
+
+/// The text is not complete SQL: something opened is never closed.
+#[derive(Debug)]
+struct Unterminated;
+
+struct Lexer<'a> {
+    text: &'a [u8],
+    pos: usize,
+    /// Where the token last returned starts.
+    token_start: usize,
+    /// Backslash escapes in plain `'…'` strings (`standard_conforming_strings = off`).
+    backslash_quotes: bool,
+}
+
+impl Lexer<'_> {
+    fn at(&self, offset: usize) -> Option<u8> {
+        self.text.get(self.pos + offset).copied()
+    }
+
+    fn starts_with(&self, s: &[u8]) -> bool {
+        self.text[self.pos.min(self.text.len())..].starts_with(s)
+    }
+
+    /// The next token, after whitespace and comments; `Ok(None)` at the end.
+    fn next(&mut self) -> Result<Option<Token>, Unterminated> {
+        self.skip_blanks()?;
+        self.token_start = self.pos;
+        let Some(b) = self.at(0) else {
+            return Ok(None);
+        };
+        let next = self.at(1);
+        let token = match b {
+            b';' => {
+                self.pos += 1;
+                Token::Semicolon
+            }
+            b'\'' => self.string(self.backslash_quotes, true)?,
+            b'"' => self.quoted(false)?,
+            b'$' => self.dollar()?,
+            b'e' | b'E' if next == Some(b'\'') => {
+                self.pos += 1;
+                self.string(true, false)?
+            }
+            b'n' | b'N' if next == Some(b'\'') => {
+                self.pos += 1;
+                self.string(self.backslash_quotes, true)?
+            }
+            b'b' | b'B' | b'x' | b'X' if next == Some(b'\'') => {
+                self.pos += 1;
+                self.string(false, false)?
+            }
+            b'u' | b'U' if next == Some(b'&') && self.at(2) == Some(b'\'') => {
+                self.pos += 2;
+                self.string(false, false)?
+            }
+            b'u' | b'U' if next == Some(b'&') && self.at(2) == Some(b'"') => {
+                self.pos += 2;
+                self.quoted(true)?
+            }
+            b if ident_start(b) => {
+                let start = self.pos;
+                while self.at(0).is_some_and(ident_cont) {
+                    self.pos += 1;
+                }
+                Token::Word(start..self.pos)
+            }
+            b => {
+                self.pos += 1;
+                Token::Other(b)
+            }
+        };
+        Ok(Some(token))
+    }
+
+    /// Skips whitespace, `--` comments and nested `/* */` comments.
+    fn skip_blanks(&mut self) -> Result<(), Unterminated> {
+        loop {
+            match self.at(0) {
+                Some(b' ' | b'\t' | b'\n' | b'\r' | 0x0c) => self.pos += 1,
+                Some(b'-') if self.at(1) == Some(b'-') => self.skip_line_comment(),
+                Some(b'/') if self.at(1) == Some(b'*') => self.skip_block_comment()?,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn skip_line_comment(&mut self) {
+        while !matches!(self.at(0), None | Some(b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn skip_block_comment(&mut self) -> Result<(), Unterminated> {
+        self.pos += 2;
+        let mut depth = 1usize;
+        while depth > 0 {
+            if self.at(0).is_none() {
+                return Err(Unterminated);
+            }
+            if self.starts_with(b"*/") {
+                depth -= 1;
+                self.pos += 2;
+            } else if self.starts_with(b"/*") {
+                depth += 1;
+                self.pos += 2;
+            } else {
+                self.pos += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// A quoted string starting at the quote under `pos`, with its continuations (another
+    /// quoted part after whitespace holding a newline continues the same string, in the same
+    /// mode). `escapes`: a backslash escapes the next byte. `plain`: a `'…'`/`N'…'` string,
+    /// whose backslashes are reported.
+    fn string(&mut self, escapes: bool, plain: bool) -> Result<Token, Unterminated> {
+        let mut backslash = false;
+        loop {
+            self.pos += 1;
+            loop {
+                match self.at(0) {
+                    None => return Err(Unterminated),
+                    Some(b'\\') => {
+                        backslash = true;
+                        self.pos += if escapes { 2 } else { 1 };
+                    }
+                    Some(b'\'') if self.at(1) == Some(b'\'') => self.pos += 2,
+                    Some(b'\'') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    Some(_) => self.pos += 1,
+                }
+            }
+            match self.continuation() {
+                Some(quote) => self.pos = quote,
+                None => {
+                    return Ok(Token::Str {
+                        plain_backslash: plain && backslash,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Where a string that just closed continues: the position of the next quote when only
+    /// whitespace and `--` comments, with at least one newline, stand between.
+    fn continuation(&self) -> Option<usize> {
+        let mut i = self.pos;
+        let mut newline = false;
+        loop {
+            match self.text.get(i) {
+                Some(b'\n' | b'\r') => {
+                    newline = true;
+                    i += 1;
+                }
+                Some(b' ' | b'\t' | 0x0c) => i += 1,
+                Some(b'-') if self.text.get(i + 1) == Some(&b'-') => {
+                    while !matches!(self.text.get(i), None | Some(b'\n' | b'\r')) {
+                        i += 1;
+                    }
+                }
+                Some(b'\'') if newline => return Some(i),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A `"…"` identifier starting at the quote under `pos`.
+    fn quoted(&mut self, unicode: bool) -> Result<Token, Unterminated> {
+        self.pos += 1;
+        let start = self.pos;
+        loop {
+            match self.at(0) {
+                None => return Err(Unterminated),
+                Some(b'"') if self.at(1) == Some(b'"') => self.pos += 2,
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(Token::Ident {
+                        raw: start..self.pos - 1,
+                        unicode,
+                    });
+                }
+                Some(_) => self.pos += 1,
+            }
+        }
+    }
+
+    /// `$1` (a parameter), `$tag$…$tag$` (a dollar-quoted string), or a lone `$`.
+    fn dollar(&mut self) -> Result<Token, Unterminated> {
+        let start = self.pos;
+        let mut end = start + 1;
+        if self.text.get(end).is_some_and(u8::is_ascii_digit) {
+            while self.text.get(end).is_some_and(u8::is_ascii_digit) {
+                end += 1;
+            }
+            self.pos = end;
+            return Ok(Token::Other(b'$'));
+        }
+        if self.text.get(end).copied().is_some_and(ident_start) {
+            while self
+                .text
+                .get(end)
+                .copied()
+                .is_some_and(|b| b != b'$' && ident_cont(b))
+            {
+                end += 1;
+            }
+        }
+        if self.text.get(end) != Some(&b'$') {
+            // Not a dollar quote: PostgreSQL reads the `$` alone and goes on after it.
+            self.pos = start + 1;
+            return Ok(Token::Other(b'$'));
+        }
+        let tag = &self.text[start..=end];
+        let body = end + 1;
+        let close = self.text[body..]
+            .windows(tag.len())
+            .position(|w| w == tag)
+            .ok_or(Unterminated)?;
+        self.pos = body + close + tag.len();
+        Ok(Token::Str {
+            plain_backslash: false,
+        })
+    }
+}
+
+/// Bytes that start an identifier (any byte of a multibyte character included).
+fn ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+/// Bytes that continue an identifier.
+fn ident_cont(b: u8) -> bool {
+    ident_start(b) || b.is_ascii_digit() || b == b'$'
+}
+
+#[cfg(test)]
+mod tests;
