@@ -26,8 +26,8 @@
 //!   changes the identity the upstream logged in as (for a non-superuser, only to that login's
 //!   own role, which the next lease is not), and a move must not carry one lease's identity
 //!   over to another. For the same reason `SET ROLE` to the old lease's own login role pins.
-//!   Any other `SET ROLE` is replayed: PostgreSQL checks it against the new lease's login role,
-//!   so a move grants nothing the client could not `SET` itself.
+//!   Any other role (`none` included) is replayed: PostgreSQL checks it against the new
+//!   lease's login role, so a move grants nothing the client could not `SET` itself.
 
 mod prepare_text;
 
@@ -51,7 +51,9 @@ use crate::protocol::ProtocolError;
 const MAX_REPLY: usize = 1 << 20;
 
 /// Reads one session's state off the old upstream: one row per pin reason, setting, prepared
-/// statement and channel, as (kind, hex UTF-8 text, hex UTF-8 text, from_sql, parameter OIDs).
+/// statement and channel, as (kind, hex UTF-8 text, hex UTF-8 text, from_sql, parameter OIDs),
+/// and one row with the session user and role. `pg_settings` never lists `role` or
+/// `session_authorization`, so those two are read on their own.
 const CAPTURE: &str = "\
 SELECT 'pin', 'temp', NULL, NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_class
     WHERE relnamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema())
@@ -63,13 +65,9 @@ UNION ALL
 SELECT 'pin', 'hold', NULL, NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_cursors
     WHERE is_holdable)
 UNION ALL
-SELECT 'pin', 'authorization', NULL, NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_settings
-    WHERE name OPERATOR(pg_catalog.=) 'session_authorization'
-    AND source OPERATOR(pg_catalog.=) 'session')
-UNION ALL
-SELECT 'pin', 'own_role', NULL, NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_settings
-    WHERE name OPERATOR(pg_catalog.=) 'role' AND source OPERATOR(pg_catalog.=) 'session'
-    AND setting OPERATOR(pg_catalog.=) SESSION_USER::pg_catalog.text)
+SELECT 'who', pg_catalog.encode(pg_catalog.convert_to(SESSION_USER::pg_catalog.text, 'UTF8'), 'hex'),
+    pg_catalog.encode(pg_catalog.convert_to(pg_catalog.current_setting('role'), 'UTF8'), 'hex'),
+    NULL, NULL
 UNION ALL
 SELECT 'set', pg_catalog.encode(pg_catalog.convert_to(name, 'UTF8'), 'hex'),
     pg_catalog.encode(pg_catalog.convert_to(pg_catalog.current_setting(name), 'UTF8'), 'hex'),
@@ -119,8 +117,6 @@ impl Pin {
             "temp" => Pin::TemporaryTables,
             "advisory" => Pin::AdvisoryLocks,
             "hold" => Pin::HoldCursors,
-            "authorization" => Pin::SessionAuthorization,
-            "own_role" => Pin::OwnLeaseRole,
             _ => return None,
         })
     }
@@ -165,8 +161,8 @@ impl SessionState {
         }
     }
 
-    /// Takes in one row of [`CAPTURE`].
-    fn add(&mut self, row: Vec<Option<String>>) -> Result<(), UpstreamError> {
+    /// Takes in one row of [`CAPTURE`] read off an upstream that logged in as `login`.
+    fn add(&mut self, row: Vec<Option<String>>, login: &str) -> Result<(), UpstreamError> {
         let mut columns = row.into_iter();
         let mut next = || columns.next().flatten();
         let (kind, a, b, from_sql, types) = (next(), next(), next(), next(), next());
@@ -174,6 +170,19 @@ impl SessionState {
             Some("pin") => {
                 if let Some(pin) = a.as_deref().and_then(Pin::from_code) {
                     self.pin(pin);
+                }
+            }
+            Some("who") => {
+                let (session_user, role) = (unhex(a)?, unhex(b)?);
+                if session_user != login {
+                    self.pin(Pin::SessionAuthorization);
+                } else if role == login {
+                    self.pin(Pin::OwnLeaseRole);
+                } else {
+                    // Always replayed, `none` included: the new lease may log in with a
+                    // default role of its own (`ALTER ROLE … SET role`) that the session
+                    // has already left.
+                    self.settings.push(("role".to_owned(), role));
                 }
             }
             Some("set") => self.settings.push((unhex(a)?, unhex(b)?)),
@@ -212,7 +221,7 @@ pub async fn capture(
     let reply = bounded(up, &request, limit, timeout).await?;
     let mut state = SessionState::default();
     for row in reply.rows {
-        state.add(row)?;
+        state.add(row, &up.lease.username)?;
     }
     Ok(state)
 }
@@ -435,18 +444,10 @@ mod tests {
     fn statements_are_recreated_from_their_own_definitions() {
         let mut state = SessionState::default();
         let batch = "INSERT INTO t VALUES (1); PREPARE p (int) AS SELECT $1 + 1";
-        state
-            .add(row("prepare", "p", batch, "true", "{23}"))
-            .unwrap();
-        state
-            .add(row(
-                "prepare",
-                "s0",
-                "SELECT $1::int * $2",
-                "false",
-                "{23,20}",
-            ))
-            .unwrap();
+        let sql = row("prepare", "p", batch, "true", "{23}");
+        state.add(sql, "lease").unwrap();
+        let protocol = row("prepare", "s0", "SELECT $1::int * $2", "false", "{23,20}");
+        state.add(protocol, "lease").unwrap();
         assert_eq!(
             state.prepared,
             vec![
@@ -468,12 +469,43 @@ mod tests {
     fn a_prepare_that_cannot_be_picked_out_pins_the_session() {
         let mut state = SessionState::default();
         let twice = "PREPARE p AS SELECT 1; DEALLOCATE p; PREPARE p AS SELECT 2";
-        state.add(row("prepare", "p", twice, "true", "{}")).unwrap();
+        state
+            .add(row("prepare", "p", twice, "true", "{}"), "lease")
+            .unwrap();
         assert_eq!(state.pinned_by, vec![Pin::UnrecreatableStatements]);
         assert!(state.prepared.is_empty());
         assert_eq!(
             state.pin_reasons(),
             "prepared statements that cannot be recreated exactly"
+        );
+    }
+
+    #[test]
+    fn the_role_is_replayed_unless_it_carries_the_old_leases_identity() {
+        let mut state = SessionState::default();
+        state
+            .add(row("who", "lease", "none", "", ""), "lease")
+            .unwrap();
+        state
+            .add(row("who", "lease", "app_owner", "", ""), "lease")
+            .unwrap();
+        assert_eq!(
+            state.settings,
+            vec![
+                ("role".into(), "none".into()),
+                ("role".into(), "app_owner".into())
+            ]
+        );
+        assert!(state.pinned_by.is_empty());
+        state
+            .add(row("who", "lease", "lease", "", ""), "lease")
+            .unwrap();
+        state
+            .add(row("who", "other", "none", "", ""), "lease")
+            .unwrap();
+        assert_eq!(
+            state.pinned_by,
+            vec![Pin::OwnLeaseRole, Pin::SessionAuthorization]
         );
     }
 
@@ -487,7 +519,8 @@ mod tests {
         assert!(oids(Some("{23,x}")).is_err());
         assert!(oids(Some("23")).is_err());
         let mut state = SessionState::default();
-        assert!(state.add(vec![Some("bogus".into())]).is_err());
-        assert!(state.add(vec![Some("set".into()), None, None]).is_err());
+        assert!(state.add(vec![Some("bogus".into())], "lease").is_err());
+        let unnamed = vec![Some("set".into()), None, None];
+        assert!(state.add(unnamed, "lease").is_err());
     }
 }
