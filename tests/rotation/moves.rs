@@ -219,3 +219,39 @@ async fn set_role_follows_a_move_but_set_role_to_the_lease_itself_pins() {
     assert_eq!(first_value(&itself, "SELECT current_user").await, old_role);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_the_new_lease_refuses_keeps_the_session_where_it_is() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let db = fresh_db("refused").await;
+    let setup = owner(&db).await;
+    setup
+        .batch_execute("CREATE TABLE gone (x int)")
+        .await
+        .expect("create table");
+    let (proxy, creds) = session_proxy(&db, "refx").await;
+    let addr = proxy.local_addr();
+    let stuck = connect(addr, &db.user, &db.password, &db.name).await;
+    // Held: tokio-postgres closes a statement when it is dropped.
+    let _on_gone = stuck
+        .prepare("SELECT x FROM gone")
+        .await
+        .expect("a statement on the table");
+    // The statement outlives its table on this backend; no other backend can parse it again.
+    setup
+        .batch_execute("DROP TABLE gone")
+        .await
+        .expect("drop table");
+    let old_role = first_value(&stuck, "SELECT session_user").await;
+    let mover = connect(addr, &db.user, &db.password, &db.name).await;
+
+    rotate_until_moved(&creds, &mover).await;
+    stays_on(
+        &stuck,
+        &old_role,
+        "a session whose state the new lease refused moved anyway",
+    )
+    .await;
+    assert_eq!(first_value(&stuck, "SELECT 1").await, "1");
+    proxy.shutdown().await;
+}
