@@ -29,26 +29,20 @@
 //!   Any other role (`none` included) is replayed: PostgreSQL checks it against the new
 //!   lease's login role, so a move grants nothing the client could not `SET` itself.
 
+mod exchange;
 mod prepare_text;
 
 use std::time::Duration;
 
 use bytes::BytesMut;
-use fallible_iterator::FallibleIterator;
-use postgres_protocol::IsNull;
 use postgres_protocol::escape::{escape_identifier, escape_literal};
-use postgres_protocol::message::backend::{DataRowBody, Message};
-use postgres_protocol::message::frontend::{self, BindError};
-use tokio::io::AsyncWriteExt;
+use postgres_protocol::message::frontend;
 
 pub use prepare_text::find_prepare;
 
-use super::connect::{read_message, refused};
 use super::{Upstream, UpstreamError};
 use crate::protocol::ProtocolError;
-
-/// Largest reply message read while recreating state (errors and command tags only).
-const MAX_REPLY: usize = 1 << 20;
+use exchange::{bounded, recreate, simple};
 
 /// Reads one session's state off the old upstream: one row per pin reason, setting, prepared
 /// statement and channel, as (kind, hex UTF-8 text, hex UTF-8 text, from_sql, parameter OIDs),
@@ -265,134 +259,8 @@ fn set_configs(settings: &[&(String, String)]) -> String {
     sql
 }
 
-/// Runs `sql` (when there is any) as a simple query.
-async fn simple(up: &mut Upstream, sql: &str, timeout: Duration) -> Result<(), UpstreamError> {
-    if sql.is_empty() {
-        return Ok(());
-    }
-    let mut request = BytesMut::new();
-    frontend::query(sql, &mut request)?;
-    bounded(up, &request, MAX_REPLY, timeout).await.map(drop)
-}
-
-/// Recreates one prepared statement through the extended protocol.
-async fn recreate(
-    up: &mut Upstream,
-    prepared: &Prepared,
-    timeout: Duration,
-) -> Result<(), UpstreamError> {
-    let mut request = BytesMut::new();
-    match prepared {
-        Prepared::Protocol { name, text, types } => {
-            frontend::parse(name, text, types.iter().copied(), &mut request)?;
-            frontend::sync(&mut request);
-            bounded(up, &request, MAX_REPLY, timeout).await.map(drop)
-        }
-        Prepared::Sql { statement, .. } => {
-            frontend::parse("", statement, [], &mut request)?;
-            frontend::bind(
-                "",
-                "",
-                [],
-                std::iter::empty::<()>(),
-                |_, _| Ok(IsNull::No),
-                [],
-                &mut request,
-            )
-            .map_err(bind_error)?;
-            frontend::execute("", 0, &mut request)?;
-            frontend::sync(&mut request);
-            let reply = bounded(up, &request, MAX_REPLY, timeout).await?;
-            if reply.tags != ["PREPARE"] {
-                up.broken = true;
-                return Err(ProtocolError::Malformed("reply to a recreated PREPARE").into());
-            }
-            Ok(())
-        }
-    }
-}
-
-fn bind_error(e: BindError) -> UpstreamError {
-    match e {
-        BindError::Serialization(e) => e.into(),
-        BindError::Conversion(_) => ProtocolError::Malformed("Bind without parameters").into(),
-    }
-}
-
-/// What PostgreSQL answered up to its ReadyForQuery.
-#[derive(Default)]
-struct Reply {
-    rows: Vec<Vec<Option<String>>>,
-    tags: Vec<String>,
-}
-
-/// Sends `request` and reads the reply, each message at most `limit` bytes, within `timeout`.
-/// An ErrorResponse becomes an error; on any failure the connection is marked broken.
-async fn bounded(
-    up: &mut Upstream,
-    request: &[u8],
-    limit: usize,
-    timeout: Duration,
-) -> Result<Reply, UpstreamError> {
-    let result = tokio::time::timeout(timeout, round_trip(up, request, limit))
-        .await
-        .unwrap_or(Err(UpstreamError::Timeout));
-    if result.is_err() {
-        up.broken = true;
-    }
-    result
-}
-
-async fn round_trip(
-    up: &mut Upstream,
-    request: &[u8],
-    limit: usize,
-) -> Result<Reply, UpstreamError> {
-    up.stream.write_all(request).await?;
-    let mut buf = BytesMut::with_capacity(1024);
-    let mut reply = Reply::default();
-    let mut error = None;
-    loop {
-        match read_message(&mut up.stream, &mut buf, limit).await? {
-            Message::DataRow(row) => reply.rows.push(values(&row)?),
-            Message::CommandComplete(body) => {
-                let tag = body.tag().map_err(|_| malformed())?;
-                reply.tags.push(tag.to_owned());
-            }
-            Message::ErrorResponse(body) => {
-                error.get_or_insert_with(|| refused(&body));
-            }
-            Message::ReadyForQuery(r) => {
-                return match (error, r.status()) {
-                    (Some(e), _) => Err(e),
-                    (None, b'I') => Ok(reply),
-                    (None, _) => {
-                        Err(ProtocolError::Malformed("session left in a transaction").into())
-                    }
-                };
-            }
-            _ => {}
-        }
-    }
-}
-
-fn values(row: &DataRowBody) -> Result<Vec<Option<String>>, UpstreamError> {
-    let data = row.buffer();
-    let mut values = Vec::new();
-    let mut ranges = row.ranges();
-    while let Some(range) = ranges.next().map_err(|_| malformed())? {
-        let value = match range {
-            Some(r) => {
-                Some(String::from_utf8_lossy(data.get(r).ok_or_else(malformed)?).into_owned())
-            }
-            None => None,
-        };
-        values.push(value);
-    }
-    Ok(values)
-}
-
-fn malformed() -> UpstreamError {
+/// A row of the capture that does not have the shape the capture query gives it.
+pub(super) fn malformed() -> UpstreamError {
     ProtocolError::Malformed("session state").into()
 }
 
@@ -428,99 +296,4 @@ fn oids(text: Option<&str>) -> Result<Vec<u32>, UpstreamError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hex(s: &str) -> Option<String> {
-        Some(s.bytes().map(|b| format!("{b:02x}")).collect())
-    }
-
-    fn row(kind: &str, a: &str, b: &str, from_sql: &str, types: &str) -> Vec<Option<String>> {
-        let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-        vec![opt(kind), hex(a), hex(b), opt(from_sql), opt(types)]
-    }
-
-    #[test]
-    fn statements_are_recreated_from_their_own_definitions() {
-        let mut state = SessionState::default();
-        let batch = "INSERT INTO t VALUES (1); PREPARE p (int) AS SELECT $1 + 1";
-        let sql = row("prepare", "p", batch, "true", "{23}");
-        state.add(sql, "lease").unwrap();
-        let protocol = row("prepare", "s0", "SELECT $1::int * $2", "false", "{23,20}");
-        state.add(protocol, "lease").unwrap();
-        assert_eq!(
-            state.prepared,
-            vec![
-                Prepared::Sql {
-                    name: "p".into(),
-                    statement: "PREPARE p (int) AS SELECT $1 + 1".into()
-                },
-                Prepared::Protocol {
-                    name: "s0".into(),
-                    text: "SELECT $1::int * $2".into(),
-                    types: vec![23, 20]
-                },
-            ]
-        );
-        assert!(state.pinned_by.is_empty());
-    }
-
-    #[test]
-    fn a_prepare_that_cannot_be_picked_out_pins_the_session() {
-        let mut state = SessionState::default();
-        let twice = "PREPARE p AS SELECT 1; DEALLOCATE p; PREPARE p AS SELECT 2";
-        state
-            .add(row("prepare", "p", twice, "true", "{}"), "lease")
-            .unwrap();
-        assert_eq!(state.pinned_by, vec![Pin::UnrecreatableStatements]);
-        assert!(state.prepared.is_empty());
-        assert_eq!(
-            state.pin_reasons(),
-            "prepared statements that cannot be recreated exactly"
-        );
-    }
-
-    #[test]
-    fn the_role_is_replayed_unless_it_carries_the_old_leases_identity() {
-        let mut state = SessionState::default();
-        state
-            .add(row("who", "lease", "none", "", ""), "lease")
-            .unwrap();
-        state
-            .add(row("who", "lease", "app_owner", "", ""), "lease")
-            .unwrap();
-        assert_eq!(
-            state.settings,
-            vec![
-                ("role".into(), "none".into()),
-                ("role".into(), "app_owner".into())
-            ]
-        );
-        assert!(state.pinned_by.is_empty());
-        state
-            .add(row("who", "lease", "lease", "", ""), "lease")
-            .unwrap();
-        state
-            .add(row("who", "other", "none", "", ""), "lease")
-            .unwrap();
-        assert_eq!(
-            state.pinned_by,
-            vec![Pin::OwnLeaseRole, Pin::SessionAuthorization]
-        );
-    }
-
-    #[test]
-    fn rows_from_upstream_are_checked() {
-        assert!(unhex(Some("6".into())).is_err());
-        assert!(unhex(Some("zz".into())).is_err());
-        assert!(unhex(Some("ff".into())).is_err(), "not UTF-8");
-        assert_eq!(unhex(Some("c3a9".into())).unwrap(), "é");
-        assert_eq!(oids(Some("{}")).unwrap(), Vec::<u32>::new());
-        assert!(oids(Some("{23,x}")).is_err());
-        assert!(oids(Some("23")).is_err());
-        let mut state = SessionState::default();
-        assert!(state.add(vec![Some("bogus".into())], "lease").is_err());
-        let unnamed = vec![Some("set".into()), None, None];
-        assert!(state.add(unnamed, "lease").is_err());
-    }
-}
+mod tests;
