@@ -15,14 +15,18 @@
 //!   privileges) and `client_encoding` after everything else, so all text is sent while the new
 //!   upstream still speaks the UTF-8 it logged in with.
 //! - **Protocol-level statements** (Parse) are one statement each: recreated with a Parse of the
-//!   same name, text and parameter types.
+//!   same name, text and parameter types, after the settings, so they are parsed under the
+//!   session's current ones. A text with a `'…'` string holding a backslash means what the
+//!   `standard_conforming_strings` in force says; if the session ever SET that, the value its
+//!   statements were prepared under is not known, and they pin.
 //! - **SQL `PREPARE`**: the catalog holds the whole Query text that ran it, other statements
 //!   included. [`find_prepare`] picks out the one `PREPARE` of that name, which is run as the
 //!   unnamed statement of an extended-protocol exchange: PostgreSQL refuses more than one
 //!   command there, so nothing else can run even if the text were misread. Preparing never
 //!   executes the prepared statement.
 //! - **Pins**: temporary tables, advisory locks and cursors WITH HOLD cannot move; a `PREPARE`
-//!   that cannot be picked out exactly is not guessed at. `SET SESSION AUTHORIZATION` pins: it
+//!   that cannot be picked out exactly is not guessed at, nor a text whose meaning depends on a
+//!   `standard_conforming_strings` the session changed. `SET SESSION AUTHORIZATION` pins: it
 //!   changes the identity the upstream logged in as (for a non-superuser, only to that login's
 //!   own role, which the next lease is not), and a move must not carry one lease's identity
 //!   over to another. For the same reason `SET ROLE` to the old lease's own login role pins.
@@ -38,7 +42,7 @@ use bytes::BytesMut;
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use postgres_protocol::message::frontend;
 
-pub use prepare_text::find_prepare;
+pub use prepare_text::{Found, depends_on_conforming_strings, find_prepare};
 
 use super::{Upstream, UpstreamError};
 use crate::protocol::ProtocolError;
@@ -140,6 +144,8 @@ pub struct SessionState {
     pub prepared: Vec<Prepared>,
     /// Channels the session LISTENs on.
     pub listens: Vec<String>,
+    /// Some statement's text holds a `'…'` string with a backslash.
+    depends_on_conforming_strings: bool,
 }
 
 impl SessionState {
@@ -152,6 +158,19 @@ impl SessionState {
     fn pin(&mut self, pin: Pin) {
         if !self.pinned_by.contains(&pin) {
             self.pinned_by.push(pin);
+        }
+    }
+
+    /// A statement whose meaning depends on `standard_conforming_strings` is parsed again
+    /// under the session's current value. That is the value it was prepared under unless the
+    /// session changed it, in which case what it was then is not known.
+    fn check_conforming_strings(&mut self) {
+        let changed = self
+            .settings
+            .iter()
+            .any(|(name, _)| name == "standard_conforming_strings");
+        if self.depends_on_conforming_strings && changed {
+            self.pin(Pin::UnrecreatableStatements);
         }
     }
 
@@ -185,14 +204,19 @@ impl SessionState {
                 let (name, text) = (unhex(a)?, unhex(b)?);
                 if from_sql.as_deref() == Some("true") {
                     match find_prepare(&text, &name) {
-                        Some(statement) => self.prepared.push(Prepared::Sql {
-                            statement: statement.to_owned(),
-                            name,
-                        }),
+                        Some(found) => {
+                            self.depends_on_conforming_strings |=
+                                found.depends_on_conforming_strings;
+                            self.prepared.push(Prepared::Sql {
+                                statement: found.statement.to_owned(),
+                                name,
+                            });
+                        }
                         None => self.pin(Pin::UnrecreatableStatements),
                     }
                 } else {
                     let types = oids(types.as_deref())?;
+                    self.depends_on_conforming_strings |= depends_on_conforming_strings(&text);
                     self.prepared.push(Prepared::Protocol { name, text, types });
                 }
             }
@@ -217,6 +241,7 @@ pub async fn capture(
     for row in reply.rows {
         state.add(row, &up.lease.username)?;
     }
+    state.check_conforming_strings();
     Ok(state)
 }
 

@@ -15,8 +15,10 @@
 //!
 //! Which `standard_conforming_strings` was in force when the text was sent is not known, so
 //! the text is split once for each value: both splits must find the same single statement
-//! `PREPARE <name> (…) AS …` or `PREPARE <name> AS …` for the name, and that statement must
-//! hold no `'…'` string with a backslash, whose meaning depends on the setting. Names fold as
+//! `PREPARE <name> (…) AS …` or `PREPARE <name> AS …` for the name. Whether that statement
+//! holds a `'…'` string with a backslash, whose meaning depends on the setting in force when it
+//! is parsed, is reported, as [`depends_on_conforming_strings`] reports it for a protocol-level
+//! statement's text, for the caller to decide (see [`super`]). Names fold as
 //! PostgreSQL folds them: unquoted ASCII to lower case, `""` to `"`, cut at 63 bytes. Anything
 //! uncertain (a non-ASCII unquoted name, a `U&"…"` name, two candidates) is a refusal: the
 //! session then stays on its lease rather than run a guess. PostgreSQL backs this up: the
@@ -31,13 +33,35 @@ use lexer::{Lexer, Token};
 /// The longest name PostgreSQL keeps (NAMEDATALEN - 1 bytes); longer names are cut.
 const MAX_NAME: usize = 63;
 
+/// A `PREPARE` picked out of the text that ran it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Found<'a> {
+    /// The one statement, without the whitespace around it.
+    pub statement: &'a str,
+    /// It holds a `'…'` string with a backslash, so what it means depends on the
+    /// `standard_conforming_strings` in force when it is parsed.
+    pub depends_on_conforming_strings: bool,
+}
+
 /// Returns the one statement in `text` that prepares `name` with SQL `PREPARE`, or `None` when
 /// it cannot be told exactly.
-pub fn find_prepare<'a>(text: &'a str, name: &str) -> Option<&'a str> {
-    let conforming = the_prepare(text, name, false)?;
-    let backslashes = the_prepare(text, name, true)?;
-    let statement = text.get(conforming.clone())?;
-    (conforming == backslashes).then(|| statement.trim_matches(|c: char| c.is_ascii_whitespace()))
+pub fn find_prepare<'a>(text: &'a str, name: &str) -> Option<Found<'a>> {
+    let (conforming, depends) = the_prepare(text, name, false)?;
+    let (backslashes, depends_too) = the_prepare(text, name, true)?;
+    if conforming != backslashes {
+        return None;
+    }
+    let statement = text.get(conforming)?;
+    Some(Found {
+        statement: statement.trim_matches(|c: char| c.is_ascii_whitespace()),
+        depends_on_conforming_strings: depends || depends_too,
+    })
+}
+
+/// Whether what `text` means depends on `standard_conforming_strings`: it holds a `'…'`
+/// string with a backslash, or does not lex at all.
+pub fn depends_on_conforming_strings(text: &str) -> bool {
+    split(text, false).is_none_or(|split| split.statements.iter().any(|s| s.plain_backslash))
 }
 
 /// The text of a token; ranges always fall on ASCII bytes, but peer text never panics.
@@ -46,8 +70,8 @@ fn slice<'a>(text: &'a str, range: &Range<usize>) -> &'a str {
 }
 
 /// The range of the single statement preparing `name`, lexed with or without backslash
-/// escapes in plain strings.
-fn the_prepare(text: &str, name: &str, backslash_quotes: bool) -> Option<Range<usize>> {
+/// escapes in plain strings, and whether it holds a plain string with a backslash.
+fn the_prepare(text: &str, name: &str, backslash_quotes: bool) -> Option<(Range<usize>, bool)> {
     let split = split(text, backslash_quotes)?;
     if split.atomic {
         return None;
@@ -58,10 +82,10 @@ fn the_prepare(text: &str, name: &str, backslash_quotes: bool) -> Option<Range<u
             None => {}
             Some(Name::Uncertain) => return None,
             Some(Name::Known(n)) if n == name => {
-                if found.is_some() || statement.plain_backslash {
+                if found.is_some() {
                     return None;
                 }
-                found = Some(statement.range);
+                found = Some((statement.range, statement.plain_backslash));
             }
             Some(Name::Known(_)) => {}
         }

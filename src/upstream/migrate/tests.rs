@@ -95,3 +95,28 @@ fn rows_from_upstream_are_checked() {
     let unnamed = vec![Some("set".into()), None, None];
     assert!(state.add(unnamed, "lease").is_err());
 }
+
+#[test]
+fn a_backslash_in_a_plain_string_pins_only_when_the_session_changed_the_setting() {
+    let regex = row("prepare", "s1", r"SELECT $1 ~ '\d+'", "false", "{25}");
+    let mut unchanged = SessionState::default();
+    unchanged.add(regex.clone(), "lease").unwrap();
+    unchanged.check_conforming_strings();
+    assert!(unchanged.pinned_by.is_empty());
+
+    let mut changed = SessionState::default();
+    let set = row("set", "standard_conforming_strings", "on", "", "");
+    changed.add(set, "lease").unwrap();
+    changed.add(regex, "lease").unwrap();
+    changed.check_conforming_strings();
+    assert_eq!(changed.pinned_by, vec![Pin::UnrecreatableStatements]);
+
+    // An E'' string means the same under either value.
+    let mut exact = SessionState::default();
+    let set = row("set", "standard_conforming_strings", "off", "", "");
+    exact.add(set, "lease").unwrap();
+    let sql = row("prepare", "p", r"PREPARE p AS SELECT E'\\d'", "true", "{}");
+    exact.add(sql, "lease").unwrap();
+    exact.check_conforming_strings();
+    assert!(exact.pinned_by.is_empty());
+}
