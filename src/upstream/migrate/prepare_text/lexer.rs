@@ -98,11 +98,12 @@ impl Lexer<'_> {
         Ok(Some(token))
     }
 
-    /// Skips whitespace, `--` comments and nested `/* */` comments.
+    /// Skips whitespace (vertical tab included, as PostgreSQL 16 reads it), `--` comments and
+    /// nested `/* */` comments.
     fn skip_blanks(&mut self) -> Result<(), Unterminated> {
         loop {
             match self.at(0) {
-                Some(b' ' | b'\t' | b'\n' | b'\r' | 0x0c) => self.pos += 1,
+                Some(b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c) => self.pos += 1,
                 Some(b'-') if self.at(1) == Some(b'-') => self.skip_line_comment(),
                 Some(b'/') if self.at(1) == Some(b'*') => self.skip_block_comment()?,
                 _ => return Ok(()),
@@ -181,7 +182,7 @@ impl Lexer<'_> {
                     newline = true;
                     i += 1;
                 }
-                Some(b' ' | b'\t' | 0x0c) => i += 1,
+                Some(b' ' | b'\t' | 0x0b | 0x0c) => i += 1,
                 Some(b'-') if self.text.get(i + 1) == Some(&b'-') => {
                     while !matches!(self.text.get(i), None | Some(b'\n' | b'\r')) {
                         i += 1;
