@@ -17,6 +17,8 @@ use tokio_postgres::SimpleQueryMessage;
 mod lifecycle;
 #[path = "rotation/logins.rs"]
 mod logins;
+#[path = "rotation/moves.rs"]
+mod moves;
 
 /// The tests here each run real load against leases of a few seconds; on a 2-core machine
 /// they would starve each other's rotations, so they take turns.

@@ -18,7 +18,7 @@ use crate::config::PoolMode;
 use crate::credentials::EndReason;
 use crate::pool::{Checkout, CheckoutError, MOVE_BEFORE_DEADLINE, Pool};
 use crate::protocol::backend::{self, Severity};
-use crate::upstream::{maintenance, migrate};
+use crate::upstream::{UpstreamError, maintenance, migrate};
 
 /// How long cleanup statements (ROLLBACK, the reset query) may take before the upstream is
 /// closed instead.
@@ -255,12 +255,13 @@ impl Session {
         err
     }
 
-    /// Moves an idle session to an upstream on the newest lease, replaying its settings,
-    /// prepared statements and LISTEN channels. The new upstream is a replacement the pool
-    /// already logged in ahead of need, swapped into the session's slot, so the client never
-    /// waits for a login; only in the last moments before the old lease's deadline, with none
-    /// parked, does the session log in on its own. A session holding state that cannot move
-    /// stays where it is (until the lease's deadline, or the next rotation if it lets go).
+    /// Moves an idle session to an upstream on the newest lease, recreating its settings,
+    /// prepared statements and LISTEN channels there (see [`migrate`]). The new upstream is a
+    /// replacement the pool already logged in ahead of need, swapped into the session's slot
+    /// once the state is recreated on it, so the client never waits for a login; only in the
+    /// last moments before the old lease's deadline, with none parked, does the session log in
+    /// on its own. A session holding state that cannot move, or that the new lease refuses to
+    /// recreate, stays where it is (until the lease's deadline, or the next rotation).
     async fn migrate(&mut self, mut old: Checkout) -> Result<(Checkout, Move), ClientError> {
         let pool = self.entry().pool.clone();
         if old.generation() >= pool.credentials().generation() {
@@ -274,7 +275,8 @@ impl Session {
         {
             return Ok((old, Move::NotYet));
         }
-        let state = match migrate::capture(&mut old, CLEANUP_TIMEOUT).await {
+        let max = self.shared.max_message_size;
+        let state = match migrate::capture(&mut old, max, CLEANUP_TIMEOUT).await {
             Ok(state) => state,
             Err(e) => {
                 warn!(error = %e, "reading session state for a move failed");
@@ -286,15 +288,20 @@ impl Session {
             }
         };
         if !state.pinned_by.is_empty() {
-            info!(pinned_by = %state.pinned_by, generation = old.generation(), "session stays on its retiring lease");
+            info!(pinned_by = %state.pin_reasons(), generation = old.generation(), "session stays on its retiring lease");
             if let Some(spare) = spare {
                 pool.return_spare(spare);
             }
             return Ok((old, Move::Pinned));
         }
         let from = old.generation();
-        let mut new = match spare {
-            Some(spare) => {
+        let new = match spare {
+            Some(mut spare) => {
+                if let Err(e) = migrate::replay(&mut spare, &state, CLEANUP_TIMEOUT).await {
+                    // The replacement holds part of the state now: it is closed, never parked.
+                    drop(spare);
+                    return Ok((old, Self::not_recreated(&e, from)));
+                }
                 // The slot stays the session's; only the connection in it changes. The old
                 // one closes here, which lets its lease drain.
                 drop(std::mem::replace(&mut *old, spare));
@@ -303,22 +310,23 @@ impl Session {
             None => {
                 // Free the old slot first: a full session-mode pool has no other room.
                 Pool::discard(old);
-                pool.checkout().await.map_err(|e| {
+                let mut new = pool.checkout().await.map_err(|e| {
                     ClientError::refused(
                         "08006",
                         format!("could not move the session to a new credential lease: {e}"),
                     )
-                })?
+                })?;
+                if let Err(e) = migrate::replay(&mut new, &state, CLEANUP_TIMEOUT).await {
+                    warn!(error = %e, "replaying session state failed");
+                    Pool::discard(new);
+                    return Err(ClientError::refused(
+                        "08006",
+                        "could not move the session to a new credential lease",
+                    ));
+                }
+                new
             }
         };
-        if let Err(e) = migrate::replay(&mut new, &state, CLEANUP_TIMEOUT).await {
-            warn!(error = %e, "replaying session state failed");
-            Pool::discard(new);
-            return Err(ClientError::refused(
-                "08006",
-                "could not move the session to a new credential lease",
-            ));
-        }
         info!(
             from,
             to = new.generation(),
@@ -328,6 +336,20 @@ impl Session {
             "session moved to a new lease"
         );
         Ok((new, Move::Moved))
+    }
+
+    /// What a session becomes when its state could not be recreated on a replacement, while
+    /// its old upstream is still intact: PostgreSQL refusing part of it (a role the new lease
+    /// is not a member of, a statement on something it cannot see) pins the session; a
+    /// replacement that failed otherwise is only a bad replacement, so the next one is tried.
+    fn not_recreated(e: &UpstreamError, generation: u64) -> Move {
+        if let UpstreamError::Refused { code, .. } = e {
+            warn!(error = %e, code = %code, generation, "the new lease refused the session's state; it stays on its retiring lease");
+            Move::Pinned
+        } else {
+            warn!(error = %e, generation, "recreating session state on a replacement failed");
+            Move::NotYet
+        }
     }
 
     /// Reads from the client until a complete request is buffered (or it leaves). Nothing is

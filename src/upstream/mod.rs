@@ -1,5 +1,6 @@
-//! Connections from pglease to PostgreSQL: opening one with a lease ([`connect`]), and the
-//! few things the proxy itself runs on one ([`maintenance`]: rollback and reset).
+//! Connections from pglease to PostgreSQL: opening one with a lease ([`connect`]), the few
+//! things the proxy itself runs on one ([`maintenance`]: rollback and reset), and recreating a
+//! session's state on another when its lease is retired ([`migrate`]).
 
 pub mod connect;
 pub mod maintenance;
