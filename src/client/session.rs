@@ -43,6 +43,9 @@ pub struct Session {
     request_ready: bool,
     /// Told to leave at the next idle point (shutdown); unregistered when the session ends.
     registration: Registration,
+    /// Session mode: why the last move was refused, named in the error the session ends with
+    /// if its lease reaches its hard deadline.
+    pinned_by: Option<String>,
 }
 
 enum Next {
@@ -56,8 +59,9 @@ enum Next {
 enum Move {
     /// It is on the newest lease (moved now, or already there).
     Moved,
-    /// It holds state that cannot move; it stays until the next rotation or the deadline.
-    Pinned,
+    /// It holds state that cannot move (the reason); it stays until the next rotation or
+    /// the deadline.
+    Pinned(String),
     /// No replacement was free (another session took it); it waits for the next one.
     NotYet,
 }
@@ -74,6 +78,7 @@ impl Session {
         let registration = shared.clients.register();
         Session {
             registration,
+            pinned_by: None,
             shared,
             client,
             login,
@@ -168,8 +173,14 @@ impl Session {
                     };
                     up = next;
                     match moved {
-                        Move::Moved => examined = up.generation(),
-                        Move::Pinned => examined = current,
+                        Move::Moved => {
+                            examined = up.generation();
+                            self.pinned_by = None;
+                        }
+                        Move::Pinned(reason) => {
+                            examined = current;
+                            self.pinned_by = Some(reason);
+                        }
                         // Another session took the replacement: wait for the next one.
                         Move::NotYet => {}
                     }
@@ -187,14 +198,18 @@ impl Session {
                     let why = if reason == Some(EndReason::Shutdown) {
                         "terminating connection: pglease is shutting down and shutdown_timeout \
                          has passed; an open transaction was not committed"
-                    } else if pool.is_some() {
-                        "terminating connection: its upstream credential lease reached its hard \
-                         deadline and the session holds state that cannot move to a new lease \
-                         (temporary tables, advisory locks or cursors WITH HOLD)"
+                            .to_owned()
+                    } else if let (Some(_), Some(pinned_by)) = (&pool, &self.pinned_by) {
+                        format!(
+                            "terminating connection: its upstream credential lease reached its \
+                             hard deadline and the session holds state that cannot move to a new \
+                             lease ({pinned_by})"
+                        )
                     } else {
                         "terminating connection: its upstream credential lease reached its hard \
                          deadline while a transaction was still open; the transaction was not \
                          committed"
+                            .to_owned()
                     };
                     return Err(self.fatal(ClientError::refused("57P01", why)).await);
                 }
@@ -292,7 +307,7 @@ impl Session {
             if let Some(spare) = spare {
                 pool.return_spare(spare);
             }
-            return Ok((old, Move::Pinned));
+            return Ok((old, Move::Pinned(state.pin_reasons())));
         }
         let from = old.generation();
         let new = match spare {
@@ -345,7 +360,7 @@ impl Session {
     fn not_recreated(e: &UpstreamError, generation: u64) -> Move {
         if let UpstreamError::Refused { code, .. } = e {
             warn!(error = %e, code = %code, generation, "the new lease refused the session's state; it stays on its retiring lease");
-            Move::Pinned
+            Move::Pinned(format!("state the new lease refused: {e}"))
         } else {
             warn!(error = %e, generation, "recreating session state on a replacement failed");
             Move::NotYet

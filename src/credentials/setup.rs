@@ -40,7 +40,7 @@ pub fn build(
             Arc::new(StaticSource::new(s.username.clone(), s.password.clone()))
         }
         SourceConfig::Issuer(i) => {
-            let issuer = Arc::new(IssuerSource::from_config(i)?);
+            let issuer = Arc::new(IssuerSource::from_config(name, i)?);
             tasks.spawn(reap_loop(name.to_owned(), issuer.clone(), stop.clone()));
             issuer
         }
