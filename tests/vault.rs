@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::vault_standin::{TokenSpec, VaultStandin, rfc3339};
+use common::vault_standin::{Mode, TokenSpec, VaultStandin, rfc3339};
 use common::*;
 use pglease::config::{VaultAuth, VaultConfig, VaultKind};
 use pglease::credentials::vault::VaultSource;
@@ -244,7 +244,7 @@ async fn kubernetes_login_rereads_the_jwt_after_a_403() {
     // The service-account token rotates, and Vault forgets pglease's token.
     std::fs::write(&jwt_path, "jwt-two").unwrap();
     vault.set_kubernetes_jwt("kubernetes", "jwt-two");
-    vault.revoke_all_tokens();
+    vault.revoke_all_tokens().await;
     source.acquire().await.expect("lease after a fresh login");
     let logins = vault.requests_to("/v1/auth/kubernetes/login");
     let jwts: Vec<_> = logins.iter().map(|r| r.body["jwt"].clone()).collect();
@@ -272,7 +272,7 @@ async fn a_token_file_rewritten_by_vault_agent_is_read_again_after_a_403() {
     // Vault Agent logs in again and rewrites its sink; the old token is revoked.
     let second = vault.issue_token(TokenSpec::forever());
     std::fs::write(&path, &second).unwrap();
-    vault.revoke_token(&first);
+    vault.revoke_token(&first).await;
     source
         .acquire()
         .await
@@ -287,7 +287,7 @@ async fn a_token_file_rewritten_by_vault_agent_is_read_again_after_a_403() {
     let fixed = source_config(&vault, "app", token_auth(&literal));
     let fixed = self::source(&fixed);
     fixed.acquire().await.expect("lease with a literal token");
-    vault.revoke_token(&literal);
+    vault.revoke_token(&literal).await;
     match fixed.acquire().await {
         Err(SourceError::Rejected(msg)) => assert!(msg.contains("403"), "{msg}"),
         other => panic!("expected the 403 to stand, got {other:?}"),
@@ -325,7 +325,7 @@ async fn refusals_and_outages_are_reported_without_secrets() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    vault.set_sealed(true);
+    vault.set_mode(Mode::Sealed).await;
     let sealed = source(&source_config(&vault, "app", token_auth(&token)))
         .acquire()
         .await;
