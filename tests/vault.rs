@@ -156,7 +156,8 @@ fn standin_writes_rfc3339_like_vault() {
 async fn a_given_token_is_renewed_before_it_expires() {
     let db = fresh_db("vtok").await;
     let vault = VaultStandin::start().await;
-    vault.add_dynamic_role("database", "app", &db.role, secs(60), secs(120));
+    // Leases shorter than the token: only the token's own TTL asks for renewals.
+    vault.add_dynamic_role("database", "app", &db.role, secs(4), secs(120));
     let token = vault.issue_token(TokenSpec::renewable(secs(6), secs(60)));
     let source = source(&source_config(&vault, "app", token_auth(&token)));
     let first = source.acquire().await.expect("first lease");
@@ -203,7 +204,18 @@ async fn approle_logs_in_renews_and_logs_in_again_at_max_ttl() {
     assert!(!logins[0].token_sent);
     assert_eq!(logins[0].body["role_id"], "role-1");
     assert_eq!(logins[0].body["secret_id"], "sid-secret-1");
-    // Renewed at 6 s (Vault grants 7 of the 9 asked: max TTL), logged in again at about 11 s.
+    // The 60 s lease dies with its token at the token's max TTL (13 s), and pglease knows:
+    // the token was renewed asking for the lease's life, Vault granted less.
+    let renewals = vault.requests_to("/v1/auth/token/renew-self");
+    assert_eq!(renewals.len(), 1, "{renewals:?}");
+    assert_eq!(renewals[0].body["increment"], "60s");
+    let lifetime = lease
+        .expires_at
+        .and_then(|e| e.duration_since(lease.issued_at).ok())
+        .expect("an expiry");
+    assert!(lifetime <= secs(13), "counted on for {lifetime:?}");
+    assert!(lifetime >= secs(11), "cut short to {lifetime:?}");
+    // Logged in again at two thirds of the granted 13 s, well before the first token ends.
     tokio::time::sleep(secs(13)).await;
     good.acquire()
         .await

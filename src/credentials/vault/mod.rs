@@ -35,6 +35,7 @@
 mod auth;
 mod client;
 mod dynamic;
+mod keeper;
 mod response;
 mod static_role;
 mod token;
@@ -49,8 +50,9 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use self::client::VaultClient;
+use self::keeper::TokenKeeper;
 use self::static_role::RotationClock;
-use self::token::TokenKeeper;
+use self::token::Ticket;
 use super::source::SourceFuture;
 use super::{Lease, Source, SourceError};
 use crate::config::{VaultConfig, VaultKind};
@@ -90,23 +92,44 @@ impl Shared {
         path: &str,
         body: Option<Value>,
     ) -> Result<Option<Value>, SourceError> {
-        let token = self.keeper.token(&self.client).await?;
+        Ok(self.authed_as(method, path, body, false).await?.0)
+    }
+
+    /// [`Shared::authed`], also returning the ticket of the token the answer came with. For a
+    /// request that creates a lease (`creating`), the token is fit to create one.
+    async fn authed_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        creating: bool,
+    ) -> Result<(Option<Value>, Ticket), SourceError> {
+        let ticket = self.ticket(creating).await?;
         let first = self
             .client
-            .call(method.clone(), path, body.clone(), Some(&token), &[])
+            .call(method.clone(), path, body.clone(), Some(&ticket.token), &[])
             .await;
         match first {
             Err(e) if e.is_permission_denied() => {
-                if !self.keeper.replace_denied(&self.client, &token).await? {
+                if !self.keeper.replace_denied(&self.client, &ticket.token).await? {
                     return Err(e.into());
                 }
-                let token = self.keeper.token(&self.client).await?;
-                Ok(self
+                let ticket = self.ticket(creating).await?;
+                let reply = self
                     .client
-                    .call(method, path, body, Some(&token), &[])
-                    .await?)
+                    .call(method, path, body, Some(&ticket.token), &[])
+                    .await?;
+                Ok((reply, ticket))
             }
-            other => Ok(other?),
+            other => Ok((other?, ticket)),
+        }
+    }
+
+    async fn ticket(&self, creating: bool) -> Result<Ticket, SourceError> {
+        if creating {
+            self.keeper.lease_ticket(&self.client).await
+        } else {
+            self.keeper.token(&self.client).await
         }
     }
 }
@@ -182,8 +205,9 @@ impl Source for VaultSource {
     }
 }
 
-/// Renews or replaces the token when due even while no lease request is made, so the source
-/// never finds its token expired. Ends once the source is dropped.
+/// Renews or replaces the tokens when due even while no lease request is made, so the source
+/// never finds its token expired and no lease loses the token it was created with. Ends once
+/// the source is dropped.
 async fn keep_token(shared: Weak<Shared>, changes: Arc<Notify>) {
     loop {
         let due = match shared.upgrade() {
@@ -199,7 +223,7 @@ async fn keep_token(shared: Weak<Shared>, changes: Arc<Notify>) {
             () = changes.notified() => continue,
         }
         let Some(s) = shared.upgrade() else { return };
-        if let Err(error) = s.keeper.token(&s.client).await {
+        if let Err(error) = s.keeper.tend(&s.client).await {
             warn!(%error, "vault token upkeep failed; retrying");
         }
     }
