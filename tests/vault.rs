@@ -444,7 +444,15 @@ async fn a_redirect_is_refused_and_the_token_stays_home() {
         }
         other => panic!("expected a refusal naming the redirect, got {other:?}"),
     }
-    assert_eq!(with_token.load(Ordering::Relaxed), 0, "the token was sent elsewhere");
-    assert_eq!(requests.load(Ordering::Relaxed), 0, "the redirect was followed");
+    assert_eq!(
+        with_token.load(Ordering::Relaxed),
+        0,
+        "the token was sent elsewhere"
+    );
+    assert_eq!(
+        requests.load(Ordering::Relaxed),
+        0,
+        "the redirect was followed"
+    );
     assert_eq!(vault.requests().len(), 1, "{:?}", vault.requests());
 }

@@ -273,11 +273,7 @@ impl VaultStandin {
     pub async fn set_mode(&self, mode: Mode) {
         let closed = mode == Mode::Closed;
         self.inner.lock().mode = mode;
-        let running = self
-            .server
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let running = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
         match (closed, running) {
             (true, Some(task)) => {
                 task.abort();

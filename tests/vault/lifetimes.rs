@@ -36,11 +36,15 @@ async fn no_lease_outlives_the_token_that_created_it() {
     // Past the end of the first token and through three rotations, clients keep working:
     // the running ones and fresh logins.
     let load = Load::start(proxy.local_addr(), &db, 3).await;
-    eventually(secs(60), "three rotations past the first token", async || {
-        let fresh = connect_app(&proxy, &db).await;
-        first_value(&fresh, "SELECT 1").await;
-        creds.generation() >= target && started.elapsed() > secs(12)
-    })
+    eventually(
+        secs(60),
+        "three rotations past the first token",
+        async || {
+            let fresh = connect_app(&proxy, &db).await;
+            first_value(&fresh, "SELECT 1").await;
+            creds.generation() >= target && started.elapsed() > secs(12)
+        },
+    )
     .await;
     let done = load.finish().await;
     assert!(done > 20, "too little traffic ({done} queries)");
@@ -50,7 +54,10 @@ async fn no_lease_outlives_the_token_that_created_it() {
         .into_iter()
         .filter(|(_, l)| matches!(l.ended_by, Some(Ended::TokenExpired | Ended::TokenRevoked)))
         .collect();
-    assert!(killed.is_empty(), "leases died with their token: {killed:?}");
+    assert!(
+        killed.is_empty(),
+        "leases died with their token: {killed:?}"
+    );
     let logins = vault.requests_to("/v1/auth/approle/login").len();
     assert!(logins >= 3, "only {logins} logins for three rotations");
     // Every lease is tied to the token that created it, and each asked for the lease's life.

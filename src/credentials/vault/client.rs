@@ -278,7 +278,11 @@ impl VaultClient {
 /// request). Only the origin is kept: an operator needs to know which server answered, and a
 /// path or query is no business of a log line.
 fn redirect_origin(response: &reqwest::Response) -> Option<String> {
-    let location = response.headers().get(reqwest::header::LOCATION)?.to_str().ok()?;
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)?
+        .to_str()
+        .ok()?;
     let url = response.url().join(location).ok()?;
     let origin = url.origin();
     origin.is_tuple().then(|| origin.ascii_serialization())

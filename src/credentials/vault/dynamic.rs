@@ -55,7 +55,10 @@ pub async fn renew(
     let reply = shared.authed(Method::PUT, path, Some(body)).await?;
     let granted = parsed(&Method::PUT, path, reply, lease_renewal)?;
     let expires = sent + Duration::from_secs(granted);
-    Ok(shared.keeper.extend(&shared.client, &lease.id, expires).await)
+    Ok(shared
+        .keeper
+        .extend(&shared.client, &lease.id, expires)
+        .await)
 }
 
 /// `PUT /v1/sys/leases/revoke`: Vault runs the role's revocation statements (drops the role).

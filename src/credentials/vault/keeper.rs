@@ -123,9 +123,7 @@ impl TokenKeeper {
         self.refresh_current(client, &mut tokens).await?;
         let now = Instant::now();
         let too_short = match (&tokens.current, tokens.last_lease) {
-            (Some(h), Some(lease)) => {
-                h.end_is_fixed() && h.end().is_some_and(|e| e < now + lease)
-            }
+            (Some(h), Some(lease)) => h.end_is_fixed() && h.end().is_some_and(|e| e < now + lease),
             _ => false,
         };
         if too_short && self.can_login() {
@@ -197,7 +195,12 @@ impl TokenKeeper {
 
     /// Makes `held` last until `until` if Vault allows; returns its end when that falls
     /// earlier (the lease's cap), `None` when it lasts long enough.
-    async fn cover(&self, client: &VaultClient, held: &mut Held, until: Instant) -> Option<Instant> {
+    async fn cover(
+        &self,
+        client: &VaultClient,
+        held: &mut Held,
+        until: Instant,
+    ) -> Option<Instant> {
         let end = held.end()?;
         if end >= until {
             return None;
@@ -250,15 +253,18 @@ impl TokenKeeper {
             .as_ref()
             .and_then(|h| h.refresh_at(self.can_login()));
         let now = Instant::now();
-        let retired = tokens.retired.iter().filter_map(|h| match plan_retired(h, now) {
-            // Its next renewal, or when a lease or the token itself ends.
-            RetiredStep::Keep => {
-                let renew = h.refresh_at(true).filter(|_| !h.end_is_fixed());
-                let lease_end = h.leases.values().min().copied();
-                [renew, lease_end, h.end()].into_iter().flatten().min()
-            }
-            _ => Some(now),
-        });
+        let retired = tokens
+            .retired
+            .iter()
+            .filter_map(|h| match plan_retired(h, now) {
+                // Its next renewal, or when a lease or the token itself ends.
+                RetiredStep::Keep => {
+                    let renew = h.refresh_at(true).filter(|_| !h.end_is_fixed());
+                    let lease_end = h.leases.values().min().copied();
+                    [renew, lease_end, h.end()].into_iter().flatten().min()
+                }
+                _ => Some(now),
+            });
         current.into_iter().chain(retired).min()
     }
 
@@ -380,7 +386,9 @@ impl TokenKeeper {
                 "replaced vault token revoked: no lease created with it is in use"
             ),
             // It expires by itself; nothing pglease needs depends on it.
-            Err(e) => warn!(error = %e, accessor = held.accessor(), "revoking a replaced vault token failed"),
+            Err(e) => {
+                warn!(error = %e, accessor = held.accessor(), "revoking a replaced vault token failed")
+            }
         }
     }
 

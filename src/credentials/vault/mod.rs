@@ -10,6 +10,7 @@
 //! | static credentials | `GET {mount}/static-creds/{role}` |
 //! | renew / revoke a lease | `PUT sys/leases/renew` `{lease_id, increment}`, `PUT sys/leases/revoke` `{lease_id}` |
 //! | a given token | `GET auth/token/lookup-self`, `POST auth/token/renew-self` `{increment}` |
+//! | a replaced token | `POST auth/token/revoke-self` |
 //! | AppRole login | `POST auth/{mount}/login` `{role_id, secret_id}` |
 //! | Kubernetes login | `POST auth/{mount}/login` `{role, jwt}` |
 //!
@@ -23,12 +24,16 @@
 //!                    changed = re-read after Vault's rotation and every 10 s
 //!  token upkeep:     checked before every request, and by a background task that wakes at
 //!                    two thirds of the token's TTL, so an idle source never lets it lapse
+//!  token and leases: a dynamic lease dies with the token that created it, so that token is
+//!                    renewed to outlive it, or the lease's expiry is capped at the token's
+//!                    end; replaced tokens live while their leases do, then are revoked
 //! ```
 //!
 //! Every request carries `X-Vault-Token` (and `X-Vault-Namespace` when configured). A `403`
 //! on a request gets one fresh login and one retry when the auth method can log in. Vault's
 //! answers map onto [`SourceError`]: transport failures, 5xx and 429 are `Unreachable` (the
-//! rotator retries with backoff), other statuses and unusable answers are `Rejected`. Errors
+//! rotator retries with backoff), other statuses (redirects included: they are never
+//! followed) and unusable answers are `Rejected`. Errors
 //! quote the request line, the status and Vault's error strings, never a token, password,
 //! secret_id, JWT or response data.
 
@@ -111,7 +116,11 @@ impl Shared {
             .await;
         match first {
             Err(e) if e.is_permission_denied() => {
-                if !self.keeper.replace_denied(&self.client, &ticket.token).await? {
+                if !self
+                    .keeper
+                    .replace_denied(&self.client, &ticket.token)
+                    .await?
+                {
                     return Err(e.into());
                 }
                 let ticket = self.ticket(creating).await?;

@@ -92,7 +92,9 @@ pub async fn handle(
             &format!("request path {path:?}: rate limit quota exceeded"),
         ),
         (_, body) => match body {
-        Err(_) if !bytes.is_empty() => error(StatusCode::BAD_REQUEST, "failed to parse JSON input"),
+            Err(_) if !bytes.is_empty() => {
+                error(StatusCode::BAD_REQUEST, "failed to parse JSON input")
+            }
             body => route(&inner, &method, &path, token, body.unwrap_or(Value::Null)).await,
         },
     };
