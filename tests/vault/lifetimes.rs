@@ -74,3 +74,36 @@ async fn no_lease_outlives_the_token_that_created_it() {
     .await;
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_cannot_be_replaced_caps_its_leases_and_makes_no_more() {
+    let db = fresh_db("vtokc").await;
+    let vault = VaultStandin::start().await;
+    vault.add_dynamic_role("database", "app", &db.role, secs(60), secs(120));
+    let token = vault.issue_token(TokenSpec {
+        ttl: secs(20),
+        max_ttl: secs(20),
+        renewable: false,
+    });
+    let source = source(&source_config(&vault, "app", token_auth(&token)));
+    let lease = source.acquire().await.expect("first lease");
+    let counted = lease
+        .expires_at
+        .and_then(|e| e.duration_since(lease.issued_at).ok())
+        .expect("an expiry");
+    assert!(counted <= secs(20), "counted on for {counted:?}");
+    assert!(counted >= secs(18), "cut short to {counted:?}");
+    // A second lease would end with the token too: refused, not made, so a rotator backs off
+    // instead of rotating in a loop onto leases as short-lived as the first.
+    match source.acquire().await {
+        Err(SourceError::Rejected(msg)) => {
+            assert!(msg.contains("needs a new token"), "{msg}");
+            assert!(!msg.contains(&token), "token leaked: {msg}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(vault.requests_to("/v1/database/creds/app").len(), 1);
+    assert!(vault.requests_to("/v1/auth/token/renew-self").is_empty());
+    source.revoke(&lease).await.expect("revoke");
+    assert!(vault.token_alive(&token), "a given token was revoked");
+}

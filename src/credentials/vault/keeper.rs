@@ -129,6 +129,20 @@ impl TokenKeeper {
         if too_short && self.can_login() {
             self.relogin(client, &mut tokens, now).await;
         }
+        if let Some(end) = tokens.current.as_ref().and_then(Held::capping_end) {
+            // Another lease would end with the token like the one already made with it: it
+            // gains nothing, and asking again at once would loop. The rotator backs off.
+            let left = end.saturating_duration_since(now).as_secs();
+            let why = format!(
+                "the vault token ends in {left}s, as does every lease made with it; \
+                 a new lease needs a new token"
+            );
+            return Err(if self.can_login() {
+                SourceError::Unreachable(format!("{why} (logging in again failed)"))
+            } else {
+                SourceError::Rejected(format!("{why}: give pglease one"))
+            });
+        }
         Self::ticket(&tokens)
     }
 

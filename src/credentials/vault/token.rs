@@ -86,6 +86,16 @@ impl Held {
         !self.renewable || self.at_max
     }
 
+    /// The token's end when it is fixed and already cuts short a lease made with it: a new
+    /// lease from this token could live no longer than that one.
+    pub fn capping_end(&self) -> Option<Instant> {
+        let end = self.end().filter(|_| self.end_is_fixed())?;
+        self.leases
+            .values()
+            .any(|until| *until > end)
+            .then_some(end)
+    }
+
     /// The latest end any lease created with this token may need.
     pub fn needed_until(&self) -> Option<Instant> {
         self.leases.values().max().copied()
@@ -270,6 +280,18 @@ mod tests {
         h.at_max = true;
         assert!(h.end_is_fixed());
         assert!(held(10, false).0.end_is_fixed());
+    }
+
+    #[test]
+    fn a_fixed_end_caps_leases_that_would_outlive_it() {
+        let (mut h, t0) = held(10, true);
+        h.leases.insert("a".into(), t0 + Duration::from_secs(30));
+        // Vault may still extend it: nothing is capped yet.
+        assert_eq!(h.capping_end(), None);
+        h.at_max = true;
+        assert_eq!(h.capping_end(), Some(t0 + Duration::from_secs(10)));
+        h.leases.insert("a".into(), t0 + Duration::from_secs(5));
+        assert_eq!(h.capping_end(), None);
     }
 
     #[test]
