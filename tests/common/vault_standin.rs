@@ -14,8 +14,11 @@
 
 mod endpoints;
 mod leases;
+mod server;
 mod tls;
 mod tokens;
+
+pub use server::Mode;
 
 // Each test binary compiles the stand-in; only tests/vault.rs uses this.
 #[allow(unused_imports)]
@@ -28,30 +31,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-
-/// How the stand-in answers, switched at run time with [`VaultStandin::set_mode`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Mode {
-    /// Answers like Vault.
-    #[default]
-    Normal,
-    /// `503 Vault is sealed` to every request.
-    Sealed,
-    /// `429` to every request, as a rate limit quota does.
-    RateLimited,
-    /// Accepts connections and reads requests but never answers.
-    Hang,
-    /// Nothing listens on the port: connections are refused; open ones are cut.
-    Closed,
-    /// `307 Temporary Redirect` to this base URL plus the request's path, as a standby does.
-    Redirect(String),
-}
 
 /// Why a lease ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,7 +238,7 @@ impl VaultStandin {
             state: Mutex::default(),
             admin: super::superuser().await,
         });
-        let server = tokio::spawn(serve(listener, tls.clone(), inner.clone()));
+        let server = tokio::spawn(server::serve(listener, tls.clone(), inner.clone()));
         let reaper = tokio::spawn(tokens::reap(Arc::downgrade(&inner)));
         VaultStandin {
             addr,
@@ -265,39 +247,6 @@ impl VaultStandin {
             inner,
             server: Mutex::new(Some(server)),
             reaper,
-        }
-    }
-
-    /// Switches how every request from now on is answered. `Closed` stops listening and cuts
-    /// open connections; leaving it listens again on the same port.
-    pub async fn set_mode(&self, mode: Mode) {
-        let closed = mode == Mode::Closed;
-        self.inner.lock().mode = mode;
-        let running = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match (closed, running) {
-            (true, Some(task)) => {
-                task.abort();
-                // The listener and the connections go when the aborted task is dropped.
-                let _ = task.await;
-            }
-            (false, None) => {
-                let mut tries = 0;
-                let listener = loop {
-                    match TcpListener::bind(self.addr).await {
-                        Ok(l) => break l,
-                        Err(_) if tries < 50 => {
-                            tries += 1;
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Err(e) => panic!("listening again on {}: {e}", self.addr),
-                    }
-                };
-                let task = tokio::spawn(serve(listener, self.tls.clone(), self.inner.clone()));
-                *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
-            }
-            (_, running) => {
-                *self.server.lock().unwrap_or_else(|e| e.into_inner()) = running;
-            }
         }
     }
 
@@ -468,33 +417,6 @@ impl VaultStandin {
     /// Every dynamic lease issued so far, by id.
     pub fn leases(&self) -> HashMap<String, LeaseRecord> {
         self.inner.lock().leases.clone()
-    }
-}
-
-/// Accepts until aborted; the connections are in a `JoinSet` it owns, so aborting it cuts
-/// them too, as a stopped server would.
-async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, inner: Arc<Inner>) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        while connections.try_join_next().is_some() {}
-        let (inner, tls) = (inner.clone(), tls.clone());
-        connections.spawn(async move {
-            let service = service_fn(move |req| endpoints::handle(inner.clone(), req));
-            let http = http1::Builder::new();
-            match tls {
-                Some(tls) => {
-                    if let Ok(stream) = tls.accept(stream).await {
-                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                    }
-                }
-                None => {
-                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                }
-            }
-        });
     }
 }
 
