@@ -97,6 +97,7 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 fn check(path: &Path) -> ExitCode {
     match load(path) {
         Ok(config) => {
+            print_warnings(&config);
             println!(
                 "{}: ok ({} users, {} databases, {} credentials)",
                 path.display(),
@@ -107,6 +108,21 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+/// What is valid but unwise; the config still passes.
+fn print_warnings(config: &Config) {
+    for (name, entry) in &config.credentials {
+        if let pglease::config::SourceConfig::Vault(vault) = &entry.source {
+            if let Some(host) = pglease::credentials::vault::plaintext_remote_host(&vault.address) {
+                eprintln!(
+                    "pglease: warning: credentials.{name}.address: plain http:// to {host}, \
+                     which is not loopback: the Vault token and database passwords would cross \
+                     the network unencrypted; use https://"
+                );
+            }
+        }
     }
 }
 

@@ -62,6 +62,7 @@ use super::source::SourceFuture;
 use super::{Lease, Source, SourceError};
 use crate::config::{VaultConfig, VaultKind};
 
+pub use self::client::plaintext_remote_host;
 pub use self::static_role::POLL_INTERVAL as STATIC_POLL_INTERVAL;
 
 /// The longest the token upkeep task sleeps before looking again; also how long it outlives
