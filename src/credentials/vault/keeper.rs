@@ -274,9 +274,11 @@ impl TokenKeeper {
             return;
         };
         if old.token == fresh.token {
-            // A token file not rewritten yet: the same token, looked up afresh.
+            // A token file not rewritten yet: the same token, looked up afresh. What Vault
+            // said about its max TTL still holds, and its leases are still its own.
             fresh.leases = mem::take(&mut old.leases);
             fresh.in_flight = old.in_flight.clone();
+            fresh.at_max |= old.at_max;
         } else if old.has_leases() {
             tokens.retired.push(old);
         } else {
