@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::vault_standin::{TokenSpec, VaultStandin, rfc3339};
+use common::vault_standin::{Mode, TokenSpec, VaultStandin, rfc3339};
 use common::*;
 use pglease::config::{VaultAuth, VaultConfig, VaultKind};
 use pglease::credentials::vault::VaultSource;
@@ -16,8 +16,14 @@ use pglease::credentials::{Credentials, Lease, Source, SourceError};
 use pglease::secret::Secret;
 use tokio_postgres::SimpleQueryMessage;
 
+#[path = "vault/lifetimes.rs"]
+mod lifetimes;
+#[path = "vault/outage.rs"]
+mod outage;
 #[path = "vault/proxy.rs"]
 mod proxy;
+#[path = "vault/redirect.rs"]
+mod redirect;
 
 /// The proxy tests run load against leases of a few seconds; on a 2-core machine they would
 /// starve each other's rotations, so they take turns.
@@ -156,7 +162,8 @@ fn standin_writes_rfc3339_like_vault() {
 async fn a_given_token_is_renewed_before_it_expires() {
     let db = fresh_db("vtok").await;
     let vault = VaultStandin::start().await;
-    vault.add_dynamic_role("database", "app", &db.role, secs(60), secs(120));
+    // Leases shorter than the token: only the token's own TTL asks for renewals.
+    vault.add_dynamic_role("database", "app", &db.role, secs(4), secs(120));
     let token = vault.issue_token(TokenSpec::renewable(secs(6), secs(60)));
     let source = source(&source_config(&vault, "app", token_auth(&token)));
     let first = source.acquire().await.expect("first lease");
@@ -203,7 +210,18 @@ async fn approle_logs_in_renews_and_logs_in_again_at_max_ttl() {
     assert!(!logins[0].token_sent);
     assert_eq!(logins[0].body["role_id"], "role-1");
     assert_eq!(logins[0].body["secret_id"], "sid-secret-1");
-    // Renewed at 6 s (Vault grants 7 of the 9 asked: max TTL), logged in again at about 11 s.
+    // The 60 s lease dies with its token at the token's max TTL (13 s), and pglease knows:
+    // the token was renewed asking for the lease's life, Vault granted less.
+    let renewals = vault.requests_to("/v1/auth/token/renew-self");
+    assert_eq!(renewals.len(), 1, "{renewals:?}");
+    assert_eq!(renewals[0].body["increment"], "60s");
+    let lifetime = lease
+        .expires_at
+        .and_then(|e| e.duration_since(lease.issued_at).ok())
+        .expect("an expiry");
+    assert!(lifetime <= secs(13), "counted on for {lifetime:?}");
+    assert!(lifetime >= secs(11), "cut short to {lifetime:?}");
+    // Logged in again at two thirds of the granted 13 s, well before the first token ends.
     tokio::time::sleep(secs(13)).await;
     good.acquire()
         .await
@@ -244,7 +262,7 @@ async fn kubernetes_login_rereads_the_jwt_after_a_403() {
     // The service-account token rotates, and Vault forgets pglease's token.
     std::fs::write(&jwt_path, "jwt-two").unwrap();
     vault.set_kubernetes_jwt("kubernetes", "jwt-two");
-    vault.revoke_all_tokens();
+    vault.revoke_all_tokens().await;
     source.acquire().await.expect("lease after a fresh login");
     let logins = vault.requests_to("/v1/auth/kubernetes/login");
     let jwts: Vec<_> = logins.iter().map(|r| r.body["jwt"].clone()).collect();
@@ -272,7 +290,7 @@ async fn a_token_file_rewritten_by_vault_agent_is_read_again_after_a_403() {
     // Vault Agent logs in again and rewrites its sink; the old token is revoked.
     let second = vault.issue_token(TokenSpec::forever());
     std::fs::write(&path, &second).unwrap();
-    vault.revoke_token(&first);
+    vault.revoke_token(&first).await;
     source
         .acquire()
         .await
@@ -287,7 +305,7 @@ async fn a_token_file_rewritten_by_vault_agent_is_read_again_after_a_403() {
     let fixed = source_config(&vault, "app", token_auth(&literal));
     let fixed = self::source(&fixed);
     fixed.acquire().await.expect("lease with a literal token");
-    vault.revoke_token(&literal);
+    vault.revoke_token(&literal).await;
     match fixed.acquire().await {
         Err(SourceError::Rejected(msg)) => assert!(msg.contains("403"), "{msg}"),
         other => panic!("expected the 403 to stand, got {other:?}"),
@@ -325,7 +343,7 @@ async fn refusals_and_outages_are_reported_without_secrets() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    vault.set_sealed(true);
+    vault.set_mode(Mode::Sealed).await;
     let sealed = source(&source_config(&vault, "app", token_auth(&token)))
         .acquire()
         .await;

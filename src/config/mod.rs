@@ -28,6 +28,7 @@ pub use credentials::{
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use secret_ref::{EnvLookup, MAX_SECRET_FILE_BYTES, SecretRefError, resolve_secret};
 pub use serving::{AuthType, DatabaseConfig, PoolMode, ProxyConfig, UserConfig};
+pub use validate::plaintext_remote_host;
 
 /// The whole configuration: one proxy, the local users who may connect, the databases they may
 /// ask for, and the named upstream credential sources those databases log in with.

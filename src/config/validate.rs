@@ -14,6 +14,8 @@
 mod credentials;
 mod serving;
 
+pub use credentials::plaintext_remote_host;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -40,8 +42,23 @@ pub(super) fn check(config: &Config, broken_credentials: &BTreeSet<String>) -> V
 pub(super) fn warnings(config: &Config) -> Vec<String> {
     let mut warnings = Problems::default();
     for (name, entry) in &config.credentials {
-        if let SourceConfig::Issuer(issuer) = &entry.source {
-            credentials::issuer_warnings(&credentials_path(name), issuer, &mut warnings);
+        let path = credentials_path(name);
+        match &entry.source {
+            SourceConfig::Issuer(issuer) => {
+                credentials::issuer_warnings(&path, issuer, &mut warnings);
+            }
+            SourceConfig::Vault(vault) => {
+                if let Some(host) = plaintext_remote_host(&vault.address) {
+                    warnings.add(
+                        format_args!("{path}.address"),
+                        format_args!(
+                            "plain http:// to {host}, which is not loopback: the Vault token and \
+                             database passwords would cross the network unencrypted; use https://"
+                        ),
+                    );
+                }
+            }
+            _ => {}
         }
     }
     warnings.0

@@ -5,12 +5,20 @@
 //! is a `CREATE ROLE … LOGIN PASSWORD … VALID UNTIL …` (as the superuser), a renewal moves
 //! `VALID UNTIL` (never past the role's max_ttl), a revocation drops the role, and a static
 //! role rotation is an `ALTER ROLE … PASSWORD`. Tokens have TTLs, renew-self moves them (capped
-//! at their max), and AppRole/Kubernetes logins issue new ones. Every request is recorded so
-//! tests can assert what pglease sent.
+//! at their max), and AppRole/Kubernetes logins issue new ones. A lease belongs to the token
+//! that created it and is revoked when that token expires or is revoked, as in Vault. Every
+//! request is recorded (with its arrival time) so tests can assert what pglease sent.
+//!
+//! [`Mode`] switches the whole server at run time between answering, the ways Vault fails
+//! (sealed, rate limited, hanging, port closed) and redirecting like a standby.
 
 mod endpoints;
 mod leases;
+mod server;
 mod tls;
+mod tokens;
+
+pub use server::Mode;
 
 // Each test binary compiles the stand-in; only tests/vault.rs uses this.
 #[allow(unused_imports)]
@@ -23,16 +31,26 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+/// Why a lease ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// `sys/leases/revoke`.
+    Revoked,
+    /// The token that created it expired.
+    TokenExpired,
+    /// The token that created it was revoked (`revoke-self` or by an operator).
+    TokenRevoked,
+}
+
 /// One request as the stand-in saw it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// When it arrived.
+    pub at: Instant,
     /// HTTP method, e.g. `PUT`.
     pub method: String,
     /// Path including `/v1/`.
@@ -64,6 +82,10 @@ pub struct LeaseRecord {
     /// `issued + max_ttl`: no renewal goes past it.
     pub max_until: SystemTime,
     pub revoked: bool,
+    /// Accessor of the token whose request created it.
+    pub token_accessor: Option<String>,
+    /// Set when its ending began.
+    pub ended_by: Option<Ended>,
 }
 
 /// The lifetime of tokens the stand-in issues. `ttl` zero means a token that never expires.
@@ -130,7 +152,7 @@ struct KubeRole {
 
 #[derive(Default)]
 struct State {
-    sealed: bool,
+    mode: Mode,
     refuse_renewals: bool,
     tokens: HashMap<String, Token>,
     /// Keyed by `mount/name`.
@@ -179,13 +201,19 @@ impl Inner {
 pub struct VaultStandin {
     addr: SocketAddr,
     ca_pem: Option<String>,
+    tls: Option<TlsAcceptor>,
     inner: Arc<Inner>,
-    task: tokio::task::JoinHandle<()>,
+    /// The accept loop, which owns every connection; `None` while the port is closed.
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    reaper: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for VaultStandin {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.server.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+        self.reaper.abort();
     }
 }
 
@@ -210,12 +238,15 @@ impl VaultStandin {
             state: Mutex::default(),
             admin: super::superuser().await,
         });
-        let task = tokio::spawn(serve(listener, tls, inner.clone()));
+        let server = tokio::spawn(server::serve(listener, tls.clone(), inner.clone()));
+        let reaper = tokio::spawn(tokens::reap(Arc::downgrade(&inner)));
         VaultStandin {
             addr,
             ca_pem: None,
+            tls,
             inner,
-            task,
+            server: Mutex::new(Some(server)),
+            reaper,
         }
     }
 
@@ -317,19 +348,39 @@ impl VaultStandin {
         }
     }
 
-    /// Forgets `token`, so the next request with it is answered 403 (`vault token revoke`).
-    pub fn revoke_token(&self, token: &str) {
-        self.inner.lock().tokens.remove(token);
+    /// Revokes `token` and the leases it created, as `vault token revoke` does; the next
+    /// request with it is answered 403.
+    pub async fn revoke_token(&self, token: &str) {
+        tokens::revoke_token(&self.inner, token, Ended::TokenRevoked).await;
     }
 
-    /// Forgets every token, so the next request with one is answered 403.
-    pub fn revoke_all_tokens(&self) {
-        self.inner.lock().tokens.clear();
+    /// Revokes every token and so every lease they created.
+    pub async fn revoke_all_tokens(&self) {
+        let all: Vec<String> = self.inner.lock().tokens.keys().cloned().collect();
+        for token in all {
+            self.revoke_token(&token).await;
+        }
     }
 
-    /// While sealed, every request gets `503 Vault is sealed`.
-    pub fn set_sealed(&self, sealed: bool) {
-        self.inner.lock().sealed = sealed;
+    /// Whether `token` is still known (not expired, not revoked).
+    pub fn token_alive(&self, token: &str) -> bool {
+        let state = self.inner.lock();
+        state
+            .tokens
+            .get(token)
+            .is_some_and(|t| t.expires.is_none_or(|e| Instant::now() < e))
+    }
+
+    /// Accessors of the tokens still known (not expired, not revoked).
+    pub fn live_accessors(&self) -> Vec<String> {
+        let state = self.inner.lock();
+        let now = Instant::now();
+        state
+            .tokens
+            .values()
+            .filter(|t| t.expires.is_none_or(|e| now < e))
+            .map(|t| t.accessor.clone())
+            .collect()
     }
 
     /// While set, `sys/leases/renew` is refused with 400.
@@ -366,29 +417,6 @@ impl VaultStandin {
     /// Every dynamic lease issued so far, by id.
     pub fn leases(&self) -> HashMap<String, LeaseRecord> {
         self.inner.lock().leases.clone()
-    }
-}
-
-async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, inner: Arc<Inner>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let (inner, tls) = (inner.clone(), tls.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req| endpoints::handle(inner.clone(), req));
-            let http = http1::Builder::new();
-            match tls {
-                Some(tls) => {
-                    if let Ok(stream) = tls.accept(stream).await {
-                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                    }
-                }
-                None => {
-                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                }
-            }
-        });
     }
 }
 

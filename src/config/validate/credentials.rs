@@ -270,3 +270,20 @@ fn check_exec(path: &str, exec: &ExecSourceConfig, problems: &mut Problems) {
         problems.nonzero(format_args!("{path}.refresh_interval"), interval);
     }
 }
+
+/// The host of `address` when it is plain `http://` to somewhere other than this machine,
+/// `None` for `https://` and for loopback (127.0.0.0/8, ::1, `localhost`). Tokens and
+/// passwords sent in clear over loopback never leave the host; anywhere else they do.
+pub fn plaintext_remote_host(address: &str) -> Option<String> {
+    let url = reqwest::Url::parse(address).ok()?;
+    if url.scheme() != "http" {
+        return None;
+    }
+    let host = url.host_str()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => bare.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
+    };
+    (!loopback).then(|| host.to_owned())
+}

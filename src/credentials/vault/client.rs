@@ -1,6 +1,11 @@
 //! The HTTP side of the Vault source: one `reqwest::Client` per source, the headers every
 //! request carries, bounded response bodies, and the mapping of Vault's answers onto errors
 //! that say whether retrying can help.
+//!
+//! Redirects are never followed: reqwest would resend `X-Vault-Token` to wherever a `Location`
+//! points (it strips only the standard credential headers), so a 3xx is an error that names
+//! the status and where it pointed. A Vault standby answers 307 to its active node when
+//! request forwarding is off; the fix is an `address` that reaches the active node.
 
 use std::fmt;
 use std::time::Duration;
@@ -8,11 +13,11 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use thiserror::Error;
-use tracing::debug;
+use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
 use super::response::error_messages;
-use crate::config::VaultConfig;
+use crate::config::{VaultConfig, plaintext_remote_host};
 use crate::credentials::SourceError;
 use crate::secret::Secret;
 
@@ -50,6 +55,20 @@ pub enum CallError {
         /// Vault's `errors` strings.
         errors: Vec<String>,
     },
+    /// Vault (or something in front of it) answered with a redirect, which is not followed.
+    #[error(
+        "vault {request}: HTTP {status}{}: redirects are not followed (they would carry the \
+         token elsewhere); set `address` to the node that answers",
+        RedirectTarget(.to)
+    )]
+    Redirect {
+        /// `METHOD /v1/path`.
+        request: String,
+        /// The 3xx status.
+        status: StatusCode,
+        /// Scheme, host and port of the `Location`, when it had one; never its path or query.
+        to: Option<String>,
+    },
     /// A successful answer pglease cannot use: not JSON, too large, fields missing or mistyped.
     #[error("vault {request}: {detail}")]
     Malformed {
@@ -85,7 +104,7 @@ impl From<CallError> for SourceError {
             CallError::Status { status, .. } => {
                 status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
             }
-            CallError::Malformed { .. } => false,
+            CallError::Redirect { .. } | CallError::Malformed { .. } => false,
         };
         if transient {
             SourceError::Unreachable(e.to_string())
@@ -96,6 +115,17 @@ impl From<CallError> for SourceError {
 }
 
 struct ErrorList<'a>(&'a [String]);
+
+struct RedirectTarget<'a>(&'a Option<String>);
+
+impl fmt::Display for RedirectTarget<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(to) => write!(f, " to {to}"),
+            None => Ok(()),
+        }
+    }
+}
 
 impl fmt::Display for ErrorList<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -120,7 +150,15 @@ impl VaultClient {
     /// Builds the HTTP client: timeouts, and the `ca_file` bundle as the only trusted roots
     /// when one is configured. Fails on an unreadable or empty bundle.
     pub fn new(config: &VaultConfig) -> Result<VaultClient, SourceError> {
+        if let Some(host) = plaintext_remote_host(&config.address) {
+            warn!(
+                %host,
+                "vault address is plain http:// to a host that is not loopback: the token and \
+                 every database password cross the network unencrypted; use https://"
+            );
+        }
         let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(TIMEOUT)
             .timeout(TIMEOUT)
             .user_agent(concat!("pglease/", env!("CARGO_PKG_VERSION")));
@@ -192,6 +230,13 @@ impl VaultClient {
             detail: transport_detail(&e),
         })?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(CallError::Redirect {
+                request,
+                status,
+                to: redirect_origin(&response),
+            });
+        }
         let bytes = read_capped(response)
             .await
             .map_err(|detail| CallError::Malformed {
@@ -227,6 +272,20 @@ impl VaultClient {
         }
         Ok(Some(value))
     }
+}
+
+/// Scheme, host and port of a redirect's `Location` (relative ones resolved against the
+/// request). Only the origin is kept: an operator needs to know which server answered, and a
+/// path or query is no business of a log line.
+fn redirect_origin(response: &reqwest::Response) -> Option<String> {
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)?
+        .to_str()
+        .ok()?;
+    let url = response.url().join(location).ok()?;
+    let origin = url.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 /// Turns a successful answer into `T` with `parse`; an empty answer is malformed too.

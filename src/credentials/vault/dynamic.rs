@@ -1,5 +1,8 @@
 //! Dynamic database roles: every lease is a new PostgreSQL role that Vault creates, renews
-//! (moving its `VALID UNTIL`) and drops when the lease is revoked.
+//! (moving its `VALID UNTIL`) and drops when the lease is revoked, or when the token that
+//! created it expires or is revoked. So each lease is handed to the token keeper, which keeps
+//! that token alive as long as the lease, or says when the token ends first: the lease's
+//! `expires_at` is then the token's end, and the rotator moves on before it.
 
 use std::time::{Duration, SystemTime};
 
@@ -16,15 +19,24 @@ use crate::credentials::{Lease, SourceError};
 pub async fn acquire(shared: &Shared) -> Result<Lease, SourceError> {
     let path = format!("{}/creds/{}", shared.mount, shared.role);
     let issued_at = SystemTime::now();
-    let reply = shared.authed(Method::GET, &path, None).await?;
+    let (reply, ticket) = shared.authed_as(Method::GET, &path, None, true).await?;
     let creds = parsed(&Method::GET, &path, reply, dynamic_creds)?;
+    // A lease Vault sets no duration for still dies with its token: count on it no longer
+    // than the token has been granted so far.
+    let vault_expiry = match creds.lease_duration {
+        0 => far_future(issued_at),
+        secs => issued_at + Duration::from_secs(secs),
+    };
+    let expires_at = shared
+        .keeper
+        .adopt(&shared.client, ticket, &creds.lease_id, vault_expiry)
+        .await;
     Ok(Lease {
         id: creds.lease_id,
         username: creds.username,
         password: creds.password,
         issued_at,
-        expires_at: (creds.lease_duration > 0)
-            .then(|| issued_at + Duration::from_secs(creds.lease_duration)),
+        expires_at: (creds.lease_duration > 0 || expires_at < vault_expiry).then_some(expires_at),
         renewable: creds.renewable,
         generation: 0,
     })
@@ -42,16 +54,29 @@ pub async fn renew(
     let body = json!({"lease_id": lease.id, "increment": increment_secs(sent, until)});
     let reply = shared.authed(Method::PUT, path, Some(body)).await?;
     let granted = parsed(&Method::PUT, path, reply, lease_renewal)?;
-    Ok(sent + Duration::from_secs(granted))
+    let expires = sent + Duration::from_secs(granted);
+    Ok(shared
+        .keeper
+        .extend(&shared.client, &lease.id, expires)
+        .await)
 }
 
 /// `PUT /v1/sys/leases/revoke`: Vault runs the role's revocation statements (drops the role).
 pub async fn revoke(shared: &Shared, lease: &Lease) -> Result<(), SourceError> {
     let body = json!({"lease_id": lease.id});
-    shared
+    let revoked = shared
         .authed(Method::PUT, "sys/leases/revoke", Some(body))
-        .await?;
-    Ok(())
+        .await;
+    // Revoked or not, pglease is done with it: its token need not outlive it, and a lease
+    // Vault would not revoke now goes when that token does.
+    shared.keeper.forget(&shared.client, &lease.id).await;
+    revoked.map(drop)
+}
+
+/// Stands in for "no expiry" when tying such a lease to its token: far enough never to be
+/// reached, near enough that adding it to a clock cannot overflow.
+fn far_future(from: SystemTime) -> SystemTime {
+    from + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 /// Whole seconds from `now` to `until`, rounded up so the request never asks for less than

@@ -10,6 +10,7 @@
 //! | static credentials | `GET {mount}/static-creds/{role}` |
 //! | renew / revoke a lease | `PUT sys/leases/renew` `{lease_id, increment}`, `PUT sys/leases/revoke` `{lease_id}` |
 //! | a given token | `GET auth/token/lookup-self`, `POST auth/token/renew-self` `{increment}` |
+//! | a replaced token | `POST auth/token/revoke-self` |
 //! | AppRole login | `POST auth/{mount}/login` `{role_id, secret_id}` |
 //! | Kubernetes login | `POST auth/{mount}/login` `{role, jwt}` |
 //!
@@ -23,18 +24,23 @@
 //!                    changed = re-read after Vault's rotation and every 10 s
 //!  token upkeep:     checked before every request, and by a background task that wakes at
 //!                    two thirds of the token's TTL, so an idle source never lets it lapse
+//!  token and leases: a dynamic lease dies with the token that created it, so that token is
+//!                    renewed to outlive it, or the lease's expiry is capped at the token's
+//!                    end; replaced tokens live while their leases do, then are revoked
 //! ```
 //!
 //! Every request carries `X-Vault-Token` (and `X-Vault-Namespace` when configured). A `403`
 //! on a request gets one fresh login and one retry when the auth method can log in. Vault's
 //! answers map onto [`SourceError`]: transport failures, 5xx and 429 are `Unreachable` (the
-//! rotator retries with backoff), other statuses and unusable answers are `Rejected`. Errors
+//! rotator retries with backoff), other statuses (redirects included: they are never
+//! followed) and unusable answers are `Rejected`. Errors
 //! quote the request line, the status and Vault's error strings, never a token, password,
 //! secret_id, JWT or response data.
 
 mod auth;
 mod client;
 mod dynamic;
+mod keeper;
 mod response;
 mod static_role;
 mod token;
@@ -49,12 +55,14 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use self::client::VaultClient;
+use self::keeper::TokenKeeper;
 use self::static_role::RotationClock;
-use self::token::TokenKeeper;
+use self::token::Ticket;
 use super::source::SourceFuture;
 use super::{Lease, Source, SourceError};
 use crate::config::{VaultConfig, VaultKind};
 
+pub use crate::config::plaintext_remote_host;
 pub use self::static_role::POLL_INTERVAL as STATIC_POLL_INTERVAL;
 
 /// The longest the token upkeep task sleeps before looking again; also how long it outlives
@@ -90,23 +98,48 @@ impl Shared {
         path: &str,
         body: Option<Value>,
     ) -> Result<Option<Value>, SourceError> {
-        let token = self.keeper.token(&self.client).await?;
+        Ok(self.authed_as(method, path, body, false).await?.0)
+    }
+
+    /// [`Shared::authed`], also returning the ticket of the token the answer came with. For a
+    /// request that creates a lease (`creating`), the token is fit to create one.
+    async fn authed_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        creating: bool,
+    ) -> Result<(Option<Value>, Ticket), SourceError> {
+        let ticket = self.ticket(creating).await?;
         let first = self
             .client
-            .call(method.clone(), path, body.clone(), Some(&token), &[])
+            .call(method.clone(), path, body.clone(), Some(&ticket.token), &[])
             .await;
         match first {
             Err(e) if e.is_permission_denied() => {
-                if !self.keeper.replace_denied(&self.client, &token).await? {
+                if !self
+                    .keeper
+                    .replace_denied(&self.client, &ticket.token)
+                    .await?
+                {
                     return Err(e.into());
                 }
-                let token = self.keeper.token(&self.client).await?;
-                Ok(self
+                let ticket = self.ticket(creating).await?;
+                let reply = self
                     .client
-                    .call(method, path, body, Some(&token), &[])
-                    .await?)
+                    .call(method, path, body, Some(&ticket.token), &[])
+                    .await?;
+                Ok((reply, ticket))
             }
-            other => Ok(other?),
+            other => Ok((other?, ticket)),
+        }
+    }
+
+    async fn ticket(&self, creating: bool) -> Result<Ticket, SourceError> {
+        if creating {
+            self.keeper.lease_ticket(&self.client).await
+        } else {
+            self.keeper.token(&self.client).await
         }
     }
 }
@@ -182,8 +215,9 @@ impl Source for VaultSource {
     }
 }
 
-/// Renews or replaces the token when due even while no lease request is made, so the source
-/// never finds its token expired. Ends once the source is dropped.
+/// Renews or replaces the tokens when due even while no lease request is made, so the source
+/// never finds its token expired and no lease loses the token it was created with. Ends once
+/// the source is dropped.
 async fn keep_token(shared: Weak<Shared>, changes: Arc<Notify>) {
     loop {
         let due = match shared.upgrade() {
@@ -199,7 +233,7 @@ async fn keep_token(shared: Weak<Shared>, changes: Arc<Notify>) {
             () = changes.notified() => continue,
         }
         let Some(s) = shared.upgrade() else { return };
-        if let Err(error) = s.keeper.token(&s.client).await {
+        if let Err(error) = s.keeper.tend(&s.client).await {
             warn!(%error, "vault token upkeep failed; retrying");
         }
     }

@@ -1,54 +1,50 @@
-//! The Vault token the source authenticates with: obtained by the configured auth method,
-//! renewed with `renew-self` before it runs out, and replaced by a fresh login (AppRole,
-//! Kubernetes) when renewal fails or Vault's max TTL is near.
+//! One Vault token and what is known about its lifetime: when it ends, whether Vault will
+//! extend it, which leases were created with it, and what to do about it next.
 //!
 //! # Design
 //!
-//! At two thirds of the token's TTL it is renewed, asking for the TTL it was created with. When
-//! Vault grants less than asked, the token has reached its max TTL and the next refresh is a
-//! login instead. A given token (`method = "token"`) read from a file "logs in" by reading the
-//! file again, since Vault Agent's token sink rewrites it after its own login; given literally
-//! or by environment variable it cannot be replaced: it is renewed while Vault allows, then
-//! used until it expires, with one warning when that gets close. A refresh that fails keeps
-//! the current token (it may still work) and is retried a few seconds later.
+//! Vault revokes every lease created with a token when that token expires or is revoked, so a
+//! token must outlive its leases. Each [`Held`] token records the leases it created that
+//! pglease still uses, with the latest end each may need, and every renewal asks for enough
+//! to reach the latest of them (at least the TTL the token was created with). Vault caps a
+//! renewal at the token's max TTL; a renewal granted less than asked fixes the token's end,
+//! and from then on a lease created with it cannot outlive it: the lease's expiry is capped
+//! there. The current token is renewed at two thirds of its TTL, and replaced by a fresh login
+//! once its end is fixed; a replaced token is kept (and renewed) while its leases are in use.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use serde_json::json;
-use tokio::sync::{Mutex, Notify};
-use tracing::{info, warn};
-
-use super::auth::{AuthMethod, Obtained, login, lookup_self};
-use super::client::{VaultClient, parsed};
-use super::response::{TokenGrant, auth_grant};
-use crate::config::VaultAuth;
-use crate::credentials::SourceError;
+use super::auth::Obtained;
+use super::response::TokenGrant;
 use crate::secret::Secret;
 
-/// After a failed refresh, the current token is used for this long before trying again, so a
-/// Vault outage does not turn every request into two.
-const REFRESH_RETRY: Duration = Duration::from_secs(5);
-
 /// The token in use and what is known about its lease.
-struct Held {
-    token: Secret,
+pub struct Held {
+    pub token: Secret,
     /// Names the token in audit lines; never grants anything.
-    accessor: Option<String>,
+    pub accessor: Option<String>,
     /// When the current TTL started (the request that granted it was sent).
-    since: Instant,
+    pub since: Instant,
     /// `None` for a token that never expires (a root token).
-    ttl: Option<Duration>,
-    renewable: bool,
-    /// The TTL asked for at each renewal: the one the token was created with.
-    increment: Duration,
-    /// The last renewal granted less than asked: Vault's max TTL is near.
-    at_max: bool,
+    pub ttl: Option<Duration>,
+    pub renewable: bool,
+    /// The least TTL asked for at each renewal: the one the token was created with.
+    pub increment: Duration,
+    /// The last renewal granted less than asked: Vault's max TTL is reached, the end is fixed.
+    pub at_max: bool,
     /// The "expires soon and cannot be renewed" warning was logged.
-    warned: bool,
+    pub warned: bool,
     /// After a failed refresh: the next attempt waits until then.
-    retry_at: Option<Instant>,
+    pub retry_at: Option<Instant>,
+    /// Leases created with this token that pglease still uses, each with the latest end it
+    /// may need (its expiry, or where a renewal moved it).
+    pub leases: HashMap<String, Instant>,
+    /// Requests made with this token that may create a lease and have not reported back; a
+    /// replaced token is not revoked while any is out, or the lease would die at birth.
+    pub in_flight: Arc<AtomicUsize>,
 }
 
 impl From<Obtained> for Held {
@@ -58,7 +54,7 @@ impl From<Obtained> for Held {
 }
 
 impl Held {
-    fn new(token: Secret, grant: &TokenGrant, since: Instant) -> Held {
+    pub fn new(token: Secret, grant: &TokenGrant, since: Instant) -> Held {
         let ttl = (grant.ttl > 0).then(|| Duration::from_secs(grant.ttl));
         Held {
             token,
@@ -70,11 +66,67 @@ impl Held {
             at_max: false,
             warned: false,
             retry_at: None,
+            leases: HashMap::new(),
+            in_flight: Arc::default(),
         }
     }
 
+    /// The accessor, or "" for audit fields.
+    pub fn accessor(&self) -> &str {
+        self.accessor.as_deref().unwrap_or("")
+    }
+
+    /// When the token expires unless renewed; `None` for one that never does.
+    pub fn end(&self) -> Option<Instant> {
+        self.ttl.map(|t| self.since + t)
+    }
+
+    /// Vault will not move [`Held::end`] any more: not renewable, or at its max TTL.
+    pub fn end_is_fixed(&self) -> bool {
+        !self.renewable || self.at_max
+    }
+
+    /// The token's end when it is fixed and already cuts short a lease made with it: a new
+    /// lease from this token could live no longer than that one.
+    pub fn capping_end(&self) -> Option<Instant> {
+        let end = self.end().filter(|_| self.end_is_fixed())?;
+        self.leases
+            .values()
+            .any(|until| *until > end)
+            .then_some(end)
+    }
+
+    /// The latest end any lease created with this token may need.
+    pub fn needed_until(&self) -> Option<Instant> {
+        self.leases.values().max().copied()
+    }
+
+    /// The TTL to ask for when renewing at `now`: enough to reach every lease's end, and never
+    /// less than the token's own TTL. Whole seconds, rounded up.
+    pub fn increment_at(&self, now: Instant) -> Duration {
+        let needed = self
+            .needed_until()
+            .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
+        let needed = Duration::from_secs(needed.as_secs() + u64::from(needed.subsec_nanos() > 0));
+        needed.max(self.increment)
+    }
+
+    /// The token for one request, counted as out until the ticket is dropped.
+    pub fn ticket(&self) -> Ticket {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Ticket {
+            token: self.token.clone(),
+            _out: InFlight(self.in_flight.clone()),
+        }
+    }
+
+    /// True while a lease created with this token may still be in use or about to be.
+    pub fn has_leases(&self) -> bool {
+        !self.leases.is_empty() || self.in_flight.load(Ordering::Acquire) > 0
+    }
+
     /// When the token next needs attention; `None` when nothing will ever be done.
-    fn refresh_at(&self, can_login: bool) -> Option<Instant> {
+    pub fn refresh_at(&self, can_login: bool) -> Option<Instant> {
         let ttl = self.ttl?;
         if self.warned && !can_login {
             return None;
@@ -84,16 +136,35 @@ impl Held {
     }
 }
 
-/// What to do about the held token now.
+/// Marks one request as out with a token, until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A token handed out for one request. For a request that creates a lease, give it back
+/// with the lease ([`super::keeper::TokenKeeper::adopt`]) so the lease is tied to the token
+/// that created it.
+pub struct Ticket {
+    /// The token to send.
+    pub token: Secret,
+    _out: InFlight,
+}
+
+/// What to do about the current token now.
 #[derive(Debug, PartialEq, Eq)]
-enum Step {
+pub enum Step {
     Keep,
     Renew,
     Login,
     Warn,
 }
 
-fn plan(held: &Held, can_login: bool, now: Instant) -> Step {
+/// The plan for the current token at `now`.
+pub fn plan(held: &Held, can_login: bool, now: Instant) -> Step {
     let (Some(ttl), Some(due)) = (held.ttl, held.refresh_at(can_login)) else {
         return Step::Keep;
     };
@@ -112,154 +183,24 @@ fn plan(held: &Held, can_login: bool, now: Instant) -> Step {
     }
 }
 
-/// Owns the Vault token of one source.
-pub struct TokenKeeper {
-    method: AuthMethod,
-    /// `None` until the first request. A tokio mutex, held across the login request on
-    /// purpose: concurrent callers wait for one login instead of each starting their own.
-    held: Mutex<Option<Held>>,
-    /// Signalled whenever the held token changes, so the upkeep task re-plans at once (it may
-    /// have looked before the first token existed). Its own `Arc`: the task keeps this, not
-    /// the source.
-    changed: Arc<Notify>,
+/// What to do about a replaced token at `now`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RetiredStep {
+    Keep,
+    /// Its leases still need it, and Vault may extend it.
+    Renew,
+    /// Nothing needs it any more (or it has expired): revoke or forget it.
+    Release,
 }
 
-impl TokenKeeper {
-    /// A keeper for the configured auth method; nothing is sent until the first request.
-    pub fn new(auth: &VaultAuth) -> TokenKeeper {
-        TokenKeeper {
-            method: AuthMethod::from_config(auth),
-            held: Mutex::new(None),
-            changed: Arc::default(),
-        }
+/// The plan for a token replaced by a fresh login.
+pub fn plan_retired(held: &Held, now: Instant) -> RetiredStep {
+    if !held.has_leases() || held.end().is_some_and(|e| now >= e) {
+        return RetiredStep::Release;
     }
-
-    /// Notified whenever the held token changes (obtained, renewed, replaced).
-    pub fn changes(&self) -> Arc<Notify> {
-        self.changed.clone()
-    }
-
-    /// True when a fresh token can be obtained by logging in or reading its file again (not
-    /// for a token given literally or by environment variable).
-    pub fn can_login(&self) -> bool {
-        !matches!(self.method, AuthMethod::Token { file: None, .. })
-    }
-
-    /// A token fit for a request now: obtained on first use, renewed or replaced when due.
-    pub async fn token(&self, client: &VaultClient) -> Result<Secret, SourceError> {
-        let mut held = self.held.lock().await;
-        let Some(h) = held.as_mut() else {
-            let fresh = self.obtain(client).await?;
-            let token = fresh.token.clone();
-            *held = Some(fresh);
-            self.changed.notify_one();
-            return Ok(token);
-        };
-        let now = Instant::now();
-        let step = plan(h, self.can_login(), now);
-        match step {
-            Step::Keep => {}
-            Step::Warn => {
-                warn!(
-                    target: "pglease::audit",
-                    event = "vault_token_expiring",
-                    accessor = h.accessor.as_deref().unwrap_or(""),
-                    expires_in = ?h.ttl.map(|t| (h.since + t).saturating_duration_since(now)),
-                    "the vault token cannot be renewed and expires soon; give pglease a new one"
-                );
-                h.warned = true;
-            }
-            Step::Renew => match self.renew(client, h).await {
-                Ok(()) => {}
-                Err(e) if self.can_login() => {
-                    warn!(error = %e, "vault token renewal failed; logging in again");
-                    self.relogin(client, h, now).await;
-                }
-                Err(e) => {
-                    warn!(error = %e, "vault token renewal failed; using it until it expires");
-                    h.at_max = true;
-                }
-            },
-            Step::Login => self.relogin(client, h, now).await,
-        }
-        if step != Step::Keep {
-            self.changed.notify_one();
-        }
-        Ok(h.token.clone())
-    }
-
-    /// After `denied` was answered `403`: logs in again unless another request already did.
-    /// Returns false when the method cannot log in (a given token), so the 403 stands.
-    pub async fn replace_denied(
-        &self,
-        client: &VaultClient,
-        denied: &Secret,
-    ) -> Result<bool, SourceError> {
-        if !self.can_login() {
-            return Ok(false);
-        }
-        let mut held = self.held.lock().await;
-        if held.as_ref().is_none_or(|h| h.token == *denied) {
-            *held = Some(self.login(client).await?);
-            self.changed.notify_one();
-        }
-        Ok(true)
-    }
-
-    /// When the held token next needs a renewal or login, for the background upkeep task.
-    pub async fn refresh_at(&self) -> Option<Instant> {
-        let held = self.held.lock().await;
-        held.as_ref()?.refresh_at(self.can_login())
-    }
-
-    /// Replaces the held token by a fresh login; on failure keeps it and retries later.
-    async fn relogin(&self, client: &VaultClient, held: &mut Held, now: Instant) {
-        match self.login(client).await {
-            Ok(fresh) => *held = fresh,
-            Err(e) => {
-                warn!(error = %e, "vault login failed; keeping the current token for now");
-                held.retry_at = Some(now + REFRESH_RETRY);
-            }
-        }
-    }
-
-    async fn obtain(&self, client: &VaultClient) -> Result<Held, SourceError> {
-        match &self.method {
-            AuthMethod::Token { token, file: None } => {
-                lookup_self(client, token).await.map(Held::from)
-            }
-            _ => self.login(client).await,
-        }
-    }
-
-    async fn login(&self, client: &VaultClient) -> Result<Held, SourceError> {
-        login(client, &self.method).await.map(Held::from)
-    }
-
-    async fn renew(&self, client: &VaultClient, held: &mut Held) -> Result<(), SourceError> {
-        let path = "auth/token/renew-self";
-        let asked = held.increment.as_secs();
-        let body = json!({ "increment": format!("{asked}s") });
-        let since = Instant::now();
-        let reply = client
-            .call(Method::POST, path, Some(body), Some(&held.token), &[])
-            .await?;
-        let grant = parsed(&Method::POST, path, reply, auth_grant)?;
-        held.since = since;
-        held.ttl = (grant.ttl > 0).then(|| Duration::from_secs(grant.ttl));
-        held.renewable = grant.renewable;
-        held.at_max = grant.ttl < asked;
-        held.retry_at = None;
-        info!(
-            target: "pglease::audit",
-            event = "vault_token_renewed",
-            method = self.method.name(),
-            accessor = held.accessor.as_deref().unwrap_or(""),
-            ttl_secs = grant.ttl,
-            at_max_ttl = held.at_max,
-            "vault token renewed"
-        );
-        Ok(())
+    match held.refresh_at(true) {
+        Some(due) if now >= due && !held.end_is_fixed() => RetiredStep::Renew,
+        _ => RetiredStep::Keep,
     }
 }
 
@@ -308,6 +249,7 @@ mod tests {
     fn tokens_without_ttl_are_left_alone_and_failures_back_off() {
         let (h, t0) = held(0, false);
         assert_eq!(h.ttl, None);
+        assert_eq!(h.end(), None);
         assert_eq!(
             plan(&h, true, t0 + Duration::from_secs(1_000_000)),
             Step::Keep
@@ -319,5 +261,62 @@ mod tests {
         assert_eq!(plan(&h, true, t0 + Duration::from_secs(22)), Step::Keep);
         assert_eq!(plan(&h, true, t0 + Duration::from_secs(25)), Step::Renew);
         assert_eq!(h.refresh_at(true), Some(t0 + Duration::from_secs(25)));
+    }
+
+    #[test]
+    fn renewals_ask_enough_to_outlive_every_lease() {
+        let (mut h, t0) = held(10, true);
+        assert_eq!(h.increment_at(t0), Duration::from_secs(10));
+        h.leases
+            .insert("a".into(), t0 + Duration::from_millis(59_500));
+        h.leases.insert("b".into(), t0 + Duration::from_secs(20));
+        assert_eq!(h.increment_at(t0), Duration::from_secs(60));
+        // Near the end of the longest lease the token's own TTL is the floor.
+        assert_eq!(
+            h.increment_at(t0 + Duration::from_secs(55)),
+            Duration::from_secs(10)
+        );
+        assert!(!h.end_is_fixed());
+        h.at_max = true;
+        assert!(h.end_is_fixed());
+        assert!(held(10, false).0.end_is_fixed());
+    }
+
+    #[test]
+    fn a_fixed_end_caps_leases_that_would_outlive_it() {
+        let (mut h, t0) = held(10, true);
+        h.leases.insert("a".into(), t0 + Duration::from_secs(30));
+        // Vault may still extend it: nothing is capped yet.
+        assert_eq!(h.capping_end(), None);
+        h.at_max = true;
+        assert_eq!(h.capping_end(), Some(t0 + Duration::from_secs(10)));
+        h.leases.insert("a".into(), t0 + Duration::from_secs(5));
+        assert_eq!(h.capping_end(), None);
+    }
+
+    #[test]
+    fn a_replaced_token_lives_while_its_leases_do() {
+        let (mut h, t0) = held(30, true);
+        // Nothing created with it: let it go at once.
+        assert_eq!(plan_retired(&h, t0), RetiredStep::Release);
+        let out = h.ticket();
+        assert_eq!(plan_retired(&h, t0), RetiredStep::Keep);
+        drop(out);
+        h.leases.insert("a".into(), t0 + Duration::from_secs(100));
+        assert_eq!(plan_retired(&h, t0), RetiredStep::Keep);
+        assert_eq!(
+            plan_retired(&h, t0 + Duration::from_secs(20)),
+            RetiredStep::Renew
+        );
+        h.at_max = true;
+        assert_eq!(
+            plan_retired(&h, t0 + Duration::from_secs(20)),
+            RetiredStep::Keep
+        );
+        // Expired: its leases died with it in Vault.
+        assert_eq!(
+            plan_retired(&h, t0 + Duration::from_secs(30)),
+            RetiredStep::Release
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -12,7 +12,8 @@ use postgres_protocol::escape::{escape_identifier, escape_literal};
 use serde_json::{Value, json};
 
 use super::leases::{creds, renew_lease, revoke_lease};
-use super::{Inner, Recorded, full, random};
+use super::tokens::{login, lookup_self, renew_self, revoke_self};
+use super::{Inner, Mode, Recorded, full, random};
 
 /// An answer: status and optional JSON body.
 #[derive(Debug)]
@@ -26,7 +27,7 @@ pub fn error(status: StatusCode, message: &str) -> Reply {
     Reply(status, Some(json!({ "errors": [message] })))
 }
 
-fn denied() -> Reply {
+pub fn denied() -> Reply {
     error(StatusCode::FORBIDDEN, "permission denied")
 }
 
@@ -68,16 +69,34 @@ pub async fn handle(
         Err(_) => Bytes::new(),
     };
     let body = serde_json::from_slice::<Value>(&bytes);
-    inner.lock().requests.push(Recorded {
-        method: method.to_string(),
-        path: path.clone(),
-        namespace,
-        token_sent: token.is_some(),
-        body: body.as_ref().cloned().unwrap_or(Value::Null),
-    });
-    let Reply(status, json) = match body {
-        Err(_) if !bytes.is_empty() => error(StatusCode::BAD_REQUEST, "failed to parse JSON input"),
-        body => route(&inner, &method, &path, token, body.unwrap_or(Value::Null)).await,
+    let mode = {
+        let mut state = inner.lock();
+        state.requests.push(Recorded {
+            at: Instant::now(),
+            method: method.to_string(),
+            path: path.clone(),
+            namespace,
+            token_sent: token.is_some(),
+            body: body.as_ref().cloned().unwrap_or(Value::Null),
+        });
+        state.mode.clone()
+    };
+    let Reply(status, json) = match (mode, body) {
+        // Accepted and read, never answered: the client's own timeout must end the wait.
+        (Mode::Hang, _) => std::future::pending().await,
+        (Mode::Redirect(to), _) => return Ok(redirect(&to, &path)),
+        // Vault answers every request this way while sealed, logins included.
+        (Mode::Sealed, _) => error(StatusCode::SERVICE_UNAVAILABLE, "Vault is sealed"),
+        (Mode::RateLimited, _) => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("request path {path:?}: rate limit quota exceeded"),
+        ),
+        (_, body) => match body {
+            Err(_) if !bytes.is_empty() => {
+                error(StatusCode::BAD_REQUEST, "failed to parse JSON input")
+            }
+            body => route(&inner, &method, &path, token, body.unwrap_or(Value::Null)).await,
+        },
     };
     let mut response = Response::new(full(
         json.map(|j| j.to_string().into_bytes()).unwrap_or_default(),
@@ -91,6 +110,16 @@ pub async fn handle(
     Ok(response)
 }
 
+/// What a standby Vault with request forwarding off answers: 307 to the same path elsewhere.
+fn redirect(to: &str, path: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(full(Vec::new()));
+    *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    if let Ok(location) = format!("{to}{path}").parse() {
+        response.headers_mut().insert("location", location);
+    }
+    response
+}
+
 async fn route(
     inner: &Inner,
     method: &Method,
@@ -101,9 +130,6 @@ async fn route(
     let Some(rest) = path.strip_prefix("/v1/") else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
-    if inner.lock().sealed {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "Vault is sealed");
-    }
     let write = *method == Method::POST || *method == Method::PUT;
     if let Some(mount) = rest
         .strip_prefix("auth/")
@@ -121,6 +147,7 @@ async fn route(
     match rest {
         "auth/token/lookup-self" if *method == Method::GET => lookup_self(inner, &token),
         "auth/token/renew-self" if write => renew_self(inner, &token, &body),
+        "auth/token/revoke-self" if write => revoke_self(inner, &token).await,
         "sys/leases/renew" if write => renew_lease(inner, &body).await,
         "sys/leases/revoke" if write => revoke_lease(inner, &body).await,
         _ => {
@@ -128,7 +155,7 @@ async fn route(
                 .split_once("/creds/")
                 .filter(|_| *method == Method::GET)
             {
-                creds(inner, mount, role).await
+                creds(inner, mount, role, &token).await
             } else if let Some((mount, role)) = rest
                 .split_once("/static-creds/")
                 .filter(|_| *method == Method::GET)
@@ -154,64 +181,6 @@ fn valid(inner: &Inner, token: &str) -> bool {
         .is_some_and(|t| t.expires.is_none_or(|e| Instant::now() < e))
 }
 
-fn auth_block(token: &str, accessor: &str, ttl: Duration, renewable: bool) -> Value {
-    json!({
-        "client_token": token,
-        "accessor": accessor,
-        "policies": ["default", "pglease"],
-        "token_policies": ["default", "pglease"],
-        "metadata": null,
-        "lease_duration": ttl.as_secs(),
-        "renewable": renewable,
-        "entity_id": "",
-        "token_type": "service",
-        "orphan": true,
-    })
-}
-
-fn login(inner: &Inner, mount: &str, body: &Value) -> Reply {
-    let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-    let mut state = inner.lock();
-    let spec = if let Some(app) = state.approles.get(mount) {
-        if field("role_id") != app.role_id || field("secret_id") != app.secret_id {
-            return error(StatusCode::BAD_REQUEST, "invalid role or secret ID");
-        }
-        app.spec
-    } else if let Some(kube) = state.kube_roles.get(mount) {
-        if field("role") != kube.role || field("jwt") != kube.jwt {
-            return error(StatusCode::FORBIDDEN, "permission denied");
-        }
-        kube.spec
-    } else {
-        return error(StatusCode::BAD_REQUEST, "no handler for route");
-    };
-    let (token, accessor) = state.issue_token(spec);
-    let auth = auth_block(&token, &accessor, spec.ttl, spec.renewable);
-    ok(envelope("", 0, false, Value::Null, auth))
-}
-
-fn lookup_self(inner: &Inner, token: &str) -> Reply {
-    let state = inner.lock();
-    let Some(t) = state.tokens.get(token) else {
-        return denied();
-    };
-    let ttl = t
-        .expires
-        .map_or(0, |e| e.saturating_duration_since(Instant::now()).as_secs());
-    let data = json!({
-        "accessor": t.accessor,
-        "creation_ttl": t.spec.ttl.as_secs(),
-        "display_name": "token",
-        "explicit_max_ttl": t.spec.max_ttl.as_secs(),
-        "id": token,
-        "policies": ["default", "pglease"],
-        "renewable": t.spec.renewable,
-        "ttl": ttl,
-        "type": "service",
-    });
-    ok(envelope("", 0, false, data, Value::Null))
-}
-
 /// Vault accepts an increment as seconds or as a duration string such as "30s".
 pub fn increment(body: &Value) -> Option<u64> {
     match body.get("increment")? {
@@ -219,25 +188,6 @@ pub fn increment(body: &Value) -> Option<u64> {
         Value::String(s) => s.strip_suffix('s').unwrap_or(s).parse().ok(),
         _ => None,
     }
-}
-
-fn renew_self(inner: &Inner, token: &str, body: &Value) -> Reply {
-    let mut state = inner.lock();
-    let Some(t) = state.tokens.get_mut(token) else {
-        return denied();
-    };
-    if !t.spec.renewable {
-        return error(StatusCode::BAD_REQUEST, "lease is not renewable");
-    }
-    let now = Instant::now();
-    let asked = increment(body).map_or(t.spec.ttl, Duration::from_secs);
-    let expires = t
-        .max_expires
-        .map_or(now + asked, |max| (now + asked).min(max));
-    t.expires = Some(expires);
-    let granted = expires.saturating_duration_since(now);
-    let auth = auth_block(token, &t.accessor, granted, true);
-    ok(envelope("", 0, false, Value::Null, auth))
 }
 
 async fn static_creds(inner: &Inner, key: &str) -> Reply {

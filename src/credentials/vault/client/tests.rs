@@ -210,3 +210,56 @@ async fn error_answers_are_scrubbed_and_oversized_ones_refused() {
         "vault GET /v1/database/creds/app: response is not JSON (line 1, column 1)"
     );
 }
+
+#[test]
+fn only_plain_http_off_this_host_is_flagged() {
+    for quiet in [
+        "https://vault.example.com:8200",
+        "http://127.0.0.1:8200",
+        "http://127.3.4.5",
+        "http://127.1:8200",
+        "http://[::1]:8200/",
+        "http://localhost:8200",
+        "http://LOCALHOST.",
+        "HTTPS://10.0.0.5",
+    ] {
+        assert_eq!(plaintext_remote_host(quiet), None, "{quiet}");
+    }
+    for (loud, host) in [
+        ("http://vault.example.com:8200", "vault.example.com"),
+        ("http://10.0.0.5:8200", "10.0.0.5"),
+        ("http://128.0.0.1", "128.0.0.1"),
+        ("http://[2001:db8::1]:8200", "[2001:db8::1]"),
+        ("http://[::ffff:10.0.0.1]", "[::ffff:a00:1]"),
+        ("http://localhost.example.com", "localhost.example.com"),
+        ("HTTP://Vault:8200", "vault"),
+    ] {
+        assert_eq!(plaintext_remote_host(loud).as_deref(), Some(host), "{loud}");
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_is_refused_with_its_status_and_target_but_never_followed() {
+    // A second peer that would answer, and record, a followed redirect.
+    let (elsewhere, followed) = one_answer(http("200 OK", r#"{"data":{"ttl":5}}"#)).await;
+    let head = format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: {elsewhere}/v1/database/creds/app?x=1\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let (address, _) = one_answer(head.into_bytes()).await;
+    let token = Secret::from("hvs.must-stay-home");
+    let err = client(&address, None)
+        .call(Method::GET, "database/creds/app", None, Some(&token), &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::Redirect { .. }), "{err}");
+    let text = SourceError::from(err).to_string();
+    assert!(text.starts_with("credential source refused: "), "{text}");
+    assert!(text.contains("HTTP 307 Temporary Redirect"), "{text}");
+    assert!(text.contains(&format!("to {elsewhere}:")), "{text}");
+    assert!(!text.contains("x=1") && !text.contains("hvs."), "{text}");
+    // Nothing reached the other peer.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!followed.is_finished());
+    followed.abort();
+}
