@@ -152,9 +152,9 @@ impl managed::Manager for Manager {
         if up.broken {
             return Err(RecycleError::message("broken"));
         }
-        if metrics.last_used() > self.idle_timeout {
-            return Err(RecycleError::message("idle timeout"));
-        }
+        // Not `idle_timeout`: deadpool's metric counts from the last checkout, so it would
+        // close a connection just back from a long transaction; [`super::idle`] counts from
+        // its return and closes idle connections in the background.
         let current = self.credentials.generation();
         if up.generation() < current {
             // Make before break: swap in a connection already logged in on the new lease.
