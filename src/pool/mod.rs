@@ -204,6 +204,17 @@ impl Pool {
         self.inner.manager().spares.park(up);
     }
 
+    /// How many logins this pool made while handing a connection out, where the client
+    /// waits for them: the pool growing, or refilling the slot of a connection it closed.
+    /// A rotation adds none (its replacements log in on the background task), so this is
+    /// the count to watch for logins that clients feel.
+    pub fn checkout_logins(&self) -> u64 {
+        self.inner
+            .manager()
+            .checkout_logins
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Current counts: (open upstreams, idle upstreams, requests waiting).
     pub fn status(&self) -> (usize, usize, usize) {
         let s = self.inner.status();
