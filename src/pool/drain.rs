@@ -61,7 +61,10 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
             }
         }
         busy = false;
-        idle.sweep(&pool.inner, manager.idle_timeout());
+        let closed = idle.sweep(&pool.inner, manager.idle_timeout());
+        if closed > 0 {
+            debug!(credentials = %creds.name(), closed, "idle upstreams closed after idle_timeout");
+        }
         let current = creds.generation();
         let superseded = manager.spares.older_than(current);
         let old = superseded.connections;

@@ -27,11 +27,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use deadpool::managed::{self, Metrics};
-use tracing::debug;
-
 use super::manager::Manager;
 use crate::upstream::Upstream;
+use deadpool::managed::{self, Metrics};
 
 /// When each idle connection of one pool was first seen idle. Owned by the pool's background
 /// task alone, so it needs no lock of its own.
@@ -72,11 +70,7 @@ impl IdleClock {
         });
         // Connections checked out now are forgotten: they start over when they come back.
         self.seen = seen;
-        let closed = removed.removed.len();
-        if closed > 0 {
-            debug!(closed, "idle upstreams closed after idle_timeout");
-        }
-        closed
+        removed.removed.len()
     }
 
     /// Records the checkout stamps the pool's own [`super::Pool::cycle_idle`] just gave the
