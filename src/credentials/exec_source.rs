@@ -8,8 +8,11 @@
 //! into a program that may log or pass on what it was given, and the command behaves the
 //! same whoever starts pglease. It runs in a process group of its own, and when `timeout`
 //! passes (or pglease stops waiting for it) the whole group is killed, so helpers it forked
-//! do not outlive it holding its pipes. Both pipes are drained until the command exits, even past what is
-//! kept, so a chatty command never blocks on a full pipe. Errors carry the first
+//! do not outlive it holding its pipes. Killed helpers are reaped by init; pglease run as
+//! PID 1 in a container needs an init (`tini`, `docker run --init`) to reap them.
+//!
+//! Both pipes are drained until the command exits, even past what is kept, so a chatty
+//! command never blocks on a full pipe. Errors carry the first
 //! [`STDERR_LIMIT`] bytes of stderr, which is where such tools explain themselves, but never
 //! stdout: stdout is the document, and the document holds the password. Only the program
 //! name (argv\[0\]) is named in errors and lease ids, since later arguments may be tokens.

@@ -30,7 +30,8 @@ pub struct Manager {
     pub(super) spares: Spares,
     /// Woken when a parked replacement was used, so the drain task opens the next one.
     pub(super) wanted: Notify,
-    /// Logins made on the checkout path, where a client waits for them.
+    /// Logins made on the checkout path, where a client waits for them (or the drain task,
+    /// when the parked replacement it cycles in was taken by someone else meanwhile).
     pub(super) checkout_logins: AtomicU64,
 }
 

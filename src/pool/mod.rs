@@ -206,8 +206,9 @@ impl Pool {
 
     /// How many logins this pool made while handing a connection out, where the client
     /// waits for them: the pool growing, or refilling the slot of a connection it closed.
-    /// A rotation adds none (its replacements log in on the background task), so this is
-    /// the count to watch for logins that clients feel.
+    /// A rotation should add none (its replacements log in on the background task, and a
+    /// connection keeps serving on its old lease until one is parked), so this is the count
+    /// to watch for logins that clients feel.
     pub fn checkout_logins(&self) -> u64 {
         self.inner
             .manager()
