@@ -168,3 +168,53 @@ async fn rotations_under_load_stay_within_the_pool_bound_and_off_the_clients_pat
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_replacement_unused_for_idle_timeout_is_closed() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let db = fresh_db("stale").await;
+    let admin = superuser().await;
+    // A pool of one, so the replacement cannot move into the pool as an idle connection.
+    let toml = issuer_toml(&db, "stlx", "session")
+        .replace("pool_size = 4", "pool_size = 1")
+        .replace("ttl = \"8s\"", "ttl = \"10m\"")
+        .replace("max_ttl = \"30s\"", "max_ttl = \"20m\"")
+        .replace(
+            "shutdown_timeout",
+            "idle_timeout = \"1s\"\nshutdown_timeout",
+        );
+    let proxy = start_proxy(&toml).await;
+    let creds = proxy.shared().credentials["rotating"].clone();
+    // A session pinned to its lease by a temporary table: it hands back every replacement
+    // it is offered, so the one parked for it would wait for nobody.
+    let pinned = connect(proxy.local_addr(), &db.user, &db.password, &db.name).await;
+    pinned
+        .batch_execute("CREATE TEMP TABLE scratch (x int)")
+        .await
+        .expect("temp table");
+    rotate(&creds).await;
+    let new_role = creds.state().username.expect("the new lease");
+
+    // Replacements may come and go, but none may stay parked past idle_timeout (plus the
+    // background task's tick and a busy machine's slack).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let row = admin
+        .query_one(
+            "SELECT count(*), coalesce(extract(epoch FROM max(now() - backend_start)), 0)::float8 \
+             FROM pg_stat_activity WHERE usename = $1",
+            &[&new_role],
+        )
+        .await
+        .expect("backend ages");
+    let (parked, age): (i64, f64) = (row.get(0), row.get(1));
+    assert!(
+        parked >= 1,
+        "no replacement is parked for the pinned session"
+    );
+    assert!(
+        age < 3.0,
+        "a replacement on the new lease stayed parked for {age:.1} s; idle_timeout is 1 s"
+    );
+    first_value(&pinned, "SELECT count(*) FROM scratch").await;
+    proxy.shutdown().await;
+}
