@@ -421,3 +421,71 @@ async fn an_upstream_terminated_while_idle_is_replaced_not_handed_out() {
     assert_ne!(first, second, "the terminated upstream was reused");
     proxy.shutdown().await;
 }
+
+/// The backends logged in as `role` on the upstream, polled until `want` or `window` passes.
+async fn wait_for_upstreams(role: &str, want: i64, window: Duration) -> i64 {
+    let admin = common::superuser().await;
+    let until = Instant::now() + window;
+    loop {
+        let n = common::upstream_count(&admin, role).await;
+        if n == want || Instant::now() > until {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstreams_close_after_idle_timeout_with_no_traffic() {
+    let db = fresh_db("shrink").await;
+    let toml = proxy_toml(&db, "transaction", 5, "idle_timeout = \"1s\"");
+    let proxy = start_proxy(&toml).await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(Arc::new(connect_app(&proxy, &db).await));
+    }
+    // A burst: five transactions at once need five upstreams.
+    let sampler = UpstreamSampler::start(&db.role).await;
+    let barrier = Arc::new(Barrier::new(clients.len()));
+    let mut burst = Vec::new();
+    for client in &clients {
+        let (client, barrier) = (client.clone(), barrier.clone());
+        burst.push(tokio::spawn(async move {
+            barrier.wait().await;
+            client
+                .simple_query("SELECT pg_sleep(0.5)")
+                .await
+                .unwrap_or_else(|e| panic!("burst query: {}", describe(&e)));
+        }));
+    }
+    for task in burst {
+        task.await.expect("burst task");
+    }
+    let during = sampler.finish().await;
+    assert_eq!(during.max, 5, "the burst did not open five upstreams");
+
+    // Nobody sends anything now, and the clients stay connected: the idle upstreams must
+    // still be closed once idle_timeout has passed.
+    let left = wait_for_upstreams(&db.role, 0, Duration::from_secs(15)).await;
+    assert_eq!(left, 0, "idle upstreams outlived idle_timeout");
+    // The pool serves again afterwards, with a fresh login.
+    assert_eq!(last_value(&clients[0], "SELECT 7").await, "7");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_back_from_a_long_transaction_is_reused_not_reopened() {
+    let db = fresh_db("longtx").await;
+    let toml = proxy_toml(&db, "transaction", 1, "idle_timeout = \"2s\"");
+    let proxy = start_proxy(&toml).await;
+    let client = connect_app(&proxy, &db).await;
+    // Busy for longer than idle_timeout, then idle for no time at all: idle time counts from
+    // when the upstream came back, not from when it was handed out.
+    let busy = last_value(&client, "SELECT pg_sleep(3); SELECT pg_backend_pid()").await;
+    let next = last_value(&client, "SELECT pg_backend_pid()").await;
+    assert_eq!(
+        busy, next,
+        "the upstream was closed as idle right after its transaction"
+    );
+    proxy.shutdown().await;
+}

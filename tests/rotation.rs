@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio_postgres::SimpleQueryMessage;
 
+#[path = "rotation/bounds.rs"]
+mod bounds;
 #[path = "rotation/lifecycle.rs"]
 mod lifecycle;
 #[path = "rotation/logins.rs"]

@@ -1,6 +1,7 @@
 //! The `file` and `exec` credential sources against a real filesystem and real processes:
 //! reading, change detection, timeouts, and errors that never quote the password.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -9,6 +10,7 @@ use pglease::config::{ExecSourceConfig, FileSourceConfig};
 use pglease::credentials::exec_source::ExecSource;
 use pglease::credentials::file_source::FileSource;
 use pglease::credentials::{Source, SourceError};
+use pglease::secret::Secret;
 
 const POLL: Duration = Duration::from_millis(50);
 
@@ -44,10 +46,19 @@ fn file_source(path: &Path) -> FileSource {
 }
 
 fn exec_source(script: &str, timeout: Duration) -> ExecSource {
+    exec_source_with_env(script, timeout, BTreeMap::new())
+}
+
+fn exec_source_with_env(
+    script: &str,
+    timeout: Duration,
+    env: BTreeMap<String, Secret>,
+) -> ExecSource {
     ExecSource::new(&ExecSourceConfig {
         command: vec!["sh".into(), "-c".into(), script.into()],
         timeout,
         refresh_interval: None,
+        env,
     })
 }
 
@@ -286,9 +297,76 @@ async fn exec_missing_program_is_reported() {
         ],
         timeout: Duration::from_secs(1),
         refresh_interval: None,
+        env: BTreeMap::new(),
     });
     let error = source.acquire().await.unwrap_err();
     let text = error.to_string();
     assert!(text.contains("cannot start"), "{text}");
     assert!(!text.contains("--token"), "{text}");
+}
+
+/// The environment variable names the exec source's command saw (sanitised into the
+/// document's username), and what it saw in `PGLEASE_EXEC_MARK` (as the password).
+const PRINT_ENV: &str = r#"names=$(env | cut -d= -f1 | sort | tr '\n' ' ' | tr -dc 'A-Za-z0-9_ ')
+printf '{"username":"%s","password":"%s"}' "$names" "${PGLEASE_EXEC_MARK-unset}""#;
+
+#[tokio::test]
+async fn exec_command_sees_only_path_and_the_configured_environment() {
+    // Cargo sets these for every test binary, so a command that inherited our environment
+    // would see them.
+    for inherited in ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME"] {
+        assert!(
+            std::env::var_os(inherited).is_some(),
+            "{inherited} not set by cargo"
+        );
+    }
+    let env = [("PGLEASE_EXEC_MARK".to_owned(), Secret::from("marked 1"))].into();
+    let source = exec_source_with_env(PRINT_ENV, Duration::from_secs(5), env);
+    let lease = source.acquire().await.unwrap();
+    let names: Vec<&str> = lease.username.split_whitespace().collect();
+    // Shells add a few of their own (PWD, SHLVL, OLDPWD, _); nothing else may be there.
+    let expected = ["PATH", "PGLEASE_EXEC_MARK", "PWD", "OLDPWD", "SHLVL", "_"];
+    let foreign: Vec<&&str> = names.iter().filter(|n| !expected.contains(n)).collect();
+    assert!(foreign.is_empty(), "inherited variables: {foreign:?}");
+    assert!(names.contains(&"PATH"), "no PATH: {names:?}");
+    assert_eq!(lease.password.expose(), "marked 1");
+}
+
+/// Whether process `pid` still exists and is not a zombie (a killed process whose parent has
+/// not reaped it yet is gone for every purpose here).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn exec_timeout_kills_the_commands_whole_process_group() {
+    let dir = TempDir::new("pgroup");
+    let pids = dir.0.join("pids");
+    // The command forks a grandchild and waits; both must go when the timeout strikes.
+    let script = format!("sleep 60 & echo \"$$ $!\" > '{}'; wait", pids.display());
+    let source = exec_source(&script, Duration::from_millis(500));
+    let error = source.acquire().await.unwrap_err();
+    assert!(error.to_string().contains("timed out"), "{error}");
+    let text = std::fs::read_to_string(&pids).expect("the command wrote its pids");
+    let pids: Vec<u32> = text
+        .split_whitespace()
+        .map(|p| p.parse().expect("a pid"))
+        .collect();
+    assert_eq!(pids.len(), 2, "{text}");
+    // SIGKILL is delivered at once, but give a busy machine a generous window to act on it.
+    let until = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let survivors: Vec<&u32> = pids.iter().filter(|&&p| alive(p)).collect();
+    assert!(
+        survivors.is_empty(),
+        "still running after the timeout: {survivors:?}"
+    );
 }

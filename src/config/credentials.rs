@@ -1,6 +1,7 @@
 //! The `[credentials.NAME]` entries: the lease lifecycle keys every entry shares, and the keys
 //! of each `source` (static, issuer, vault, file, exec), with their defaults.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -219,6 +220,12 @@ pub struct ExecSourceConfig {
     /// Run again after this long even without `expires_at`; `None` means only when the lease
     /// asks for it (rotate_at of its lifetime) or on `ROTATE`.
     pub refresh_interval: Option<Duration>,
+    /// `env = { NAME = "value" }`: the command's whole environment, besides a default `PATH`
+    /// ([`crate::credentials::exec_source::DEFAULT_PATH`], unless set here). Nothing of
+    /// pglease's own environment is passed on, so what the command sees is in the config.
+    /// Values are resolved like secrets (`env:NAME` passes one of pglease's variables on
+    /// explicitly), because they often carry tokens.
+    pub env: BTreeMap<String, Secret>,
 }
 
 #[cfg(test)]
@@ -231,6 +238,7 @@ mod tests {
             command: vec!["x".into()],
             timeout: Duration::from_secs(1),
             refresh_interval: None,
+            env: BTreeMap::new(),
         });
         assert_eq!(exec.kind(), "exec");
         let issuer = SourceConfig::Issuer(IssuerConfig::new(Secret::from("postgres://")));

@@ -26,7 +26,9 @@ pub use credentials::{
     StaticSourceConfig, VaultAuth, VaultConfig, VaultKind,
 };
 pub use duration::{DurationError, format_duration, parse_duration};
-pub use secret_ref::{EnvLookup, MAX_SECRET_FILE_BYTES, SecretRefError, resolve_secret};
+pub use secret_ref::{
+    EnvLookup, MAX_SECRET_FILE_BYTES, SecretRefError, exposed_mode, resolve_secret, warn_if_exposed,
+};
 pub use serving::{AuthType, DatabaseConfig, PoolMode, ProxyConfig, UserConfig};
 pub use validate::plaintext_remote_host;
 

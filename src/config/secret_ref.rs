@@ -3,11 +3,18 @@
 //! Indirection lets the config file itself be non-secret (checked in, printed by `SHOW
 //! CONFIG`), with the secrets coming from the environment or from mounted files. Errors name
 //! the variable or the path, never the value, so they are safe to print.
+//!
+//! A secret file that users other than its owner may read (or write) is still used, since
+//! refusing it would take a working deployment down, but each read logs a warning naming
+//! the path and the mode ([`warn_if_exposed`]); the credential `file` source does the same.
 
 use std::env::VarError;
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use tracing::warn;
 
 use crate::secret::Secret;
 
@@ -88,12 +95,35 @@ pub fn resolve_secret(
     Ok(Secret::new(raw))
 }
 
+/// The permission bits of a file holding a secret when they let anyone but its owner (group
+/// or others) at it, `None` when only the owner may read it. A Kubernetes secret volume's
+/// default (0644) is exposed: every process in the pod, whatever its user, can read it.
+pub fn exposed_mode(metadata: &Metadata) -> Option<u32> {
+    let mode = metadata.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+/// Warns, naming `path` and its mode (never its content), when [`exposed_mode`] says the
+/// secret file is readable by other users.
+pub fn warn_if_exposed(path: &Path, metadata: &Metadata) {
+    if let Some(mode) = exposed_mode(metadata) {
+        warn!(
+            path = %path.display(),
+            mode = %format_args!("{mode:04o}"),
+            "secret file is accessible to users other than its owner; make it 0600 or 0400"
+        );
+    }
+}
+
 fn read_secret_file(path: &Path) -> Result<Secret, SecretRefError> {
     let read_error = |source| SecretRefError::FileRead {
         path: path.to_owned(),
         source,
     };
     let file = File::open(path).map_err(read_error)?;
+    if let Ok(metadata) = file.metadata() {
+        warn_if_exposed(path, &metadata);
+    }
     // Read one byte past the limit rather than trusting metadata, which can change (or lie, for
     // a pipe) between the check and the read.
     let mut bytes = Vec::new();
@@ -198,6 +228,22 @@ mod tests {
         let file_name = path.file_name().unwrap().to_str().unwrap().to_owned();
         let secret = resolve(&format!("file:{file_name}"), &std::env::temp_dir()).unwrap();
         assert_eq!(secret.expose(), "rel");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn files_others_may_read_are_told_apart_from_private_ones() {
+        let path = temp_file("mode", b"s3cret\n");
+        let mode_of = |mode: u32| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            exposed_mode(&std::fs::metadata(&path).unwrap())
+        };
+        assert_eq!(mode_of(0o644), Some(0o644));
+        assert_eq!(mode_of(0o640), Some(0o640));
+        assert_eq!(mode_of(0o604), Some(0o604));
+        assert_eq!(mode_of(0o620), Some(0o620));
+        assert_eq!(mode_of(0o600), None);
+        assert_eq!(mode_of(0o400), None);
         std::fs::remove_file(path).unwrap();
     }
 

@@ -29,7 +29,8 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// How long a client has to finish startup and authentication. Default 60s.
     pub login_timeout: Duration,
-    /// Idle upstreams older than this are closed, so pools shrink after a burst. Default 600s.
+    /// Upstreams idle this long (since they came back to their pool) are closed in the
+    /// background, so pools shrink after a burst. Default 600s.
     pub idle_timeout: Duration,
     /// On shutdown, how long clients get to finish before they are cut off. Default 30s.
     pub shutdown_timeout: Duration,

@@ -90,6 +90,7 @@ const FULL: &str = r#"
     command = ["get-creds", "app"]
     timeout = "3s"
     refresh_interval = "1d"
+    env = { VAULT_ADDR = "https://vault:8200", VAULT_TOKEN = "env:PGLEASE_TEST_VAULT_TOKEN" }
 
     [credentials.fixed]
     source = "static"
@@ -173,6 +174,11 @@ fn full_config_round_trips_including_defaults() {
         command: vec!["get-creds".into(), "app".into()],
         timeout: secs(3),
         refresh_interval: Some(secs(86_400)),
+        env: [
+            ("VAULT_ADDR".to_owned(), Secret::from("https://vault:8200")),
+            ("VAULT_TOKEN".to_owned(), Secret::from("hvs.token")),
+        ]
+        .into(),
     });
     assert_eq!(config.credentials["exec"].source, expected_exec);
     let SourceConfig::Static(fixed) = &config.credentials["fixed"].source else {

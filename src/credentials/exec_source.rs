@@ -2,33 +2,51 @@
 //!
 //! # Design
 //!
-//! The command runs without a shell (argv as configured), with stdin closed, and is killed
-//! when `timeout` passes. Both pipes are drained until the command exits, even past what is
-//! kept, so a chatty command never blocks on a full pipe. Errors carry the first
+//! The command runs without a shell (argv as configured), with stdin closed, in an
+//! environment that holds only [`DEFAULT_PATH`] and the config's `env` table: nothing of
+//! pglease's own environment (its `env:` secrets, a Vault token, cloud credentials) leaks
+//! into a program that may log or pass on what it was given, and the command behaves the
+//! same whoever starts pglease. It runs in a process group of its own, and when `timeout`
+//! passes (or pglease stops waiting for it) the whole group is killed, so helpers it forked
+//! do not outlive it holding its pipes. Killed helpers are reaped by init; pglease run as
+//! PID 1 in a container needs an init (`tini`, `docker run --init`) to reap them.
+//!
+//! Both pipes are drained until the command exits, even past what is kept, so a chatty
+//! command never blocks on a full pipe. Errors carry the first
 //! [`STDERR_LIMIT`] bytes of stderr, which is where such tools explain themselves, but never
 //! stdout: stdout is the document, and the document holds the password. Only the program
 //! name (argv\[0\]) is named in errors and lease ids, since later arguments may be tokens.
 
+use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
+use tracing::warn;
 
 use super::json::{MAX_DOCUMENT_BYTES, parse_document};
 use super::source::SourceFuture;
 use super::{Lease, Source, SourceError};
 use crate::config::ExecSourceConfig;
+use crate::secret::Secret;
 
 /// How much of the command's stderr an error quotes.
 pub const STDERR_LIMIT: usize = 1024;
+
+/// The command's `PATH` unless its `env` table sets one: the system directories, so a script
+/// finds the usual tools wherever pglease was started from.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Runs a command for each lease (`source = "exec"`).
 pub struct ExecSource {
     command: Vec<String>,
     timeout: Duration,
     refresh_interval: Option<Duration>,
+    /// The command's environment besides [`DEFAULT_PATH`].
+    env: BTreeMap<String, Secret>,
     /// Numbers leases for their ids; the command's output has no id of its own.
     runs: AtomicU64,
 }
@@ -40,6 +58,7 @@ impl ExecSource {
             command: config.command.clone(),
             timeout: config.timeout,
             refresh_interval: config.refresh_interval,
+            env: config.env.clone(),
             runs: AtomicU64::new(0),
         }
     }
@@ -50,14 +69,20 @@ impl ExecSource {
         };
         let mut child = Command::new(program)
             .args(args)
+            .env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .envs(self.env.iter().map(|(name, value)| (name, value.expose())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
                 SourceError::Unreachable(format!("exec `{program}`: cannot start: {e}"))
             })?;
+        // From here on, however this future ends, nothing the command started lives on.
+        let mut group = ProcessGroup::of(program, child.id());
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(SourceError::Unreachable(format!(
                 "exec `{program}`: no output pipes"
@@ -77,7 +102,9 @@ impl ExecSource {
         let (read_out, read_err, status) = match finished {
             Ok(done) => done,
             Err(_elapsed) => {
-                // SIGKILL to the direct child; `wait` then only reaps it.
+                // The command may have exited already while a helper it forked still holds
+                // a pipe: the group is killed whichever it is, then the command reaped.
+                group.kill();
                 let _ = child.start_kill();
                 let _ = child.wait().await;
                 return Err(SourceError::Unreachable(format!(
@@ -87,6 +114,8 @@ impl ExecSource {
                 )));
             }
         };
+        // The command exited and every holder of its pipes closed them: nothing left to kill.
+        group.disarm();
         let status = status
             .and_then(|s| read_out.and(read_err).map(|_| s))
             .map_err(|e| SourceError::Unreachable(format!("exec `{program}`: {e}")))?;
@@ -134,6 +163,47 @@ impl Source for ExecSource {
                 None => std::future::pending().await,
             }
         })
+    }
+}
+
+/// The process group a command runs in (its id is the command's pid), killed with SIGKILL
+/// when dropped unless disarmed. Killing by group id stays correct after the command itself
+/// is reaped: the kernel does not reuse a pid while a process group still carries it.
+struct ProcessGroup<'a> {
+    program: &'a str,
+    id: Option<Pid>,
+}
+
+impl<'a> ProcessGroup<'a> {
+    fn of(program: &'a str, pid: Option<u32>) -> Self {
+        let id = pid
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(Pid::from_raw);
+        ProcessGroup { program, id }
+    }
+
+    /// Kills every process still in the group, once.
+    fn kill(&mut self) {
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        match kill_process_group(id, Signal::KILL) {
+            // No such group: everyone in it has exited already.
+            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+            Err(error) => {
+                warn!(program = %self.program, %error, "exec: cannot kill the command's process group");
+            }
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for ProcessGroup<'_> {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -196,6 +266,7 @@ mod tests {
             command: vec!["true".into()],
             timeout: Duration::from_secs(1),
             refresh_interval: refresh,
+            env: BTreeMap::new(),
         })
     }
 
@@ -236,6 +307,7 @@ mod tests {
             command: Vec::new(),
             timeout: Duration::from_secs(1),
             refresh_interval: None,
+            env: BTreeMap::new(),
         });
         assert!(matches!(
             empty.acquire().await,

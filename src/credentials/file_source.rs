@@ -14,6 +14,10 @@
 //! the new content parses and describes a credential other than the current lease, so a file
 //! caught half-written, briefly missing, or reformatted without new values never starts a
 //! rotation.
+//!
+//! The document holds a password: each `acquire` warns when the file is readable by users
+//! other than its owner ([`crate::config::warn_if_exposed`]); polls do not, or the warning
+//! would repeat every few seconds.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -27,7 +31,7 @@ use tracing::debug;
 use super::json::{Credential, MAX_DOCUMENT_BYTES, parse_document};
 use super::source::SourceFuture;
 use super::{Lease, Source, SourceError};
-use crate::config::FileSourceConfig;
+use crate::config::{FileSourceConfig, warn_if_exposed};
 
 /// Shortest poll period, whatever the config says, so a zero interval cannot spin a core.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -117,6 +121,9 @@ impl Source for FileSource {
                     self.path.display()
                 )),
             })?;
+            if let Ok(metadata) = tokio::fs::metadata(&self.path).await {
+                warn_if_exposed(&self.path, &metadata);
+            }
             let credential = parse_document(&bytes)
                 .map_err(|e| SourceError::Rejected(format!("file {}: {e}", self.path.display())))?;
             let id = lease_id(&self.path, &credential);

@@ -13,6 +13,8 @@
 //! checkout; a session-mode client is woken for each parked one ([`super::Pool::move_due`])
 //! and swaps it into its own slot. The old lease is thus drained without any client waiting for a login and without
 //! the pool shrinking, and its rotator revokes it as soon as the last connection is gone.
+//!
+//! The same task closes connections idle for `idle_timeout` ([`super::idle`]) at every turn.
 
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Pool;
+use super::idle::IdleClock;
 use super::spares::Superseded;
 use crate::credentials::{Credentials, Deadline};
 
@@ -37,13 +40,15 @@ const UNHURRIED_PACE: Duration = Duration::from_millis(100);
 /// How long to wait after a failed replacement login before trying again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
-/// Runs until `shutdown`: keeps replacing connections on superseded leases.
+/// Runs until `shutdown`: keeps replacing connections on superseded leases, and closes
+/// connections idle for `idle_timeout`.
 pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
     let manager = pool.inner.manager();
     let creds = pool.credentials().clone();
     let most_parked = super::most_parked(pool.settings());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle = IdleClock::default();
     let mut busy = false;
     loop {
         if !busy {
@@ -56,6 +61,10 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
             }
         }
         busy = false;
+        let closed = idle.sweep(&pool.inner, manager.idle_timeout());
+        if closed > 0 {
+            debug!(credentials = %creds.name(), closed, "idle upstreams closed after idle_timeout");
+        }
         let current = creds.generation();
         let superseded = manager.spares.older_than(current);
         let old = superseded.connections;
@@ -65,6 +74,7 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
                 // More replacements than old connections (they closed by themselves): let
                 // the pool keep what fits, close the rest.
                 pool.cycle_idle().await;
+                idle.cycled(&pool.inner);
                 manager.spares.close_up_to(current);
             }
             continue;
@@ -90,6 +100,7 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
             continue;
         }
         pool.cycle_idle().await;
+        idle.cycled(&pool.inner);
         let used = parked.saturating_sub(manager.spares.ready(current, manager.idle_timeout()));
         if used > 0 {
             debug!(credentials = %creds.name(), replaced = used, "idle upstreams on a superseded lease replaced");

@@ -1,6 +1,7 @@
 //! How a pool opens an upstream and decides whether an idle one may be reused.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
@@ -29,6 +30,9 @@ pub struct Manager {
     pub(super) spares: Spares,
     /// Woken when a parked replacement was used, so the drain task opens the next one.
     pub(super) wanted: Notify,
+    /// Logins made on the checkout path, where a client waits for them (or the drain task,
+    /// when the parked replacement it cycles in was taken by someone else meanwhile).
+    pub(super) checkout_logins: AtomicU64,
 }
 
 impl Manager {
@@ -44,6 +48,7 @@ impl Manager {
             params: Mutex::new(None),
             spares: Spares::default(),
             wanted: Notify::new(),
+            checkout_logins: AtomicU64::new(0),
         }
     }
 
@@ -145,6 +150,7 @@ impl managed::Manager for Manager {
             self.wanted.notify_one();
             return Ok(up);
         }
+        self.checkout_logins.fetch_add(1, Ordering::Relaxed);
         self.open().await
     }
 
@@ -152,9 +158,9 @@ impl managed::Manager for Manager {
         if up.broken {
             return Err(RecycleError::message("broken"));
         }
-        if metrics.last_used() > self.idle_timeout {
-            return Err(RecycleError::message("idle timeout"));
-        }
+        // Not `idle_timeout`: deadpool's metric counts from the last checkout, so it would
+        // close a connection just back from a long transaction; [`super::idle`] counts from
+        // its return and closes idle connections in the background.
         let current = self.credentials.generation();
         if up.generation() < current {
             // Make before break: swap in a connection already logged in on the new lease.
@@ -164,9 +170,10 @@ impl managed::Manager for Manager {
                 return Ok(());
             }
             // No replacement yet: the old lease still works, so keep serving on it rather
-            // than make a client wait for a login, unless its end is near.
+            // than make a client wait for a login, unless its end is near. That holds however
+            // many leases behind it is: rotations requested faster than a drain completes
+            // must not put logins on the clients' path either.
             let ending = up.deadline.is_ended()
-                || up.generation() + 1 < current
                 || self
                     .credentials
                     .near_deadline(up.generation(), LAST_USE_BEFORE_DEADLINE);

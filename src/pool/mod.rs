@@ -5,11 +5,13 @@
 //! The limit and the fair FIFO wait queue are deadpool's (a semaphore with `pool_size`
 //! permits, so the upstream count never exceeds `pool_size`). pglease adds what a pooler needs
 //! on top: connections are opened with the newest published lease; a connection is checked
-//! before reuse (broken, idle too long, unsolicited bytes from PostgreSQL, lease retired) and
-//! closed instead of handed out; the login parameters of the first connection are cached so
-//! clients can be greeted without an upstream.
+//! before reuse (broken, unsolicited bytes from PostgreSQL, lease retired) and closed instead
+//! of handed out; connections idle for `idle_timeout` are closed in the background
+//! ([`idle`]); the login parameters of the first connection are cached so clients can be
+//! greeted without an upstream.
 
 mod drain;
+mod idle;
 mod manager;
 mod prove;
 mod spares;
@@ -39,7 +41,8 @@ pub struct PoolSettings {
     pub size: usize,
     /// How long a request may wait for an upstream before the client gets an error.
     pub wait_timeout: Duration,
-    /// Idle upstreams older than this (since last use) are closed instead of reused.
+    /// Upstreams idle this long (since they came back to the pool) are closed, and so are
+    /// replacements parked this long.
     pub idle_timeout: Duration,
 }
 
@@ -204,6 +207,18 @@ impl Pool {
     /// Gives back a replacement taken with [`Pool::take_spare`] and not used.
     pub fn return_spare(&self, up: Upstream) {
         self.inner.manager().spares.park(up);
+    }
+
+    /// How many logins this pool made while handing a connection out, where the client
+    /// waits for them: the pool growing, or refilling the slot of a connection it closed.
+    /// A rotation should add none (its replacements log in on the background task, and a
+    /// connection keeps serving on its old lease until one is parked), so this is the count
+    /// to watch for logins that clients feel.
+    pub fn checkout_logins(&self) -> u64 {
+        self.inner
+            .manager()
+            .checkout_logins
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Current counts: (open upstreams, idle upstreams, requests waiting).

@@ -36,6 +36,7 @@ pub(super) fn read_credentials(mut s: Section<'_, '_>) -> Option<CredentialsConf
             },
             timeout: s.duration_or("timeout", Duration::from_secs(10)),
             refresh_interval: s.opt_duration("refresh_interval"),
+            env: s.secret_table("env"),
         })),
         // Already reported as missing or mistyped; which keys belong is unknowable.
         "" => return None,

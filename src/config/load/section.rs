@@ -2,7 +2,7 @@
 //! report a wrong type by its type alone (never the value, which may be a secret), and leave
 //! whatever nobody asked for to be reported as an unknown key.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -229,6 +229,30 @@ impl<'s, 'a> Section<'s, 'a> {
             self.problem(key, error);
             Secret::new(String::new())
         })
+    }
+
+    /// An optional table whose every value is a secret (`env = { NAME = "value" }`), resolved
+    /// as [`Section::secret`] resolves one. Problems name the entry, never its value.
+    pub(super) fn secret_table(&mut self, key: &str) -> BTreeMap<String, Secret> {
+        let mut secrets = BTreeMap::new();
+        let Some(table) = self.table(key) else {
+            return secrets;
+        };
+        for (name, value) in table {
+            let entry = format!("{key}.{name}");
+            let Value::String(raw) = value else {
+                let found = type_name(&value);
+                self.problem(&entry, format!("expected a string, found {found}"));
+                continue;
+            };
+            match resolve_secret(raw, self.loader.base_dir, self.loader.env) {
+                Ok(secret) => {
+                    secrets.insert(name, secret);
+                }
+                Err(error) => self.problem(&entry, error),
+            }
+        }
+        secrets
     }
 
     /// For a secret given as `file:PATH`, that file (relative to the config file's

@@ -258,3 +258,28 @@ auth = { method = "token", token = "file:vault.token" }
     let missing = Config::load(Path::new("/nowhere/pglease.toml")).unwrap_err();
     assert!(missing.problems[0].starts_with("/nowhere/pglease.toml: cannot read"));
 }
+
+#[test]
+fn exec_env_values_are_secrets_and_their_problems_name_the_entry() {
+    let text = format!(
+        "{BASE}\n[credentials.x]\nsource = \"exec\"\ncommand = [\"get-creds\"]\n\
+         env = {{ GOOD = \"env:PGLEASE_TEST_LOAD_PASSWORD\", NUMBER = 7, GONE = \"env:PGLEASE_TEST_UNSET_9\" }}\n"
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "credentials.x.env.GONE: environment variable `PGLEASE_TEST_UNSET_9` is not set",
+            "credentials.x.env.NUMBER: expected a string, found an integer",
+        ]
+    );
+    let fine = format!(
+        "{BASE}\n[credentials.x]\nsource = \"exec\"\ncommand = [\"get-creds\"]\n\
+         env = {{ GOOD = \"env:PGLEASE_TEST_LOAD_PASSWORD\" }}\n"
+    );
+    let config = from_toml_str(&fine, Path::new("/"), &env).unwrap_or_else(|e| panic!("{e}"));
+    let SourceConfig::Exec(exec) = &config.credentials["x"].source else {
+        panic!("not exec");
+    };
+    assert_eq!(exec.env["GOOD"].expose(), "from-env");
+    assert!(!format!("{exec:?}").contains("from-env"), "{exec:?}");
+}

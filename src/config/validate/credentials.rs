@@ -269,6 +269,21 @@ fn check_exec(path: &str, exec: &ExecSourceConfig, problems: &mut Problems) {
     if let Some(interval) = exec.refresh_interval {
         problems.nonzero(format_args!("{path}.refresh_interval"), interval);
     }
+    for (name, value) in &exec.env {
+        // Either would fail only when the command is first run, long after start-up.
+        if name.is_empty() || name.contains(['=', '\0']) {
+            problems.add(
+                format_args!("{path}.env"),
+                format_args!("`{name}` is not a variable name (empty, or has `=` or NUL)"),
+            );
+        }
+        if value.expose().contains('\0') {
+            problems.add(
+                format_args!("{path}.env.{name}"),
+                "must not contain a NUL character",
+            );
+        }
+    }
 }
 
 /// The host of `address` when it is plain `http://` to somewhere other than this machine,

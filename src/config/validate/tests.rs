@@ -274,6 +274,11 @@ fn other_sources_are_checked() {
         command: Vec::new(),
         timeout: Duration::ZERO,
         refresh_interval: None,
+        env: [
+            ("A=B".to_owned(), Secret::from("x")),
+            ("OK".to_owned(), Secret::from("nul\0byte")),
+        ]
+        .into(),
     });
     let found = problems_after(|c| {
         c.credentials
@@ -289,6 +294,8 @@ fn other_sources_are_checked() {
             "credentials.v.auth.token: must not be empty",
             "credentials.x.command: must name a program, e.g. [\"/usr/local/bin/get-db-creds\", \"app\"]",
             "credentials.x.timeout: must be longer than 0s",
+            "credentials.x.env: `A=B` is not a variable name (empty, or has `=` or NUL)",
+            "credentials.x.env.OK: must not contain a NUL character",
         ]
     );
 }
