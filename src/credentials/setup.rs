@@ -46,7 +46,9 @@ pub fn build(
         }
         SourceConfig::File(f) => Arc::new(FileSource::new(f)),
         SourceConfig::Exec(e) => Arc::new(ExecSource::new(e)),
-        SourceConfig::Vault(v) => Arc::new(VaultSource::from_config(v)?),
+        SourceConfig::Vault(v) => {
+            Arc::new(VaultSource::from_config(v)?.with_upkeep_on(tasks, stop))
+        }
     };
     let (credentials, rotator) = Credentials::new(name, source, lifecycle(config));
     Ok(Entry {

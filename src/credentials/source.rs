@@ -43,6 +43,12 @@ pub trait Source: Send + Sync + 'static {
     /// Ends a lease that no connection uses any more.
     fn revoke<'a>(&'a self, lease: &'a Lease) -> SourceFuture<'a, ()>;
 
+    /// Ends what the source itself holds once every lease is revoked at shutdown (a Vault
+    /// token pglease logged in for). Most sources hold nothing.
+    fn close(&self) -> SourceFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Resolves when the source has a credential newer than `current` (a file rewritten, a
     /// password rotated by the store), which starts a rotation. Sources that only change when
     /// asked never resolve.

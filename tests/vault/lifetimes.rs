@@ -107,3 +107,67 @@ async fn a_token_that_cannot_be_replaced_caps_its_leases_and_makes_no_more() {
     source.revoke(&lease).await.expect("revoke");
     assert!(vault.token_alive(&token), "a given token was revoked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_leaves_no_vault_lease_and_no_token_of_its_own_alive() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let db = fresh_db("vstop").await;
+    let admin = superuser().await;
+    let vault = VaultStandin::start().await;
+    vault.add_dynamic_role("database", "app", &db.role, secs(600), secs(1200));
+    vault.add_approle(
+        "approle",
+        "role-1",
+        "sid-1",
+        TokenSpec::renewable(secs(600), secs(1200)),
+    );
+    let lines = "role = \"app\"\n\
+                 auth = { method = \"approle\", role_id = \"role-1\", secret_id = \"sid-1\" }";
+    let proxy = start_proxy(&vault_toml(&db, "transaction", &vault, lines)).await;
+    let creds = proxy.shared().credentials["upstream"].clone();
+    let client = connect_app(&proxy, &db).await;
+    first_value(&client, "SELECT 1").await;
+    // A second lease, with the first still held by an open transaction.
+    client.batch_execute("BEGIN").await.expect("begin");
+    let generation = published(&creds).await.generation;
+    creds.rotate_now();
+    eventually(secs(20), "a second lease", async || {
+        creds.generation() > generation
+    })
+    .await;
+    assert!(vault.leases().len() >= 2);
+    assert!(
+        !vault.live_accessors().is_empty(),
+        "no token was logged in for"
+    );
+
+    let stopping = tokio::spawn(proxy.shutdown());
+    client.batch_execute("COMMIT").await.expect("commit");
+    drop(client);
+    tokio::time::timeout(secs(30), stopping)
+        .await
+        .expect("shutdown hung")
+        .expect("shutdown task");
+
+    let alive: Vec<_> = vault
+        .leases()
+        .into_iter()
+        .filter(|(_, l)| !l.revoked)
+        .collect();
+    assert!(
+        alive.is_empty(),
+        "leases alive after a clean stop: {alive:?}"
+    );
+    for (_, lease) in vault.leases() {
+        assert!(
+            !role_exists(&admin, &lease.role).await,
+            "{} still exists",
+            lease.role
+        );
+    }
+    let tokens = vault.live_accessors();
+    assert!(
+        tokens.is_empty(),
+        "tokens pglease logged in for are alive: {tokens:?}"
+    );
+}

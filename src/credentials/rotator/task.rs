@@ -455,6 +455,9 @@ impl Run {
             self.revoke(&h.lease, "shutdown: pglease no longer needs it")
                 .await;
         }
+        if let Err(e) = self.rotator.source.close().await {
+            warn!(credentials = %self.creds().name, error = %e, "closing the source failed");
+        }
     }
 
     async fn revoke(&self, lease: &Lease, reason: &str) {

@@ -94,6 +94,22 @@ impl TokenKeeper {
         }
     }
 
+    /// The end of the source: every token pglease logged in for is revoked (given ones stay
+    /// their owner's). Called once every lease is revoked.
+    pub async fn close(&self, client: &VaultClient) {
+        let mut tokens = self.tokens.lock().await;
+        let all: Vec<Held> = tokens
+            .current
+            .take()
+            .into_iter()
+            .chain(mem::take(&mut tokens.retired))
+            .collect();
+        for held in all {
+            self.release(client, held).await;
+        }
+        self.changed.notify_waiters();
+    }
+
     /// Notified whenever a token changes (obtained, renewed, replaced, revoked).
     pub fn changes(&self) -> Arc<Notify> {
         self.changed.clone()

@@ -58,12 +58,15 @@ use self::client::VaultClient;
 use self::keeper::TokenKeeper;
 use self::static_role::RotationClock;
 use self::token::Ticket;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use super::source::SourceFuture;
 use super::{Lease, Source, SourceError};
 use crate::config::{VaultConfig, VaultKind};
 
-pub use crate::config::plaintext_remote_host;
 pub use self::static_role::POLL_INTERVAL as STATIC_POLL_INTERVAL;
+pub use crate::config::plaintext_remote_host;
 
 /// The longest the token upkeep task sleeps before looking again; also how long it outlives
 /// its source at most.
@@ -78,6 +81,9 @@ pub struct VaultSource {
     /// Set once the token upkeep task runs; it is started by the first call, inside the
     /// runtime, so building a source needs none.
     upkeep_started: AtomicBool,
+    /// Where the upkeep task runs and what stops it; without them (a source built alone) it
+    /// is a free task that ends once the source is dropped.
+    upkeep: Option<(TaskTracker, CancellationToken)>,
 }
 
 /// What the source's requests need, shared with the token upkeep task.
@@ -157,13 +163,34 @@ impl VaultSource {
             kind: config.kind,
             clock: RotationClock::default(),
             upkeep_started: AtomicBool::new(false),
+            upkeep: None,
         })
+    }
+
+    /// Runs the token upkeep task on `tasks` until `stop`, so a shutdown can wait for it.
+    pub fn with_upkeep_on(mut self, tasks: &TaskTracker, stop: &CancellationToken) -> Self {
+        self.upkeep = Some((tasks.clone(), stop.clone()));
+        self
     }
 
     fn start_upkeep(&self) {
         if !self.upkeep_started.swap(true, Ordering::AcqRel) {
             let changes = self.shared.keeper.changes();
-            tokio::spawn(keep_token(Arc::downgrade(&self.shared), changes));
+            let shared = Arc::downgrade(&self.shared);
+            match &self.upkeep {
+                Some((tasks, stop)) => {
+                    let stop = stop.clone();
+                    tasks.spawn(async move {
+                        tokio::select! {
+                            () = keep_token(shared, changes) => {}
+                            () = stop.cancelled() => {}
+                        }
+                    });
+                }
+                None => {
+                    tokio::spawn(keep_token(shared, changes));
+                }
+            }
         }
     }
 }
@@ -199,6 +226,13 @@ impl Source for VaultSource {
                 // The account is Vault's to keep; sessions on the old password may stay.
                 VaultKind::Static => Ok(()),
             }
+        })
+    }
+
+    fn close(&self) -> SourceFuture<'_, ()> {
+        Box::pin(async move {
+            self.shared.keeper.close(&self.shared.client).await;
+            Ok(())
         })
     }
 
