@@ -286,3 +286,39 @@ fn error_display_is_one_problem_per_line() {
     };
     assert_eq!(error.to_string(), "a: one\nb: two");
 }
+
+#[test]
+fn plain_http_vault_off_loopback_is_a_warning_and_loopback_is_not() {
+    let env = |_: &str| Err(std::env::VarError::NotPresent);
+    let with_address = |address: &str| {
+        format!(
+            r#"
+            [[users]]
+            name = "app"
+            password = "pw"
+            [[databases]]
+            name = "app"
+            credentials = "app"
+            [credentials.app]
+            source = "vault"
+            address = "{address}"
+            role = "app"
+            auth = {{ method = "token", token = "t0k3n" }}
+        "#
+        )
+    };
+    let load = |address: &str| {
+        Config::from_toml_str_with_env(&with_address(address), Path::new("/"), &env)
+            .unwrap()
+            .warnings
+    };
+    let warnings = load("http://vault.internal:8200");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("credentials.app.address: plain http:// to vault.internal"),
+        "{warnings:?}"
+    );
+    assert!(!warnings[0].contains("t0k3n"));
+    assert!(load("http://127.0.0.1:8200").is_empty());
+    assert!(load("https://vault.internal:8200").is_empty());
+}
