@@ -42,6 +42,59 @@ safety_margin = "3s""#,
     pooled_toml(db, mode, 4, "", "rotating", &source)
 }
 
+/// A connection straight to PostgreSQL as the database's owner, for setup and for looking.
+async fn owner(db: &TestDb) -> tokio_postgres::Client {
+    connect(
+        upstream_addr(),
+        &db.role,
+        db.role_password.expose(),
+        &db.name,
+    )
+    .await
+}
+
+/// Runs `toml` (whose listen address is replaced by a free port) in a real pglease process
+/// and waits until it serves `db`; returns the process, a client through it, and the config
+/// file to remove.
+async fn run_binary(
+    db: &TestDb,
+    toml: &str,
+) -> (
+    tokio::process::Child,
+    tokio_postgres::Client,
+    std::path::PathBuf,
+) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let toml = toml.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let path =
+        std::env::temp_dir().join(format!("pglease-{}-{}.toml", db.name, std::process::id()));
+    std::fs::write(&path, &toml).expect("config file");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pglease"))
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start pglease");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let until = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        match try_connect(addr, &db.user, &db.password, &db.name).await {
+            Ok(client) => break client,
+            Err(e) if Instant::now() > until => panic!("pglease never served: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    (child, client, path)
+}
+
 async fn prefixed_roles(admin: &tokio_postgres::Client, prefix: &str) -> BTreeSet<String> {
     let rows = admin
         .query(
@@ -168,33 +221,7 @@ async fn sigkilled_proxy_leaves_no_expired_role_after_restart() {
     let admin = superuser().await;
     let prefix = "reapx";
     // A real pglease process, so SIGKILL gives it no chance to revoke anything.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let toml = issuer_toml(&db, prefix, "transaction").replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let path = std::env::temp_dir().join(format!("pglease-reap-{}.toml", std::process::id()));
-    std::fs::write(&path, &toml).expect("config file");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pglease"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start pglease");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let until = Instant::now() + Duration::from_secs(30);
-    let client = loop {
-        match try_connect(addr, &db.user, &db.password, &db.name).await {
-            Ok(client) => break client,
-            Err(e) if Instant::now() > until => panic!("pglease never served: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
+    let (mut child, client, path) = run_binary(&db, &issuer_toml(&db, prefix, "transaction")).await;
     let issued = first_value(&client, "SELECT current_user").await;
     assert!(
         issued.starts_with("reapx_"),

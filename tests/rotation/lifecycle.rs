@@ -20,16 +20,32 @@ fn long_lived(db: &TestDb, prefix: &str, shutdown_timeout: &str) -> String {
         )
 }
 
-/// A direct connection as the database's owner, whose tables the issued roles (members of
-/// it) write to.
-async fn owner(db: &TestDb) -> tokio_postgres::Client {
-    connect(
-        upstream_addr(),
-        &db.role,
-        db.role_password.expose(),
-        &db.name,
-    )
-    .await
+/// A table `doomed` made by the database's owner (returned, for looking), and a client
+/// through the proxy at `addr` with a transaction open that has written one row to it, with
+/// that client's connection task.
+async fn doomed_transaction(
+    db: &TestDb,
+    addr: std::net::SocketAddr,
+) -> (
+    tokio_postgres::Client,
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let setup = owner(db).await;
+    setup
+        .batch_execute("CREATE TABLE doomed (n int)")
+        .await
+        .expect("create table");
+    let (stuck, stuck_conn) = client_config(addr, &db.user, &db.password, &db.name)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("client");
+    let stuck_task = tokio::spawn(stuck_conn);
+    stuck
+        .batch_execute("BEGIN; INSERT INTO doomed VALUES (1)")
+        .await
+        .expect("begin");
+    (setup, stuck, stuck_task)
 }
 
 /// Runs `client`'s connection task and returns how it ended: the FATAL error text, if any.
@@ -113,20 +129,7 @@ async fn a_transaction_still_open_at_shutdown_timeout_ends_with_an_error_and_is_
     let prefix = "stopt";
     let proxy = start_proxy(&long_lived(&db, prefix, "1s")).await;
     let addr = proxy.local_addr();
-    let setup = owner(&db).await;
-    setup
-        .batch_execute("CREATE TABLE doomed (n int)")
-        .await
-        .expect("create table");
-    let (stuck, stuck_conn) = client_config(addr, &db.user, &db.password, &db.name)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("client");
-    let stuck_task = tokio::spawn(stuck_conn);
-    stuck
-        .batch_execute("BEGIN; INSERT INTO doomed VALUES (1)")
-        .await
-        .expect("begin");
+    let (setup, _stuck, stuck_task) = doomed_transaction(&db, addr).await;
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(30), proxy.shutdown())
         .await
@@ -161,20 +164,7 @@ async fn the_hard_deadline_ends_a_transaction_on_time_without_its_write_and_revo
         .replace("safety_margin = \"3s\"", "");
     let proxy = start_proxy(&toml).await;
     let addr = proxy.local_addr();
-    let setup = owner(&db).await;
-    setup
-        .batch_execute("CREATE TABLE doomed (n int)")
-        .await
-        .expect("create table");
-    let (stuck, stuck_conn) = client_config(addr, &db.user, &db.password, &db.name)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("client");
-    let stuck_task = tokio::spawn(stuck_conn);
-    stuck
-        .batch_execute("BEGIN; INSERT INTO doomed VALUES (1)")
-        .await
-        .expect("begin");
+    let (setup, stuck, stuck_task) = doomed_transaction(&db, addr).await;
     let role = first_value(&stuck, "SELECT current_user").await;
     let valid_until: f64 = admin
         .query_one(
@@ -222,12 +212,14 @@ async fn an_exec_source_handing_out_nearly_expired_leases_is_asked_a_bounded_num
     let _turn = ONE_AT_A_TIME.lock().await;
     let db = fresh_db("short").await;
     let dir = std::env::temp_dir().join(format!("pglease-short-{}", db.name));
+    // Names repeat across runs of the suite: start from an empty directory.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let runs = dir.join("runs");
     // Each run appends a line, then prints the test role with one second of life left, as a
     // credential helper near the end of its own token would.
     let script = format!(
-        "echo run >> '{runs}'; now=$(/bin/date +%s); \
+        "echo run $(/bin/date +%s.%N) >> '{runs}'; now=$(/bin/date +%s); \
          printf '{{\"username\":\"{user}\",\"password\":\"{password}\",\"expires_at\":%s}}' $((now + 1))",
         runs = runs.display(),
         user = db.role,
@@ -247,7 +239,12 @@ async fn an_exec_source_handing_out_nearly_expired_leases_is_asked_a_bounded_num
     let count = run_count(&runs);
     // Backoff from 0.5-1 s, doubling: at most 5 runs in 6 s. Without it the helper ran
     // hundreds of times a second.
-    assert!(count <= 6, "the helper ran {count} times in 6 s");
+    assert!(
+        count <= 6,
+        "the helper ran {count} times in 6 s: {:?} {:?}",
+        std::fs::read_to_string(&runs),
+        proxy.shared().credentials["helper"].state()
+    );
     let state = proxy.shared().credentials["helper"].state();
     assert!(
         state
@@ -394,33 +391,7 @@ async fn sigterm_makes_the_process_revoke_its_roles_and_exit_zero() {
     let db = fresh_db("term").await;
     let admin = superuser().await;
     let prefix = "termx";
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let toml = long_lived(&db, prefix, "2s").replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let path = std::env::temp_dir().join(format!("pglease-term-{}.toml", std::process::id()));
-    std::fs::write(&path, &toml).expect("config file");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pglease"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start pglease");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let until = Instant::now() + Duration::from_secs(30);
-    let client = loop {
-        match try_connect(addr, &db.user, &db.password, &db.name).await {
-            Ok(client) => break client,
-            Err(e) if Instant::now() > until => panic!("pglease never served: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
+    let (mut child, client, path) = run_binary(&db, &long_lived(&db, prefix, "2s")).await;
     let issued = first_value(&client, "SELECT current_user").await;
     assert!(prefixed_roles(&admin, prefix).await.contains(&issued));
     let pid = child.id().expect("pid").to_string();

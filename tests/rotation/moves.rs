@@ -18,17 +18,6 @@ async fn session_proxy(
     (proxy, creds)
 }
 
-/// A connection straight to PostgreSQL as the database's owner, for setup and for looking.
-async fn owner(db: &TestDb) -> tokio_postgres::Client {
-    connect(
-        upstream_addr(),
-        &db.role,
-        db.role_password.expose(),
-        &db.name,
-    )
-    .await
-}
-
 /// Asks for a rotation and waits until `client` is served by the new lease's role; returns
 /// that role.
 async fn rotate_until_moved(
