@@ -1,0 +1,391 @@
+//! The client contract around cancel and failure, against a real PostgreSQL: a late cancel
+//! hits nothing and a wrong key does nothing; the wait queue answers with SQLSTATE 57014, first
+//! come first served, and leaves the client usable; a client that drops mid-query gets the
+//! query cancelled and its upstream closed; an upstream lost mid-transaction gives its client
+//! FATAL 08006.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::{
+    connect_app, describe, fresh_db, proxy_toml, start_proxy, superuser, try_connect_with_task,
+};
+use fallible_iterator::FallibleIterator;
+use pglease::app::Proxy;
+use pglease::pool::Pool;
+use postgres_protocol::message::{backend, frontend};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{CancelToken, Client, NoTls};
+
+/// Rounds of the late-cancel race; the old forwarding lost it within a few rounds.
+const LATE_CANCEL_ROUNDS: usize = 30;
+
+fn pool_of(proxy: &Proxy, db: &common::TestDb) -> Pool {
+    proxy
+        .shared()
+        .pool(&db.name, &db.user)
+        .expect("the test's pool")
+        .pool
+}
+
+/// Polls until `want` requests wait in `pool`'s queue, so the order of arrival is known.
+async fn until_waiting(pool: &Pool, want: usize) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while pool.status().2 < want {
+        assert!(Instant::now() < until, "{want} requests never queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The proxy-issued (pid, secret) behind a client's cancel token, read off the request the
+/// driver writes.
+async fn cancel_key(token: &CancelToken) -> (i32, i32) {
+    let (ours, mut theirs) = tokio::io::duplex(64);
+    token.cancel_query_raw(ours, NoTls).await.expect("request");
+    let mut packet = [0u8; 16];
+    theirs.read_exact(&mut packet).await.expect("16 bytes");
+    assert_eq!(packet[..8], [0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e]);
+    let word = |at: usize| i32::from_be_bytes([0, 1, 2, 3].map(|i| packet[at + i]));
+    (word(8), word(12))
+}
+
+/// Sends a CancelRequest and waits until the proxy has handled it (it then closes).
+async fn send_cancel(addr: SocketAddr, pid: i32, secret: i32) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut buf = BytesMut::new();
+    frontend::cancel_request(pid, secret, &mut buf);
+    stream.write_all(&buf).await.expect("write");
+    let mut sink = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut sink)).await;
+    assert!(matches!(read, Ok(Ok(0))), "cancel not closed: {read:?}");
+}
+
+/// Ends whatever transaction a cancel may have left open or aborted.
+async fn back_to_idle(client: &Client) {
+    while client.simple_query("ROLLBACK").await.is_err() {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_cancel_hits_nothing() {
+    let db = fresh_db("late").await;
+    // One upstream: B's every query runs on the upstream A just gave back.
+    let toml = proxy_toml(&db, "transaction", 1, "query_wait_timeout = \"30s\"");
+    let proxy = start_proxy(&toml).await;
+    let pool = pool_of(&proxy, &db);
+    let a = connect_app(&proxy, &db).await;
+    let b = Arc::new(connect_app(&proxy, &db).await);
+    let token = a.cancel_token();
+    for round in 0..LATE_CANCEL_ROUNDS {
+        // A holds the upstream, so B's query queues for it.
+        while a.simple_query("BEGIN").await.is_err() {}
+        let b_query = {
+            let b = b.clone();
+            tokio::spawn(async move { b.simple_query("SELECT pg_sleep(0.3)").await })
+        };
+        until_waiting(&pool, 1).await;
+        // Cancels race the end of A's transaction, and one follows it: whatever PostgreSQL
+        // acts on after COMMIT is late, and must not reach B, now on that upstream.
+        let racing: Vec<_> = (0..3)
+            .map(|_| {
+                let token = token.clone();
+                tokio::spawn(async move { token.cancel_query(NoTls).await })
+            })
+            .collect();
+        if a.simple_query("COMMIT").await.is_err() {
+            back_to_idle(&a).await;
+        }
+        token.cancel_query(NoTls).await.expect("cancel sent");
+        for cancel in racing {
+            cancel.await.unwrap().expect("cancel sent");
+        }
+        if let Err(e) = b_query.await.unwrap() {
+            panic!("round {round}: B's query failed: {}", describe(&e));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_with_a_wrong_key_does_nothing() {
+    let db = fresh_db("wrongkey").await;
+    let proxy = start_proxy(&proxy_toml(&db, "transaction", 2, "")).await;
+    let addr = proxy.local_addr();
+    let a = Arc::new(connect_app(&proxy, &db).await);
+    let (pid, secret) = cancel_key(&a.cancel_token()).await;
+    let sleeper = {
+        let a = a.clone();
+        tokio::spawn(async move { a.simple_query("SELECT pg_sleep(1)").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_cancel(addr, pid, secret.wrapping_add(1)).await;
+    send_cancel(addr, pid.wrapping_add(1), secret).await;
+    send_cancel(addr, pid ^ i32::MIN, secret).await;
+    let done = sleeper.await.unwrap();
+    done.unwrap_or_else(|e| panic!("a wrong key cancelled A's query: {}", describe(&e)));
+    // The key itself was A's: with the right secret the same request does cancel.
+    let sleeper = {
+        let a = a.clone();
+        tokio::spawn(async move { a.simple_query("SELECT pg_sleep(30)").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_cancel(addr, pid, secret).await;
+    let err = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("the right key cancelled within 10 s")
+        .unwrap()
+        .expect_err("pg_sleep(30) was cancelled");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
+}
+
+/// The SQLSTATE and severity of a query that failed.
+fn failure(result: Result<impl Sized, tokio_postgres::Error>) -> (SqlState, String) {
+    let Err(e) = result else {
+        panic!("the query ran although the only upstream was busy");
+    };
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("expected an ErrorResponse, got: {e}"));
+    (db.code().clone(), db.severity().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_waits_too_long_gets_57014_and_the_client_stays_usable() {
+    let db = fresh_db("waitcode").await;
+    let toml = proxy_toml(&db, "transaction", 1, "query_wait_timeout = \"1s\"");
+    let proxy = start_proxy(&toml).await;
+    let holder = connect_app(&proxy, &db).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiter = connect_app(&proxy, &db).await;
+    let expected = (SqlState::QUERY_CANCELED, "ERROR".to_owned());
+    // Simple protocol, then extended (Parse/Describe/Sync, answered with one error and one
+    // ReadyForQuery so the driver stays in step).
+    assert_eq!(failure(waiter.simple_query("SELECT 1").await), expected);
+    let extended = waiter.query_one("SELECT $1::int", &[&7i32]).await;
+    assert_eq!(failure(extended), expected);
+    holder.batch_execute("COMMIT").await.unwrap();
+    // The same client carries on, in both protocols and in a transaction.
+    let row = waiter.query_one("SELECT $1::int", &[&7i32]).await;
+    let row = row.unwrap_or_else(|e| panic!("after the timeout: {}", describe(&e)));
+    assert_eq!(row.get::<_, i32>(0), 7);
+    waiter
+        .batch_execute("BEGIN; SELECT 1; COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("after the timeout: {}", describe(&e)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_served_first_come_first_served() {
+    const WAITERS: usize = 5;
+    let db = fresh_db("fifo").await;
+    let toml = proxy_toml(&db, "transaction", 1, "query_wait_timeout = \"30s\"");
+    let proxy = start_proxy(&toml).await;
+    let pool = pool_of(&proxy, &db);
+    let holder = connect_app(&proxy, &db).await;
+    holder
+        .batch_execute("CREATE SEQUENCE served")
+        .await
+        .unwrap();
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut queries = Vec::with_capacity(WAITERS);
+    for i in 0..WAITERS {
+        let waiter = connect_app(&proxy, &db).await;
+        queries.push(tokio::spawn(async move {
+            let row = waiter.query_one("SELECT nextval('served')", &[]).await;
+            row.map(|row| row.get::<_, i64>(0))
+        }));
+        // Queued in this order: the sequence, drawn on the single upstream, tells the order
+        // in which they were served.
+        until_waiting(&pool, i + 1).await;
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+    let mut served = Vec::with_capacity(WAITERS);
+    for query in queries {
+        served.push(query.await.unwrap().unwrap());
+    }
+    assert_eq!(served, (1..=WAITERS as i64).collect::<Vec<_>>());
+}
+
+/// Backends logged in as `role` and running a statement that contains `marker`.
+async fn running(admin: &Client, role: &str, marker: &str) -> Vec<i32> {
+    let rows = admin
+        .query(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE usename = $1 AND state = 'active' AND strpos(query, $2) > 0",
+            &[&role, &marker],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_drops_mid_query_gets_it_cancelled_and_its_upstream_closed() {
+    let db = fresh_db("dropq").await;
+    let proxy = start_proxy(&proxy_toml(&db, "transaction", 1, "")).await;
+    let admin = superuser().await;
+    let addr = proxy.local_addr();
+    let (a, a_task) = try_connect_with_task(addr, &db.user, &db.password, &db.name)
+        .await
+        .unwrap();
+    let query = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(60)").await });
+    let until = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let [pid] = running(&admin, &db.role, "pg_sleep(60)").await[..] {
+            break pid;
+        }
+        assert!(Instant::now() < until, "the query never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The client vanishes without a word while its query runs.
+    a_task.abort();
+    query.abort();
+    // Gone well before pg_sleep(60) could end on its own: the query was cancelled, and the
+    // backend ended, so the upstream was closed rather than returned.
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, i64>(0) == 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "backend {pid} still exists");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = connect_app(&proxy, &db).await;
+    let row = b.query_one("SELECT pg_backend_pid()", &[]).await.unwrap();
+    assert_ne!(row.get::<_, i32>(0), pid);
+}
+
+/// A bare protocol client (md5 login), so a test sees every message pglease sends, also after
+/// the first FATAL, where drivers stop reading.
+struct Wire {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Wire {
+    async fn login(addr: SocketAddr, user: &str, password: &str, db: &str) -> Wire {
+        let mut out = BytesMut::new();
+        frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
+        let mut wire = Wire {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            buf: BytesMut::new(),
+        };
+        wire.stream.write_all(&out).await.unwrap();
+        loop {
+            match wire.next().await.expect("login reply") {
+                backend::Message::AuthenticationMd5Password(body) => {
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        user.as_bytes(),
+                        password.as_bytes(),
+                        body.salt(),
+                    );
+                    out.clear();
+                    frontend::password_message(hash.as_bytes(), &mut out).unwrap();
+                    wire.stream.write_all(&out).await.unwrap();
+                }
+                backend::Message::ErrorResponse(_) => panic!("login refused"),
+                backend::Message::ReadyForQuery(_) => return wire,
+                _ => {}
+            }
+        }
+    }
+
+    /// The next message, or `None` at end of file.
+    async fn next(&mut self) -> Option<backend::Message> {
+        loop {
+            if let Some(message) = backend::Message::parse(&mut self.buf).unwrap() {
+                return Some(message);
+            }
+            let read = self.stream.read_buf(&mut self.buf);
+            let n = tokio::time::timeout(Duration::from_secs(10), read)
+                .await
+                .expect("pglease answered within 10 s")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Sends a simple query and reads through its ReadyForQuery.
+    async fn query(&mut self, sql: &str) {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+        loop {
+            match self.next().await.expect("a reply") {
+                backend::Message::ErrorResponse(_) => panic!("{sql} failed"),
+                backend::Message::ReadyForQuery(_) => return,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_lost_mid_transaction_gives_its_client_fatal_08006() {
+    let db = fresh_db("lost").await;
+    let toml = proxy_toml(&db, "transaction", 1, "auth_type = \"md5\"");
+    let proxy = start_proxy(&toml).await;
+    let setup = connect_app(&proxy, &db).await;
+    setup
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
+    drop(setup);
+    let mut client = Wire::login(proxy.local_addr(), &db.user, &db.password, &db.name).await;
+    client.query("BEGIN; INSERT INTO t VALUES (1)").await;
+    let admin = superuser().await;
+    let killed = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE usename = $1 AND state = 'idle in transaction'",
+            &[&db.role],
+        )
+        .await
+        .unwrap();
+    assert_eq!(killed.get::<_, i64>(0), 1);
+    // Whatever PostgreSQL says on its way out is passed on; pglease's last word before it
+    // hangs up is FATAL 08006, and the client never gets to carry on.
+    let mut last_error = None;
+    while let Some(message) = client.next().await {
+        match message {
+            backend::Message::ErrorResponse(body) => {
+                let mut fields = body.fields();
+                let (mut severity, mut code) = (String::new(), String::new());
+                while let Some(field) = fields.next().unwrap() {
+                    match field.type_() {
+                        b'V' => severity = String::from_utf8_lossy(field.value_bytes()).into(),
+                        b'C' => code = String::from_utf8_lossy(field.value_bytes()).into(),
+                        _ => {}
+                    }
+                }
+                last_error = Some((severity, code));
+            }
+            backend::Message::ReadyForQuery(_) => panic!("the client was told to carry on"),
+            _ => {}
+        }
+    }
+    assert_eq!(last_error, Some(("FATAL".to_owned(), "08006".to_owned())));
+    let check = connect_app(&proxy, &db).await;
+    let rows = check
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.get::<_, i64>(0),
+        0,
+        "the lost transaction's insert stayed"
+    );
+}
