@@ -21,7 +21,7 @@ use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{CancelToken, Client, NoTls};
+use tokio_postgres::{CancelToken, Client, NoTls, SimpleQueryMessage};
 
 /// Rounds of the late-cancel race; the old forwarding lost it within a few rounds.
 const LATE_CANCEL_ROUNDS: usize = 30;
@@ -66,9 +66,24 @@ async fn send_cancel(addr: SocketAddr, pid: i32, secret: i32) {
     assert!(matches!(read, Ok(Ok(0))), "cancel not closed: {read:?}");
 }
 
-/// Ends whatever transaction a cancel may have left open or aborted.
-async fn back_to_idle(client: &Client) {
-    while client.simple_query("ROLLBACK").await.is_err() {}
+/// Runs `sql` until it succeeds: a late cancel of the client's own may interrupt it.
+async fn until_ok(client: &Client, sql: &str) {
+    for _ in 0..50 {
+        if client.simple_query(sql).await.is_ok() {
+            return;
+        }
+    }
+    panic!("{sql} kept failing");
+}
+
+/// Sends cancels with `token` that race whatever the client does next, without waiting.
+fn racing_cancels(token: &CancelToken) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..3)
+        .map(|_| {
+            let token = token.clone();
+            tokio::spawn(async move { token.cancel_query(NoTls).await.expect("cancel sent") })
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +98,7 @@ async fn a_late_cancel_hits_nothing() {
     let token = a.cancel_token();
     for round in 0..LATE_CANCEL_ROUNDS {
         // A holds the upstream, so B's query queues for it.
-        while a.simple_query("BEGIN").await.is_err() {}
+        until_ok(&a, "BEGIN").await;
         let b_query = {
             let b = b.clone();
             tokio::spawn(async move { b.simple_query("SELECT pg_sleep(0.3)").await })
@@ -91,20 +106,43 @@ async fn a_late_cancel_hits_nothing() {
         until_waiting(&pool, 1).await;
         // Cancels race the end of A's transaction, and one follows it: whatever PostgreSQL
         // acts on after COMMIT is late, and must not reach B, now on that upstream.
-        let racing: Vec<_> = (0..3)
-            .map(|_| {
-                let token = token.clone();
-                tokio::spawn(async move { token.cancel_query(NoTls).await })
-            })
-            .collect();
+        let racing = racing_cancels(&token);
         if a.simple_query("COMMIT").await.is_err() {
-            back_to_idle(&a).await;
+            until_ok(&a, "ROLLBACK").await;
         }
         token.cancel_query(NoTls).await.expect("cancel sent");
         for cancel in racing {
-            cancel.await.unwrap().expect("cancel sent");
+            cancel.await.unwrap();
         }
         if let Err(e) = b_query.await.unwrap() {
+            panic!("round {round}: B's query failed: {}", describe(&e));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_cancel_from_a_client_that_left_hits_nothing() {
+    let db = fresh_db("lateleft").await;
+    // Session mode: the upstream goes back only when its client leaves (after the reset).
+    let toml = proxy_toml(&db, "session", 1, "query_wait_timeout = \"30s\"");
+    let proxy = start_proxy(&toml).await;
+    let pool = pool_of(&proxy, &db);
+    for round in 0..LATE_CANCEL_ROUNDS / 2 {
+        let a = connect_app(&proxy, &db).await;
+        until_ok(&a, "SELECT 1").await;
+        let b = connect_app(&proxy, &db).await;
+        let b_query = tokio::spawn(async move {
+            let result = b.simple_query("SELECT pg_sleep(0.3)").await;
+            (b, result)
+        });
+        until_waiting(&pool, 1).await;
+        // A leaves with its cancels still on their way.
+        let racing = racing_cancels(&a.cancel_token());
+        drop(a);
+        for cancel in racing {
+            cancel.await.unwrap();
+        }
+        if let Err(e) = b_query.await.unwrap().1 {
             panic!("round {round}: B's query failed: {}", describe(&e));
         }
     }
@@ -142,6 +180,13 @@ async fn a_cancel_with_a_wrong_key_does_nothing() {
     assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
 }
 
+/// `fut`'s output; a client left hanging fails the test instead of stalling it.
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 20 s"))
+}
+
 /// The SQLSTATE and severity of a query that failed.
 fn failure(result: Result<impl Sized, tokio_postgres::Error>) -> (SqlState, String) {
     let Err(e) = result else {
@@ -164,18 +209,25 @@ async fn a_request_that_waits_too_long_gets_57014_and_the_client_stays_usable() 
     let expected = (SqlState::QUERY_CANCELED, "ERROR".to_owned());
     // Simple protocol, then extended (Parse/Describe/Sync, answered with one error and one
     // ReadyForQuery so the driver stays in step).
-    assert_eq!(failure(waiter.simple_query("SELECT 1").await), expected);
-    let extended = waiter.query_one("SELECT $1::int", &[&7i32]).await;
+    let simple = within("simple query", waiter.simple_query("SELECT 1")).await;
+    assert_eq!(failure(simple), expected);
+    let extended = within(
+        "extended query",
+        waiter.query_one("SELECT $1::int", &[&7i32]),
+    )
+    .await;
     assert_eq!(failure(extended), expected);
     holder.batch_execute("COMMIT").await.unwrap();
     // The same client carries on, in both protocols and in a transaction.
-    let row = waiter.query_one("SELECT $1::int", &[&7i32]).await;
+    let row = within("query after", waiter.query_one("SELECT $1::int", &[&7i32])).await;
     let row = row.unwrap_or_else(|e| panic!("after the timeout: {}", describe(&e)));
     assert_eq!(row.get::<_, i32>(0), 7);
-    waiter
-        .batch_execute("BEGIN; SELECT 1; COMMIT")
-        .await
-        .unwrap_or_else(|e| panic!("after the timeout: {}", describe(&e)));
+    within(
+        "transaction after",
+        waiter.batch_execute("BEGIN; SELECT 1; COMMIT"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("after the timeout: {}", describe(&e)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,8 +247,13 @@ async fn waiters_are_served_first_come_first_served() {
     for i in 0..WAITERS {
         let waiter = connect_app(&proxy, &db).await;
         queries.push(tokio::spawn(async move {
-            let row = waiter.query_one("SELECT nextval('served')", &[]).await;
-            row.map(|row| row.get::<_, i64>(0))
+            // One request each (the extended protocol would queue twice: prepare, execute).
+            let messages = waiter.simple_query("SELECT nextval('served')").await?;
+            let value = messages.iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse::<i64>().ok()),
+                _ => None,
+            });
+            Ok::<_, tokio_postgres::Error>(value.expect("a number"))
         }));
         // Queued in this order: the sequence, drawn on the single upstream, tells the order
         // in which they were served.
@@ -205,7 +262,7 @@ async fn waiters_are_served_first_come_first_served() {
     holder.batch_execute("COMMIT").await.unwrap();
     let mut served = Vec::with_capacity(WAITERS);
     for query in queries {
-        served.push(query.await.unwrap().unwrap());
+        served.push(within("waiter", query).await.unwrap().unwrap());
     }
     assert_eq!(served, (1..=WAITERS as i64).collect::<Vec<_>>());
 }
