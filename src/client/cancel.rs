@@ -7,9 +7,9 @@
 //! A cancel is forwarded on its own connection to PostgreSQL, so it can arrive after the
 //! client's query has finished. Were the upstream already serving another client by then, the
 //! cancel would interrupt *that* client's query. Each forward is therefore counted in the
-//! client's [`CancelSlot`] from the moment it reads the slot's upstream (under the slot's lock,
-//! so a session detaching at the same moment either sees the count or was never seen) until
-//! PostgreSQL has acted on it. A session giving its upstream back first waits for its own
+//! client's [`CancelSlot`] from the moment it reads the slot's upstream until PostgreSQL has
+//! acted on it; it is counted under the slot's lock, so a session detaching at that moment
+//! either sees the count or detached first, and then the forward finds no upstream. A session giving its upstream back first waits for its own
 //! forwards ([`CancelSlot::settle`]); once PostgreSQL has acted, the signal is pending on the
 //! backend, which drops it while it waits for its next command. A forward whose outcome is
 //! unknown makes the session close the upstream instead. When no cancel is in flight, giving
@@ -89,14 +89,14 @@ impl CancelSlot {
 }
 
 /// A forward counted in its slot; dropping it ends the count, as doubtful unless
-/// [`Forward::confirmed`] was called (a forward dropped midway may still reach PostgreSQL).
+/// [`Forward::confirm`] was called (a forward dropped midway may still reach PostgreSQL).
 struct Forward {
     slot: Arc<CancelSlot>,
     confirmed: bool,
 }
 
 impl Forward {
-    fn confirmed(mut self) {
+    fn confirm(mut self) {
         self.confirmed = true;
     }
 }
@@ -171,10 +171,10 @@ impl CancelRegistry {
             return;
         };
         match maintenance::cancel(target).await {
-            CancelSent::Acted => forward.confirmed(),
+            CancelSent::Acted => forward.confirm(),
             CancelSent::NotSent(e) => {
                 debug!(error = %e, "forwarding cancel request failed");
-                forward.confirmed();
+                forward.confirm();
             }
             CancelSent::Unconfirmed => {
                 debug!("PostgreSQL did not confirm a forwarded cancel request");
@@ -229,7 +229,7 @@ mod tests {
         );
         let (claimed, forward) = registry.claim(key.pid, key.secret).expect("claimed");
         assert_eq!(claimed, target());
-        forward.confirmed();
+        forward.confirm();
         key.slot.set(None);
         assert!(key.slot.settle().await);
     }
@@ -245,7 +245,7 @@ mod tests {
         // Not finishing is what is asserted, so a slow machine cannot make this flake.
         let early = tokio::time::timeout(Duration::from_millis(100), settle.as_mut()).await;
         assert!(early.is_err(), "released with a cancel in flight");
-        forward.confirmed();
+        forward.confirm();
         assert!(settle.await);
         // Nothing left over for the next upstream.
         assert_eq!(key.slot.forwards.load(Ordering::Acquire), 0);
