@@ -5,6 +5,8 @@
 //! FATAL 08006.
 
 mod common;
+#[path = "contract/wire.rs"]
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +16,6 @@ use bytes::BytesMut;
 use common::{
     connect_app, describe, fresh_db, proxy_toml, start_proxy, superuser, try_connect_with_task,
 };
-use fallible_iterator::FallibleIterator;
 use pglease::app::Proxy;
 use pglease::pool::Pool;
 use postgres_protocol::message::{backend, frontend};
@@ -323,73 +324,6 @@ async fn a_client_that_drops_mid_query_gets_it_cancelled_and_its_upstream_closed
     assert_ne!(row.get::<_, i32>(0), pid);
 }
 
-/// A bare protocol client (md5 login), so a test sees every message pglease sends, also after
-/// the first FATAL, where drivers stop reading.
-struct Wire {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Wire {
-    async fn login(addr: SocketAddr, user: &str, password: &str, db: &str) -> Wire {
-        let mut out = BytesMut::new();
-        frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
-        let mut wire = Wire {
-            stream: TcpStream::connect(addr).await.unwrap(),
-            buf: BytesMut::new(),
-        };
-        wire.stream.write_all(&out).await.unwrap();
-        loop {
-            match wire.next().await.expect("login reply") {
-                backend::Message::AuthenticationMd5Password(body) => {
-                    let hash = postgres_protocol::authentication::md5_hash(
-                        user.as_bytes(),
-                        password.as_bytes(),
-                        body.salt(),
-                    );
-                    out.clear();
-                    frontend::password_message(hash.as_bytes(), &mut out).unwrap();
-                    wire.stream.write_all(&out).await.unwrap();
-                }
-                backend::Message::ErrorResponse(_) => panic!("login refused"),
-                backend::Message::ReadyForQuery(_) => return wire,
-                _ => {}
-            }
-        }
-    }
-
-    /// The next message, or `None` at end of file.
-    async fn next(&mut self) -> Option<backend::Message> {
-        loop {
-            if let Some(message) = backend::Message::parse(&mut self.buf).unwrap() {
-                return Some(message);
-            }
-            let read = self.stream.read_buf(&mut self.buf);
-            let n = tokio::time::timeout(Duration::from_secs(10), read)
-                .await
-                .expect("pglease answered within 10 s")
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-        }
-    }
-
-    /// Sends a simple query and reads through its ReadyForQuery.
-    async fn query(&mut self, sql: &str) {
-        let mut out = BytesMut::new();
-        frontend::query(sql, &mut out).unwrap();
-        self.stream.write_all(&out).await.unwrap();
-        loop {
-            match self.next().await.expect("a reply") {
-                backend::Message::ErrorResponse(_) => panic!("{sql} failed"),
-                backend::Message::ReadyForQuery(_) => return,
-                _ => {}
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_lost_mid_transaction_gives_its_client_fatal_08006() {
     let db = fresh_db("lost").await;
@@ -401,7 +335,7 @@ async fn an_upstream_lost_mid_transaction_gives_its_client_fatal_08006() {
         .await
         .unwrap();
     drop(setup);
-    let mut client = Wire::login(proxy.local_addr(), &db.user, &db.password, &db.name).await;
+    let mut client = wire::Wire::login(proxy.local_addr(), &db.user, &db.password, &db.name).await;
     client.query("BEGIN; INSERT INTO t VALUES (1)").await;
     let admin = superuser().await;
     let killed = admin
@@ -419,16 +353,7 @@ async fn an_upstream_lost_mid_transaction_gives_its_client_fatal_08006() {
     while let Some(message) = client.next().await {
         match message {
             backend::Message::ErrorResponse(body) => {
-                let mut fields = body.fields();
-                let (mut severity, mut code) = (String::new(), String::new());
-                while let Some(field) = fields.next().unwrap() {
-                    match field.type_() {
-                        b'V' => severity = String::from_utf8_lossy(field.value_bytes()).into(),
-                        b'C' => code = String::from_utf8_lossy(field.value_bytes()).into(),
-                        _ => {}
-                    }
-                }
-                last_error = Some((severity, code));
+                last_error = Some(wire::severity_and_code(&body))
             }
             backend::Message::ReadyForQuery(_) => panic!("the client was told to carry on"),
             _ => {}
