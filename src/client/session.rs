@@ -113,8 +113,9 @@ impl Session {
             };
             self.request_ready = false;
             if let Some(up) = self.serve_on(up).await? {
-                if self.track.unsolicited {
-                    self.track.unsolicited = false;
+                let unsolicited = std::mem::take(&mut self.track.unsolicited);
+                // Not handed on while a cancel this client sent may still reach it.
+                if unsolicited || !self.login.cancel.slot.settle().await {
                     Pool::discard(up);
                 } else {
                     drop(up);
@@ -465,6 +466,11 @@ impl Session {
             tokio::spawn(async move {
                 let _ = maintenance::cancel(target).await;
             });
+            return;
+        }
+        // Settled before the cleanup statements too, which a late cancel would interrupt.
+        if !self.login.cancel.slot.settle().await {
+            Pool::discard(up);
             return;
         }
         let mut statements: Vec<&str> = Vec::with_capacity(2);

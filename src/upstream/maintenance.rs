@@ -52,16 +52,45 @@ async fn run_simple_inner(up: &mut Upstream, sql: &str) -> Result<u8, UpstreamEr
     }
 }
 
-/// Asks PostgreSQL to cancel whatever `target` is running. Best effort: a failure only means
-/// the query runs to its end on a connection that is being closed anyway.
-pub async fn cancel(target: CancelTarget) -> std::io::Result<()> {
+/// Bound on forwarding one cancel request (connect, write, and seeing PostgreSQL close).
+pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How far a cancel request got. It decides whether the upstream may serve anyone else: until
+/// PostgreSQL has acted on the request, it may still interrupt whatever runs there next.
+#[derive(Debug)]
+pub enum CancelSent {
+    /// PostgreSQL read the request and closed the connection. Its postmaster signals the
+    /// backend before closing, so the signal is already pending there: it interrupts the
+    /// query running now, or, if the backend is idle, is dropped before the next command.
+    Acted,
+    /// The request never reached PostgreSQL (connecting failed): nothing can come of it.
+    NotSent(std::io::Error),
+    /// The request may have reached PostgreSQL, but its closing was not seen within
+    /// [`CANCEL_TIMEOUT`]: it may still act on it at any later moment.
+    Unconfirmed,
+}
+
+/// Asks PostgreSQL to cancel whatever `target` is running, and waits (at most
+/// [`CANCEL_TIMEOUT`]) until PostgreSQL has acted on the request, as libpq's `PQcancel` does.
+pub async fn cancel(target: CancelTarget) -> CancelSent {
     let mut buf = BytesMut::with_capacity(16);
     frontend::cancel_request(target.pid, target.secret, &mut buf);
-    let mut stream = TcpStream::connect(target.addr).await?;
-    stream.write_all(&buf).await?;
-    // PostgreSQL closes the connection after reading the request; wait for that so the
-    // request is not lost in a reset.
+    let deadline = tokio::time::Instant::now() + CANCEL_TIMEOUT;
+    let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(target.addr)).await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return CancelSent::NotSent(e),
+        Err(_) => {
+            return CancelSent::NotSent(std::io::ErrorKind::TimedOut.into());
+        }
+    };
+    if stream.write_all(&buf).await.is_err() {
+        return CancelSent::Unconfirmed;
+    }
+    // PostgreSQL sends nothing back: its end of file is the only sign the request was read.
     let mut sink = [0u8; 1];
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
-    Ok(())
+    match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+        Ok(Ok(0)) => CancelSent::Acted,
+        _ => CancelSent::Unconfirmed,
+    }
 }
