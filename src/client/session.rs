@@ -12,11 +12,11 @@ use tracing::{debug, info, warn};
 use super::ClientError;
 use super::handshake::Login;
 use super::relay::{Buffers, RelayEnd, Signals, Tracker, relay};
+use super::shared::{PoolEntry, Shared};
 use super::stop::Registration;
-use crate::app::{PoolEntry, Shared};
 use crate::config::PoolMode;
 use crate::credentials::EndReason;
-use crate::pool::{Checkout, CheckoutError, MOVE_BEFORE_DEADLINE, Pool};
+use crate::pool::{Checkout, CheckoutError, CloseReason, MOVE_BEFORE_DEADLINE};
 use crate::protocol::backend::{self, Severity};
 use crate::upstream::{UpstreamError, maintenance, migrate};
 
@@ -62,7 +62,7 @@ enum Move {
     /// It holds state that cannot move (the reason); it stays until the next rotation or
     /// the deadline.
     Pinned(String),
-    /// No replacement was free (another session took it); it waits for the next one.
+    /// No replacement was ready (another session took it); it waits for the next one.
     NotYet,
 }
 
@@ -115,7 +115,7 @@ impl Session {
             if let Some(up) = self.serve_on(up).await? {
                 if self.track.unsolicited {
                     self.track.unsolicited = false;
-                    Pool::discard(up);
+                    up.discard(CloseReason::UnsolicitedInput);
                 } else {
                     drop(up);
                 }
@@ -137,9 +137,9 @@ impl Session {
         // re-examined at the next rotation, not in a loop.
         let mut examined = up.generation();
         loop {
-            self.login.cancel.slot.set(Some(up.cancel));
+            self.login.cancel.slot.set(Some(up.upstream().cancel));
             let end = if let Some(pool) = &pool {
-                let old = up.lease.clone();
+                let old = up.upstream().lease.clone();
                 let stop = self.registration.stop.clone();
                 // Stops at the next idle point to move to a new lease, or to leave at shutdown.
                 let mut due = std::pin::pin!(async move {
@@ -186,14 +186,18 @@ impl Session {
                     }
                 }
                 RelayEnd::LeaseEnded => {
-                    let reason = up.deadline.reason();
+                    let reason = up.deadline().reason();
                     warn!(
                         generation = up.generation(),
                         mode = ?self.entry().mode,
                         ?reason,
                         "ending a client whose upstream lease ended"
                     );
-                    Pool::discard(up);
+                    up.discard(if reason == Some(EndReason::Shutdown) {
+                        CloseReason::Shutdown
+                    } else {
+                        CloseReason::Deadline
+                    });
                     let _ = self.flush_client().await;
                     let why = if reason == Some(EndReason::Shutdown) {
                         "terminating connection: pglease is shutting down and shutdown_timeout \
@@ -229,7 +233,7 @@ impl Session {
                 | RelayEnd::UpstreamIo(_)
                 | RelayEnd::UpstreamProtocol(_) => {
                     warn!(reason = ?end, "upstream connection lost while serving a client");
-                    Pool::discard(up);
+                    up.discard(CloseReason::UpstreamLost);
                     // The client's transaction (if any) is gone with the upstream; it must
                     // not carry on as if nothing happened.
                     let _ = self.flush_client().await;
@@ -250,11 +254,11 @@ impl Session {
         let max = self.shared.max_message_size;
         let signals = Signals {
             rotated,
-            deadline: &up.deadline,
+            deadline: up.deadline(),
         };
         relay(
             &self.client,
-            &up.stream,
+            &up.upstream().stream,
             &mut self.bufs,
             &mut self.track,
             release_on_idle,
@@ -274,7 +278,7 @@ impl Session {
     /// prepared statements and LISTEN channels there (see [`migrate`]). The new upstream is a
     /// replacement the pool already logged in ahead of need, swapped into the session's slot
     /// once the state is recreated on it, so the client never waits for a login; only in the
-    /// last moments before the old lease's deadline, with none parked, does the session log in
+    /// last moments before the old lease's deadline, with none ready, does the session log in
     /// on its own. A session holding state that cannot move, or that the new lease refuses to
     /// recreate, stays where it is (until the lease's deadline, or the next rotation).
     async fn migrate(&mut self, mut old: Checkout) -> Result<(Checkout, Move), ClientError> {
@@ -282,8 +286,8 @@ impl Session {
         if old.generation() >= pool.credentials().generation() {
             return Ok((old, Move::Moved));
         }
-        let spare = pool.take_spare();
-        if spare.is_none()
+        let replacement = pool.take_replacement();
+        if replacement.is_none()
             && !pool
                 .credentials()
                 .near_deadline(old.generation(), MOVE_BEFORE_DEADLINE)
@@ -291,49 +295,51 @@ impl Session {
             return Ok((old, Move::NotYet));
         }
         let max = self.shared.max_message_size;
-        let state = match migrate::capture(&mut old, max, CLEANUP_TIMEOUT).await {
+        let state = match migrate::capture(old.upstream_mut(), max, CLEANUP_TIMEOUT).await {
             Ok(state) => state,
             Err(e) => {
                 warn!(error = %e, "reading session state for a move failed");
-                if let Some(spare) = spare {
-                    pool.return_spare(spare);
+                if let Some(replacement) = replacement {
+                    pool.return_replacement(replacement);
                 }
-                Pool::discard(old);
+                old.discard(CloseReason::Broken);
                 return Err(ClientError::refused("08006", "upstream connection lost"));
             }
         };
         if !state.pinned_by.is_empty() {
             info!(pinned_by = %state.pin_reasons(), generation = old.generation(), "session stays on its retiring lease");
-            if let Some(spare) = spare {
-                pool.return_spare(spare);
+            if let Some(replacement) = replacement {
+                pool.return_replacement(replacement);
             }
             return Ok((old, Move::Pinned(state.pin_reasons())));
         }
         let from = old.generation();
-        let new = match spare {
-            Some(mut spare) => {
-                if let Err(e) = migrate::replay(&mut spare, &state, CLEANUP_TIMEOUT).await {
-                    // The replacement holds part of the state now: it is closed, never parked.
-                    drop(spare);
+        let new = match replacement {
+            Some(mut replacement) => {
+                let replayed =
+                    migrate::replay(replacement.upstream_mut(), &state, CLEANUP_TIMEOUT).await;
+                if let Err(e) = replayed {
+                    // The replacement holds part of the state now: it is closed, never kept.
+                    replacement.discard(CloseReason::MoveFailed);
                     return Ok((old, Self::not_recreated(&e, from)));
                 }
                 // The slot stays the session's; only the connection in it changes. The old
                 // one closes here, which lets its lease drain.
-                drop(std::mem::replace(&mut *old, spare));
+                old.swap(replacement);
                 old
             }
             None => {
                 // Free the old slot first: a full session-mode pool has no other room.
-                Pool::discard(old);
+                old.discard(CloseReason::LeaseRetired);
                 let mut new = pool.checkout().await.map_err(|e| {
                     ClientError::refused(
                         "08006",
                         format!("could not move the session to a new credential lease: {e}"),
                     )
                 })?;
-                if let Err(e) = migrate::replay(&mut new, &state, CLEANUP_TIMEOUT).await {
+                if let Err(e) = migrate::replay(new.upstream_mut(), &state, CLEANUP_TIMEOUT).await {
                     warn!(error = %e, "replaying session state failed");
-                    Pool::discard(new);
+                    new.discard(CloseReason::MoveFailed);
                     return Err(ClientError::refused(
                         "08006",
                         "could not move the session to a new credential lease",
@@ -460,8 +466,8 @@ impl Session {
             || b.fscan.forwardable() > 0
             || self.track.unsolicited;
         if mid_request {
-            let target = up.cancel;
-            Pool::discard(up);
+            let target = up.upstream().cancel;
+            up.discard(CloseReason::ClientVanished);
             tokio::spawn(async move {
                 let _ = maintenance::cancel(target).await;
             });
@@ -476,17 +482,17 @@ impl Session {
             statements.push(&self.login.pool.reset_query);
         }
         for sql in statements {
-            match maintenance::run_simple(&mut up, sql, CLEANUP_TIMEOUT).await {
+            match maintenance::run_simple(up.upstream_mut(), sql, CLEANUP_TIMEOUT).await {
                 Ok(b'I') => {}
                 other => {
                     debug!(result = ?other.map(char::from), "upstream cleanup failed; closing it");
-                    Pool::discard(up);
+                    up.discard(CloseReason::CleanupFailed);
                     return;
                 }
             }
         }
-        if up.has_unsolicited_input() {
-            Pool::discard(up);
+        if up.upstream().has_unsolicited_input() {
+            up.discard(CloseReason::UnsolicitedInput);
         }
     }
 }
