@@ -195,3 +195,6 @@ impl Deref for Replacement {
         &self.0
     }
 }
+
+#[cfg(test)]
+mod tests;
