@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::ClientError;
 use super::handshake::Login;
@@ -16,9 +16,9 @@ use super::shared::{PoolEntry, Shared};
 use super::stop::Registration;
 use crate::config::PoolMode;
 use crate::credentials::EndReason;
-use crate::pool::{Checkout, CheckoutError, CloseReason, MOVE_BEFORE_DEADLINE};
+use crate::pool::{Checkout, CheckoutError, CloseReason, Move};
 use crate::protocol::backend::{self, Severity};
-use crate::upstream::{UpstreamError, maintenance, migrate};
+use crate::upstream::maintenance;
 
 /// How long cleanup statements (ROLLBACK, the reset query) may take before the upstream is
 /// closed instead.
@@ -53,17 +53,6 @@ enum Next {
     Closed,
     /// Told to leave while idle.
     Stopped,
-}
-
-/// What became of a session-mode client asked to move to a new lease.
-enum Move {
-    /// It is on the newest lease (moved now, or already there).
-    Moved,
-    /// It holds state that cannot move (the reason); it stays until the next rotation or
-    /// the deadline.
-    Pinned(String),
-    /// No replacement was ready (another session took it); it waits for the next one.
-    NotYet,
 }
 
 impl Session {
@@ -167,9 +156,14 @@ impl Session {
                 }
                 RelayEnd::Rotated => {
                     let current = self.entry().pool.credentials().generation();
-                    let (next, moved) = match self.migrate(up).await {
+                    let pool = &self.entry().pool;
+                    let max = self.shared.max_message_size;
+                    let (next, moved) = match pool.move_session(up, max, CLEANUP_TIMEOUT).await {
                         Ok(next) => next,
-                        Err(e) => return Err(self.fatal(e).await),
+                        Err(e) => {
+                            let e = ClientError::refused("08006", e.to_string());
+                            return Err(self.fatal(e).await);
+                        }
                     };
                     up = next;
                     match moved {
@@ -272,105 +266,6 @@ impl Session {
     async fn fatal(&mut self, err: ClientError) -> ClientError {
         super::refuse(&mut self.client, &err).await;
         err
-    }
-
-    /// Moves an idle session to an upstream on the newest lease, recreating its settings,
-    /// prepared statements and LISTEN channels there (see [`migrate`]). The new upstream is a
-    /// replacement the pool already logged in ahead of need, swapped into the session's slot
-    /// once the state is recreated on it, so the client never waits for a login; only in the
-    /// last moments before the old lease's deadline, with none ready, does the session log in
-    /// on its own. A session holding state that cannot move, or that the new lease refuses to
-    /// recreate, stays where it is (until the lease's deadline, or the next rotation).
-    async fn migrate(&mut self, mut old: Checkout) -> Result<(Checkout, Move), ClientError> {
-        let pool = self.entry().pool.clone();
-        if old.generation() >= pool.credentials().generation() {
-            return Ok((old, Move::Moved));
-        }
-        let replacement = pool.take_replacement();
-        if replacement.is_none()
-            && !pool
-                .credentials()
-                .near_deadline(old.generation(), MOVE_BEFORE_DEADLINE)
-        {
-            return Ok((old, Move::NotYet));
-        }
-        let max = self.shared.max_message_size;
-        let state = match migrate::capture(old.upstream_mut(), max, CLEANUP_TIMEOUT).await {
-            Ok(state) => state,
-            Err(e) => {
-                warn!(error = %e, "reading session state for a move failed");
-                if let Some(replacement) = replacement {
-                    pool.return_replacement(replacement);
-                }
-                old.discard(CloseReason::Broken);
-                return Err(ClientError::refused("08006", "upstream connection lost"));
-            }
-        };
-        if !state.pinned_by.is_empty() {
-            info!(pinned_by = %state.pin_reasons(), generation = old.generation(), "session stays on its retiring lease");
-            if let Some(replacement) = replacement {
-                pool.return_replacement(replacement);
-            }
-            return Ok((old, Move::Pinned(state.pin_reasons())));
-        }
-        let from = old.generation();
-        let new = match replacement {
-            Some(mut replacement) => {
-                let replayed =
-                    migrate::replay(replacement.upstream_mut(), &state, CLEANUP_TIMEOUT).await;
-                if let Err(e) = replayed {
-                    // The replacement holds part of the state now: it is closed, never kept.
-                    replacement.discard(CloseReason::MoveFailed);
-                    return Ok((old, Self::not_recreated(&e, from)));
-                }
-                // The slot stays the session's; only the connection in it changes. The old
-                // one closes here, which lets its lease drain.
-                old.swap(replacement);
-                old
-            }
-            None => {
-                // Free the old slot first: a full session-mode pool has no other room.
-                old.discard(CloseReason::LeaseRetired);
-                let mut new = pool.checkout().await.map_err(|e| {
-                    ClientError::refused(
-                        "08006",
-                        format!("could not move the session to a new credential lease: {e}"),
-                    )
-                })?;
-                if let Err(e) = migrate::replay(new.upstream_mut(), &state, CLEANUP_TIMEOUT).await {
-                    warn!(error = %e, "replaying session state failed");
-                    new.discard(CloseReason::MoveFailed);
-                    return Err(ClientError::refused(
-                        "08006",
-                        "could not move the session to a new credential lease",
-                    ));
-                }
-                new
-            }
-        };
-        info!(
-            from,
-            to = new.generation(),
-            settings = state.settings.len(),
-            prepared = state.prepared.len(),
-            listens = state.listens.len(),
-            "session moved to a new lease"
-        );
-        Ok((new, Move::Moved))
-    }
-
-    /// What a session becomes when its state could not be recreated on a replacement, while
-    /// its old upstream is still intact: PostgreSQL refusing part of it (a role the new lease
-    /// is not a member of, a statement on something it cannot see) pins the session; a
-    /// replacement that failed otherwise is only a bad replacement, so the next one is tried.
-    fn not_recreated(e: &UpstreamError, generation: u64) -> Move {
-        if let UpstreamError::Refused { code, .. } = e {
-            warn!(error = %e, code = %code, generation, "the new lease refused the session's state; it stays on its retiring lease");
-            Move::Pinned(format!("state the new lease refused: {e}"))
-        } else {
-            warn!(error = %e, generation, "recreating session state on a replacement failed");
-            Move::NotYet
-        }
     }
 
     /// Reads from the client until a complete request is buffered (or it leaves). Nothing is

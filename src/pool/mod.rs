@@ -20,6 +20,7 @@ mod close;
 mod drain;
 mod idle;
 mod manager;
+mod moves;
 mod prove;
 mod replacements;
 
@@ -37,6 +38,7 @@ pub use checkout::{Checkout, Pooled, Replacement, UpstreamState};
 pub use close::CloseReason;
 pub use drain::maintain;
 pub use manager::Manager;
+pub use moves::{Move, MoveError};
 pub use prove::prover;
 
 /// Settings of one pool, from its `[[databases]]` entry and `[proxy]`.

@@ -81,7 +81,7 @@ fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
     (captured, tracing::subscriber::set_default(subscriber))
 }
 
-fn close_line<'a>(lines: &'a [String], pid: i32) -> &'a str {
+fn close_line(lines: &[String], pid: i32) -> &str {
     let needle = format!("pid={pid} ");
     let found: Vec<&String> = lines
         .iter()
