@@ -172,7 +172,7 @@ impl Deref for Checkout {
 
 /// A connection on the newest lease, opened ahead of need and lent to a session-mode client
 /// for a move: recreate the session's state on it, then [`Checkout::swap`] it in, or give it
-/// back with [`super::Pool::return_replacement`], or close it with [`Replacement::discard`].
+/// back to the pool, or close it with [`Replacement::discard`].
 #[derive(Debug)]
 pub struct Replacement(pub(super) Pooled);
 

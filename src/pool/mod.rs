@@ -202,7 +202,7 @@ impl Pool {
     }
 
     /// A ready replacement on the newest lease, for a session-mode client to move to.
-    pub fn take_replacement(&self) -> Option<Replacement> {
+    fn take_replacement(&self) -> Option<Replacement> {
         let manager = self.inner.manager();
         let current = manager.credentials().generation();
         let replacement = manager.replacements.take(current, manager.idle_timeout())?;
@@ -211,7 +211,7 @@ impl Pool {
     }
 
     /// Gives back a replacement taken with [`Pool::take_replacement`] and not used.
-    pub fn return_replacement(&self, replacement: Replacement) {
+    fn return_replacement(&self, replacement: Replacement) {
         self.inner.manager().replacements.add(replacement.0);
     }
 
