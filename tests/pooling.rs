@@ -489,3 +489,88 @@ async fn an_upstream_back_from_a_long_transaction_is_reused_not_reopened() {
     );
     proxy.shutdown().await;
 }
+
+/// Collects what a test's own log subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The reason of the close line for upstream backend `pid`, waiting up to 10 s for it.
+    async fn close_reason(&self, pid: &str) -> String {
+        let needle = format!("pid={pid} ");
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.contains("upstream closed") && l.contains(&needle));
+            if let Some(line) = line {
+                let reason = line.split("reason=").nth(1).unwrap_or_default();
+                return reason.trim_matches('"').to_owned();
+            }
+            assert!(Instant::now() < until, "no close line for {pid}:\n{text}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Every upstream close is logged once with why: a client that vanished mid-query, an
+/// upstream PostgreSQL ended while idle, and the pool closing at shutdown. The runtime is
+/// this test's one thread, so the proxy's tasks log to the test's own subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn every_upstream_close_is_logged_with_its_reason() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let db = fresh_db("reasons").await;
+    let proxy = start_proxy(&proxy_toml(&db, "transaction", 1, "")).await;
+    let addr = proxy.local_addr();
+    let pid_of = |rows: Vec<SimpleQueryMessage>| {
+        rows.iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .expect("no row")
+    };
+
+    let (a, a_task) = try_connect_with_task(addr, &db.user, &db.password, &db.name)
+        .await
+        .unwrap();
+    let vanished = pid_of(a.simple_query("SELECT pg_backend_pid()").await.unwrap());
+    let sleeping = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a_task.abort();
+    sleeping.abort();
+    assert_eq!(captured.close_reason(&vanished).await, "client_vanished");
+
+    let b = connect_app(&proxy, &db).await;
+    let ended = pid_of(b.simple_query("SELECT pg_backend_pid()").await.unwrap());
+    common::superuser()
+        .await
+        .batch_execute(&format!("SELECT pg_terminate_backend({ended})"))
+        .await
+        .expect("terminate");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = pid_of(b.simple_query("SELECT pg_backend_pid()").await.unwrap());
+    assert_eq!(captured.close_reason(&ended).await, "unsolicited_input");
+
+    drop(b);
+    proxy.shutdown().await;
+    assert_eq!(captured.close_reason(&last).await, "pool_closed");
+}
