@@ -524,6 +524,19 @@ impl Captured {
     }
 }
 
+/// Polls `count_sql` (one bigint) until it is 1, for up to 10 s.
+async fn backend_reaches(admin: &Client, count_sql: &str, otherwise: &str) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = admin.query_one(count_sql, &[]).await.unwrap().get(0);
+        if n == 1 {
+            return;
+        }
+        assert!(Instant::now() < until, "{otherwise}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Every upstream close is logged once with why: a client that vanished mid-query, an
 /// upstream PostgreSQL ended while idle, and the pool closing at shutdown. The runtime is
 /// this test's one thread, so the proxy's tasks log to the test's own subscriber.
@@ -554,19 +567,25 @@ async fn every_upstream_close_is_logged_with_its_reason() {
         .unwrap();
     let vanished = pid_of(a.simple_query("SELECT pg_backend_pid()").await.unwrap());
     let sleeping = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(30)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admin = common::superuser().await;
+    let running = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = {vanished} \
+         AND state = 'active' AND query LIKE 'SELECT pg_sleep%'"
+    );
+    backend_reaches(&admin, &running, "the query never started").await;
     a_task.abort();
     sleeping.abort();
     assert_eq!(captured.close_reason(&vanished).await, "client_vanished");
 
     let b = connect_app(&proxy, &db).await;
     let ended = pid_of(b.simple_query("SELECT pg_backend_pid()").await.unwrap());
-    common::superuser()
-        .await
+    admin
         .batch_execute(&format!("SELECT pg_terminate_backend({ended})"))
         .await
         .expect("terminate");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the backend is gone its goodbye is in the proxy's socket (loopback).
+    let gone = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {ended}");
+    backend_reaches(&admin, &format!("SELECT 1 - ({gone})"), "never exited").await;
     let last = pid_of(b.simple_query("SELECT pg_backend_pid()").await.unwrap());
     assert_eq!(captured.close_reason(&ended).await, "unsolicited_input");
 
