@@ -590,3 +590,50 @@ async fn every_upstream_close_is_logged_with_its_reason() {
     assert_eq!(captured.close_reason(&idle).await, "idle_timeout");
     proxy.shutdown().await;
 }
+
+/// An upstream whose backend PostgreSQL ended while it sat idle is closed at the next
+/// checkout, as unsolicited input, and the client is served by a fresh one.
+#[tokio::test(flavor = "current_thread")]
+async fn an_upstream_ended_while_idle_closes_as_unsolicited_input() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let db = fresh_db("ended").await;
+    let admin = common::superuser().await;
+    let proxy = start_proxy(&proxy_toml(&db, "transaction", 1, "")).await;
+    let client = connect_app(&proxy, &db).await;
+    let pid = |rows: Vec<SimpleQueryMessage>| {
+        rows.iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .expect("no row")
+    };
+    let ended = pid(client
+        .simple_query("SELECT pg_backend_pid()")
+        .await
+        .unwrap());
+    admin
+        .batch_execute(&format!("SELECT pg_terminate_backend({ended})"))
+        .await
+        .expect("terminate");
+    // Once the backend is gone its goodbye is in the proxy's socket (loopback).
+    let gone = format!("SELECT 1 - count(*) FROM pg_stat_activity WHERE pid = {ended}");
+    backend_reaches(&admin, &gone, "the backend never exited").await;
+    // A connection reused within 5 ms of its last checkout is not probed (the busy case):
+    // this one must have sat idle for longer than that.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let next = client
+        .simple_query("SELECT pg_backend_pid()")
+        .await
+        .unwrap_or_else(|e| panic!("the ended upstream was handed out: {}", describe(&e)));
+    assert_ne!(pid(next), ended);
+    assert_eq!(captured.close_reason(&ended).await, "unsolicited_input");
+    proxy.shutdown().await;
+}
