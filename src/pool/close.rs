@@ -20,6 +20,8 @@ pub enum CloseReason {
     ClientVanished,
     /// Rolling back or resetting after its client left failed.
     CleanupFailed,
+    /// A cancel request its client sent may still reach it, so it cannot serve anyone else.
+    CancelUnsettled,
     /// A session move could not recreate the session's state on it.
     MoveFailed,
     /// A replacement the pool had no use for any more.
@@ -43,6 +45,7 @@ impl CloseReason {
             CloseReason::UnsolicitedInput => "unsolicited_input",
             CloseReason::ClientVanished => "client_vanished",
             CloseReason::CleanupFailed => "cleanup_failed",
+            CloseReason::CancelUnsettled => "cancel_unsettled",
             CloseReason::MoveFailed => "move_failed",
             CloseReason::NotNeeded => "not_needed",
             CloseReason::Deadline => "deadline",
@@ -72,6 +75,7 @@ mod tests {
             CloseReason::UnsolicitedInput,
             CloseReason::ClientVanished,
             CloseReason::CleanupFailed,
+            CloseReason::CancelUnsettled,
             CloseReason::MoveFailed,
             CloseReason::NotNeeded,
             CloseReason::Deadline,
