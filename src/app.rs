@@ -5,7 +5,8 @@
 //!
 //! [`Proxy::start`] binds the listener itself and returns once everything is running, so a
 //! test can start a whole proxy on `127.0.0.1:0` and read [`Proxy::local_addr`]. All shared
-//! state lives in one [`Shared`] handle passed to every client task; nothing is global.
+//! state lives in one [`Shared`] handle (defined by its readers, in `client`) passed to every
+//! client task; nothing is global. This file only wires.
 //! Every task is tracked, in two groups stopped in order by [`Proxy::shutdown`]: the clients
 //! (with the accept loop) first, then the background (rotators, pool upkeep, the reaper),
 //! whose rotators revoke their leases on the way out.
@@ -22,10 +23,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::auth::{AuthError, LocalPassword};
-use crate::client::cancel::CancelRegistry;
-use crate::client::stop::Clients;
-use crate::config::{AuthType, Config, DatabaseConfig, PoolMode};
-use crate::credentials::{Credentials, setup};
+use crate::client::{PoolEntry, Pools, Shared};
+use crate::config::{Config, DatabaseConfig};
+use crate::credentials::setup;
 use crate::pool::{Pool, PoolSettings};
 use crate::upstream::UpstreamTarget;
 
@@ -53,56 +53,6 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// One pool and how clients use it.
-#[derive(Clone)]
-pub struct PoolEntry {
-    /// The upstream connections.
-    pub pool: Pool,
-    /// Transaction or session pooling.
-    pub mode: PoolMode,
-    /// Run before a session-mode upstream is reused.
-    pub reset_query: Arc<str>,
-}
-
-/// State every client task reads: immutable after start, except what sits behind its own
-/// handles (pools, cancel registry).
-pub struct Shared {
-    /// Local users, their passwords already turned into verifiers.
-    pub users: HashMap<String, LocalPassword>,
-    /// Pools by database name, then local user name.
-    pools: HashMap<String, HashMap<String, PoolEntry>>,
-    /// Each credentials entry's rotator handle: current lease, state, `rotate_now`.
-    pub credentials: HashMap<String, Credentials>,
-    /// Proxy-issued cancel keys.
-    pub cancels: Arc<CancelRegistry>,
-    /// Every logged-in client, so a shutdown can tell each one to leave.
-    pub clients: Arc<Clients>,
-    /// Keys the fake SCRAM salt of unknown users, so probing cannot tell users apart.
-    pub mock_key: [u8; 32],
-    /// The preferred client authentication method.
-    pub auth_type: AuthType,
-    /// Largest client message accepted.
-    pub max_message_size: usize,
-    /// Time a client has to finish logging in.
-    pub login_timeout: Duration,
-    /// Cancelled when the proxy shuts down.
-    pub shutdown: CancellationToken,
-}
-
-impl Shared {
-    /// The pool for a (database, user) pair, if the config defines one.
-    pub fn pool(&self, database: &str, user: &str) -> Option<PoolEntry> {
-        self.pools.get(database)?.get(user).cloned()
-    }
-
-    /// Every pool, as (database, user, entry).
-    pub fn pools(&self) -> impl Iterator<Item = (&str, &str, &PoolEntry)> {
-        self.pools
-            .iter()
-            .flat_map(|(db, users)| users.iter().map(move |(u, e)| (db.as_str(), u.as_str(), e)))
-    }
 }
 
 /// A running proxy.
@@ -264,8 +214,8 @@ fn build_pools(
     entries: &HashMap<String, setup::Entry>,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
-) -> HashMap<String, HashMap<String, PoolEntry>> {
-    let mut pools: HashMap<String, HashMap<String, PoolEntry>> = HashMap::new();
+) -> Pools {
+    let mut pools = Pools::default();
     for db in &config.databases {
         let Some(entry) = entries.get(&db.credentials) else {
             // Validation guarantees the entry exists; stay total anyway.
@@ -277,7 +227,6 @@ fn build_pools(
             wait_timeout: config.proxy.query_wait_timeout,
             idle_timeout: config.proxy.idle_timeout,
         };
-        let by_user = pools.entry(db.name.clone()).or_default();
         for user in &config.users {
             let pool = Pool::new(target.clone(), entry.credentials.clone(), settings.clone());
             tasks.spawn(crate::pool::maintain(pool.clone(), shutdown.clone()));
@@ -286,7 +235,7 @@ fn build_pools(
                 mode: db.pool_mode,
                 reset_query: db.reset_query.as_str().into(),
             };
-            by_user.insert(user.name.clone(), entry);
+            pools.insert(&db.name, &user.name, entry);
         }
     }
     pools
@@ -297,16 +246,14 @@ fn build_pools(
 fn proving_pools(
     config: &Config,
     credentials: &str,
-    pools: &HashMap<String, HashMap<String, PoolEntry>>,
+    pools: &Pools,
 ) -> Option<(UpstreamTarget, Vec<Pool>)> {
     let db = config
         .databases
         .iter()
         .find(|d| d.credentials == credentials)?;
     let takers = pools
-        .get(&db.name)
-        .into_iter()
-        .flat_map(|p| p.values())
+        .of_database(&db.name)
         .map(|e| e.pool.clone())
         .collect();
     Some((upstream_target(config, db), takers))

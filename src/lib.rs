@@ -10,14 +10,19 @@
 //! - [`config`]: the TOML contract, secret indirection (`env:`, `file:`) and validation.
 //! - [`credentials`]: leases, the sources they come from, and the rotator that publishes them.
 //! - [`upstream`]: opening and authenticating a connection to PostgreSQL with a lease.
-//! - [`pool`]: one pool of upstream connections per (database, user), with its wait queue.
-//! - [`client`]: a client's handshake, authentication and relay loop.
-//! - [`app`]: wiring: builds the shared state from a config and runs the listener.
+//! - [`pool`]: one pool of upstream connections per (database, user), with its wait queue; the
+//!   checked-out upstream ([`pool::Checkout`]) with the state that lives on the connection and
+//!   the only ways to swap it for a replacement (a connection opened ahead of need on a newer
+//!   lease) or close it with a [`pool::CloseReason`].
+//! - [`client`]: a client's handshake, authentication and relay loop, and the state every
+//!   client task reads ([`client::Shared`]).
+//! - [`app`]: wiring only: builds the shared state from a config and runs the listener.
 //! - [`dev`]: `pglease dev`, a throwaway local PostgreSQL with the proxy in front of it.
 //! - [`secret`]: the redacting type every secret travels in.
 //!
 //! Shared state is passed as explicit handles (no process globals), so a test can run a
-//! whole proxy in-process on `127.0.0.1:0`.
+//! whole proxy in-process on `127.0.0.1:0`. State is defined below its users, never in
+//! `app`, and no two folders import each other.
 
 #![forbid(unsafe_code)]
 

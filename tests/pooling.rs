@@ -489,3 +489,151 @@ async fn an_upstream_back_from_a_long_transaction_is_reused_not_reopened() {
     );
     proxy.shutdown().await;
 }
+
+/// Collects what a test's own log subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The reason of the close line for upstream backend `pid`, waiting up to 10 s for it.
+    async fn close_reason(&self, pid: &str) -> String {
+        let needle = format!("pid={pid} ");
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.contains("upstream closed") && l.contains(&needle));
+            if let Some(line) = line {
+                let reason = line.split("reason=").nth(1).unwrap_or_default();
+                return reason.trim_matches('"').to_owned();
+            }
+            assert!(Instant::now() < until, "no close line for {pid}:\n{text}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Polls `count_sql` (one bigint) until it is 1, for up to 10 s.
+async fn backend_reaches(admin: &Client, count_sql: &str, otherwise: &str) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = admin.query_one(count_sql, &[]).await.unwrap().get(0);
+        if n == 1 {
+            return;
+        }
+        assert!(Instant::now() < until, "{otherwise}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every upstream close is logged once with why: a client that vanished mid-query, an
+/// upstream idle for `idle_timeout`, and the pool closing at shutdown. The runtime is this
+/// test's one thread, so the proxy's tasks log to the test's own subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn every_upstream_close_is_logged_with_its_reason() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let db = fresh_db("reasons").await;
+    let admin = common::superuser().await;
+    let pid_of = |rows: Vec<SimpleQueryMessage>| {
+        rows.iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .expect("no row")
+    };
+
+    let proxy = start_proxy(&proxy_toml(&db, "transaction", 1, "")).await;
+    let (a, a_task) = try_connect_with_task(proxy.local_addr(), &db.user, &db.password, &db.name)
+        .await
+        .unwrap();
+    let vanished = pid_of(a.simple_query("SELECT pg_backend_pid()").await.unwrap());
+    let sleeping = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(30)").await });
+    let running = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = {vanished} \
+         AND state = 'active' AND query LIKE 'SELECT pg_sleep%'"
+    );
+    backend_reaches(&admin, &running, "the query never started").await;
+    a_task.abort();
+    sleeping.abort();
+    assert_eq!(captured.close_reason(&vanished).await, "client_vanished");
+    let b = connect_app(&proxy, &db).await;
+    let idle_at_shutdown = pid_of(b.simple_query("SELECT pg_backend_pid()").await.unwrap());
+    drop(b);
+    proxy.shutdown().await;
+    assert_eq!(
+        captured.close_reason(&idle_at_shutdown).await,
+        "pool_closed"
+    );
+
+    let proxy = start_proxy(&proxy_toml(&db, "transaction", 1, "idle_timeout = \"1s\"")).await;
+    let c = connect_app(&proxy, &db).await;
+    let idle = pid_of(c.simple_query("SELECT pg_backend_pid()").await.unwrap());
+    assert_eq!(captured.close_reason(&idle).await, "idle_timeout");
+    proxy.shutdown().await;
+}
+
+/// An upstream whose backend PostgreSQL ended while it sat idle is closed at the next
+/// checkout, as unsolicited input, and the client is served by a fresh one.
+#[tokio::test(flavor = "current_thread")]
+async fn an_upstream_ended_while_idle_closes_as_unsolicited_input() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let db = fresh_db("ended").await;
+    let admin = common::superuser().await;
+    let proxy = start_proxy(&proxy_toml(&db, "transaction", 1, "")).await;
+    let client = connect_app(&proxy, &db).await;
+    let pid = |rows: Vec<SimpleQueryMessage>| {
+        rows.iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .expect("no row")
+    };
+    let ended = pid(client
+        .simple_query("SELECT pg_backend_pid()")
+        .await
+        .unwrap());
+    admin
+        .batch_execute(&format!("SELECT pg_terminate_backend({ended})"))
+        .await
+        .expect("terminate");
+    // Once the backend is gone its goodbye is in the proxy's socket (loopback).
+    let gone = format!("SELECT 1 - count(*) FROM pg_stat_activity WHERE pid = {ended}");
+    backend_reaches(&admin, &gone, "the backend never exited").await;
+    // A connection reused within 5 ms of its last checkout is not probed (the busy case):
+    // this one must have sat idle for longer than that.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let next = client
+        .simple_query("SELECT pg_backend_pid()")
+        .await
+        .unwrap_or_else(|e| panic!("the ended upstream was handed out: {}", describe(&e)));
+    assert_ne!(pid(next), ended);
+    assert_eq!(captured.close_reason(&ended).await, "unsolicited_input");
+    proxy.shutdown().await;
+}

@@ -10,7 +10,7 @@ use tracing::Span;
 
 use super::ClientError;
 use super::cancel::CancelKey;
-use crate::app::{PoolEntry, Shared};
+use super::shared::{PoolEntry, Shared};
 use crate::auth::{AuthError, SCRAM_SHA_256, ScramExchange, md5_verify};
 use crate::config::AuthType;
 use crate::protocol::backend;

@@ -1,10 +1,13 @@
 //! A client connection: handshake and authentication ([`handshake`]), then the session loop
 //! ([`session`]) that checks out upstreams and relays ([`relay`]) between the two sockets.
+//! What every client task reads lives here too ([`shared`]): the wiring builds it, clients
+//! use it.
 
 pub mod cancel;
 pub mod handshake;
 pub mod relay;
 pub mod session;
+pub mod shared;
 pub mod stop;
 
 use std::net::SocketAddr;
@@ -16,9 +19,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info_span};
 
-use crate::app::Shared;
 use crate::protocol::ProtocolError;
 use crate::protocol::backend::{self, Severity};
+
+pub use shared::{PoolEntry, Pools, Shared};
 
 /// Why a client connection ended abnormally; a clean hang-up is not an error.
 #[derive(Debug, Error)]

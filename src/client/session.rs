@@ -7,18 +7,18 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::ClientError;
 use super::handshake::Login;
 use super::relay::{Buffers, RelayEnd, Signals, Tracker, relay};
+use super::shared::{PoolEntry, Shared};
 use super::stop::Registration;
-use crate::app::{PoolEntry, Shared};
 use crate::config::PoolMode;
 use crate::credentials::EndReason;
-use crate::pool::{Checkout, CheckoutError, MOVE_BEFORE_DEADLINE, Pool};
+use crate::pool::{Checkout, CheckoutError, CloseReason, Move};
 use crate::protocol::backend::{self, Severity};
-use crate::upstream::{UpstreamError, maintenance, migrate};
+use crate::upstream::maintenance;
 
 /// How long cleanup statements (ROLLBACK, the reset query) may take before the upstream is
 /// closed instead.
@@ -53,17 +53,6 @@ enum Next {
     Closed,
     /// Told to leave while idle.
     Stopped,
-}
-
-/// What became of a session-mode client asked to move to a new lease.
-enum Move {
-    /// It is on the newest lease (moved now, or already there).
-    Moved,
-    /// It holds state that cannot move (the reason); it stays until the next rotation or
-    /// the deadline.
-    Pinned(String),
-    /// No replacement was free (another session took it); it waits for the next one.
-    NotYet,
 }
 
 impl Session {
@@ -113,10 +102,11 @@ impl Session {
             };
             self.request_ready = false;
             if let Some(up) = self.serve_on(up).await? {
-                let unsolicited = std::mem::take(&mut self.track.unsolicited);
-                // Not handed on while a cancel this client sent may still reach it.
-                if unsolicited || !self.login.cancel.slot.settle().await {
-                    Pool::discard(up);
+                if std::mem::take(&mut self.track.unsolicited) {
+                    up.discard(CloseReason::UnsolicitedInput);
+                } else if !self.login.cancel.slot.settle().await {
+                    // Not handed on while a cancel this client sent may still reach it.
+                    up.discard(CloseReason::CancelUnsettled);
                 } else {
                     drop(up);
                 }
@@ -138,9 +128,9 @@ impl Session {
         // re-examined at the next rotation, not in a loop.
         let mut examined = up.generation();
         loop {
-            self.login.cancel.slot.set(Some(up.cancel));
+            self.login.cancel.slot.set(Some(up.upstream().cancel));
             let end = if let Some(pool) = &pool {
-                let old = up.lease.clone();
+                let old = up.upstream().lease.clone();
                 let stop = self.registration.stop.clone();
                 // Stops at the next idle point to move to a new lease, or to leave at shutdown.
                 let mut due = std::pin::pin!(async move {
@@ -168,9 +158,14 @@ impl Session {
                 }
                 RelayEnd::Rotated => {
                     let current = self.entry().pool.credentials().generation();
-                    let (next, moved) = match self.migrate(up).await {
+                    let pool = &self.entry().pool;
+                    let max = self.shared.max_message_size;
+                    let (next, moved) = match pool.move_session(up, max, CLEANUP_TIMEOUT).await {
                         Ok(next) => next,
-                        Err(e) => return Err(self.fatal(e).await),
+                        Err(e) => {
+                            let e = ClientError::refused("08006", e.to_string());
+                            return Err(self.fatal(e).await);
+                        }
                     };
                     up = next;
                     match moved {
@@ -187,14 +182,18 @@ impl Session {
                     }
                 }
                 RelayEnd::LeaseEnded => {
-                    let reason = up.deadline.reason();
+                    let reason = up.deadline().reason();
                     warn!(
                         generation = up.generation(),
                         mode = ?self.entry().mode,
                         ?reason,
                         "ending a client whose upstream lease ended"
                     );
-                    Pool::discard(up);
+                    up.discard(if reason == Some(EndReason::Shutdown) {
+                        CloseReason::Shutdown
+                    } else {
+                        CloseReason::Deadline
+                    });
                     let _ = self.flush_client().await;
                     let why = if reason == Some(EndReason::Shutdown) {
                         "terminating connection: pglease is shutting down and shutdown_timeout \
@@ -230,7 +229,7 @@ impl Session {
                 | RelayEnd::UpstreamIo(_)
                 | RelayEnd::UpstreamProtocol(_) => {
                     warn!(reason = ?end, "upstream connection lost while serving a client");
-                    Pool::discard(up);
+                    up.discard(CloseReason::UpstreamLost);
                     // The client's transaction (if any) is gone with the upstream; it must
                     // not carry on as if nothing happened.
                     let _ = self.flush_client().await;
@@ -251,11 +250,11 @@ impl Session {
         let max = self.shared.max_message_size;
         let signals = Signals {
             rotated,
-            deadline: &up.deadline,
+            deadline: up.deadline(),
         };
         relay(
             &self.client,
-            &up.stream,
+            &up.upstream().stream,
             &mut self.bufs,
             &mut self.track,
             release_on_idle,
@@ -269,103 +268,6 @@ impl Session {
     async fn fatal(&mut self, err: ClientError) -> ClientError {
         super::refuse(&mut self.client, &err).await;
         err
-    }
-
-    /// Moves an idle session to an upstream on the newest lease, recreating its settings,
-    /// prepared statements and LISTEN channels there (see [`migrate`]). The new upstream is a
-    /// replacement the pool already logged in ahead of need, swapped into the session's slot
-    /// once the state is recreated on it, so the client never waits for a login; only in the
-    /// last moments before the old lease's deadline, with none parked, does the session log in
-    /// on its own. A session holding state that cannot move, or that the new lease refuses to
-    /// recreate, stays where it is (until the lease's deadline, or the next rotation).
-    async fn migrate(&mut self, mut old: Checkout) -> Result<(Checkout, Move), ClientError> {
-        let pool = self.entry().pool.clone();
-        if old.generation() >= pool.credentials().generation() {
-            return Ok((old, Move::Moved));
-        }
-        let spare = pool.take_spare();
-        if spare.is_none()
-            && !pool
-                .credentials()
-                .near_deadline(old.generation(), MOVE_BEFORE_DEADLINE)
-        {
-            return Ok((old, Move::NotYet));
-        }
-        let max = self.shared.max_message_size;
-        let state = match migrate::capture(&mut old, max, CLEANUP_TIMEOUT).await {
-            Ok(state) => state,
-            Err(e) => {
-                warn!(error = %e, "reading session state for a move failed");
-                if let Some(spare) = spare {
-                    pool.return_spare(spare);
-                }
-                Pool::discard(old);
-                return Err(ClientError::refused("08006", "upstream connection lost"));
-            }
-        };
-        if !state.pinned_by.is_empty() {
-            info!(pinned_by = %state.pin_reasons(), generation = old.generation(), "session stays on its retiring lease");
-            if let Some(spare) = spare {
-                pool.return_spare(spare);
-            }
-            return Ok((old, Move::Pinned(state.pin_reasons())));
-        }
-        let from = old.generation();
-        let new = match spare {
-            Some(mut spare) => {
-                if let Err(e) = migrate::replay(&mut spare, &state, CLEANUP_TIMEOUT).await {
-                    // The replacement holds part of the state now: it is closed, never parked.
-                    drop(spare);
-                    return Ok((old, Self::not_recreated(&e, from)));
-                }
-                // The slot stays the session's; only the connection in it changes. The old
-                // one closes here, which lets its lease drain.
-                drop(std::mem::replace(&mut *old, spare));
-                old
-            }
-            None => {
-                // Free the old slot first: a full session-mode pool has no other room.
-                Pool::discard(old);
-                let mut new = pool.checkout().await.map_err(|e| {
-                    ClientError::refused(
-                        "08006",
-                        format!("could not move the session to a new credential lease: {e}"),
-                    )
-                })?;
-                if let Err(e) = migrate::replay(&mut new, &state, CLEANUP_TIMEOUT).await {
-                    warn!(error = %e, "replaying session state failed");
-                    Pool::discard(new);
-                    return Err(ClientError::refused(
-                        "08006",
-                        "could not move the session to a new credential lease",
-                    ));
-                }
-                new
-            }
-        };
-        info!(
-            from,
-            to = new.generation(),
-            settings = state.settings.len(),
-            prepared = state.prepared.len(),
-            listens = state.listens.len(),
-            "session moved to a new lease"
-        );
-        Ok((new, Move::Moved))
-    }
-
-    /// What a session becomes when its state could not be recreated on a replacement, while
-    /// its old upstream is still intact: PostgreSQL refusing part of it (a role the new lease
-    /// is not a member of, a statement on something it cannot see) pins the session; a
-    /// replacement that failed otherwise is only a bad replacement, so the next one is tried.
-    fn not_recreated(e: &UpstreamError, generation: u64) -> Move {
-        if let UpstreamError::Refused { code, .. } = e {
-            warn!(error = %e, code = %code, generation, "the new lease refused the session's state; it stays on its retiring lease");
-            Move::Pinned(format!("state the new lease refused: {e}"))
-        } else {
-            warn!(error = %e, generation, "recreating session state on a replacement failed");
-            Move::NotYet
-        }
     }
 
     /// Reads from the client until a complete request is buffered (or it leaves). Nothing is
@@ -461,8 +363,8 @@ impl Session {
             || b.fscan.forwardable() > 0
             || self.track.unsolicited;
         if mid_request {
-            let target = up.cancel;
-            Pool::discard(up);
+            let target = up.upstream().cancel;
+            up.discard(CloseReason::ClientVanished);
             tokio::spawn(async move {
                 let _ = maintenance::cancel(target).await;
             });
@@ -470,7 +372,7 @@ impl Session {
         }
         // Settled before the cleanup statements too, which a late cancel would interrupt.
         if !self.login.cancel.slot.settle().await {
-            Pool::discard(up);
+            up.discard(CloseReason::CancelUnsettled);
             return;
         }
         let mut statements: Vec<&str> = Vec::with_capacity(2);
@@ -482,17 +384,17 @@ impl Session {
             statements.push(&self.login.pool.reset_query);
         }
         for sql in statements {
-            match maintenance::run_simple(&mut up, sql, CLEANUP_TIMEOUT).await {
+            match maintenance::run_simple(up.upstream_mut(), sql, CLEANUP_TIMEOUT).await {
                 Ok(b'I') => {}
                 other => {
                     debug!(result = ?other.map(char::from), "upstream cleanup failed; closing it");
-                    Pool::discard(up);
+                    up.discard(CloseReason::CleanupFailed);
                     return;
                 }
             }
         }
-        if up.has_unsolicited_input() {
-            Pool::discard(up);
+        if up.upstream().has_unsolicited_input() {
+            up.discard(CloseReason::UnsolicitedInput);
         }
     }
 }

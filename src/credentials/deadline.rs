@@ -46,7 +46,7 @@ pub struct LeaseEnd {
 }
 
 impl LeaseEnd {
-    /// A signal nobody fires, for connections outside any pool (logins that prove a lease).
+    /// A signal nobody fires: for a connection outside any credentials entry (tests).
     pub fn never() -> Arc<LeaseEnd> {
         Arc::default()
     }

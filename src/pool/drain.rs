@@ -6,13 +6,14 @@
 //! One task per pool. While the pool holds connections on a superseded lease, it opens
 //! replacements on the newest lease one login at a time, spread over half the time left before
 //! the old lease's hard deadline (so a rotation never turns into a reconnect storm against
-//! PostgreSQL) and parks up to a quarter of the pool of them; the login that proved the new
-//! lease is parked first ([`super::Pool::adopt`]). An old connection is swapped for a parked
-//! one when it is next checked out (in [`super::manager`]'s recycle): busy ones at their
-//! transaction's end, idle ones when this task cycles the idle connections through a
-//! checkout; a session-mode client is woken for each parked one ([`super::Pool::move_due`])
-//! and swaps it into its own slot. The old lease is thus drained without any client waiting for a login and without
-//! the pool shrinking, and its rotator revokes it as soon as the last connection is gone.
+//! PostgreSQL) and keeps up to a quarter of the pool of them ready; the login that proved the
+//! new lease is the first ([`super::Pool::offer_replacement`]). An old connection is swapped
+//! for a ready replacement when it is next checked out (in [`super::manager`]'s recycle): busy
+//! ones at their transaction's end, idle ones when this task cycles the idle connections
+//! through a checkout; a session-mode client is woken for each ready one
+//! ([`super::Pool::move_due`]) and swaps it into its own slot ([`super::Checkout::swap`]).
+//! The old lease is thus drained without any client waiting for a login and without the pool
+//! shrinking, and its rotator revokes it as soon as the last connection is gone.
 //!
 //! The same task closes connections idle for `idle_timeout` ([`super::idle`]) at every turn.
 
@@ -23,7 +24,7 @@ use tracing::{debug, warn};
 
 use super::Pool;
 use super::idle::IdleClock;
-use super::spares::Superseded;
+use super::replacements::Superseded;
 use crate::credentials::{Credentials, Deadline};
 
 /// How often the task looks at the pool when nothing wakes it.
@@ -45,7 +46,7 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
     let manager = pool.inner.manager();
     let creds = pool.credentials().clone();
-    let most_parked = super::most_parked(pool.settings());
+    let most_ready = super::most_ready(pool.settings());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle = IdleClock::default();
@@ -66,23 +67,25 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
             debug!(credentials = %creds.name(), closed, "idle upstreams closed after idle_timeout");
         }
         let current = creds.generation();
-        let superseded = manager.spares.older_than(current);
+        let superseded = manager.replacements.older_than(current);
         let old = superseded.connections;
-        let parked = manager.spares.ready(current, manager.idle_timeout());
+        let ready = manager
+            .replacements
+            .count_ready(current, manager.idle_timeout());
         if old == 0 {
-            if parked > 0 {
+            if ready > 0 {
                 // More replacements than old connections (they closed by themselves): let
                 // the pool keep what fits, close the rest.
                 pool.cycle_idle().await;
                 idle.cycled(&pool.inner);
-                manager.spares.close_up_to(current);
+                manager.replacements.close_up_to(current);
             }
             continue;
         }
-        if parked < old.min(most_parked) {
+        if ready < old.min(most_ready) {
             match manager.open().await {
                 Ok(up) => {
-                    manager.spares.park(up);
+                    manager.replacements.add(up);
                     busy = true;
                     tokio::select! {
                         () = shutdown.cancelled() => return,
@@ -101,14 +104,17 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
         }
         pool.cycle_idle().await;
         idle.cycled(&pool.inner);
-        let used = parked.saturating_sub(manager.spares.ready(current, manager.idle_timeout()));
+        let left = manager
+            .replacements
+            .count_ready(current, manager.idle_timeout());
+        let used = ready.saturating_sub(left);
         if used > 0 {
             debug!(credentials = %creds.name(), replaced = used, "idle upstreams on a superseded lease replaced");
             busy = true;
         } else {
-            // A session-mode client woken for a parked replacement may be mid-transaction for
+            // A session-mode client woken for a ready replacement may be mid-transaction for
             // a while; let every waiting session try for it rather than leave it unused.
-            manager.spares.parked_signal.notify_waiters();
+            manager.replacements.added.notify_waiters();
         }
     }
 }

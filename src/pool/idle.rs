@@ -13,23 +13,25 @@
 //! than `idle_timeout` has been idle for no time at all, and closing it would make the next
 //! client wait for a login. deadpool records no return time, so this clock notes when it
 //! first saw a connection idle, and starts over when deadpool's checkout stamp says the
-//! connection was handed out since. The pool's own checkouts that move parked replacements
+//! connection was handed out since. The pool's own checkouts that move ready replacements
 //! in ([`super::Pool::cycle_idle`]) are not a use: [`IdleClock::cycled`] carries the clocks
 //! across them. A connection is thus closed between `idle_timeout` and `idle_timeout` plus
 //! one tick after it came back.
 //!
-//! Parked replacements are never handed out, so their age is their idle time: [`Spares`]
-//! closes any parked for longer than `idle_timeout` whenever the task counts them, which it
-//! does every tick.
+//! Ready replacements are never handed out, so their age is their idle time:
+//! [`Replacements`] closes any ready for longer than `idle_timeout` whenever the task counts
+//! them, which it does every tick.
 //!
-//! [`Spares`]: super::spares::Spares
+//! [`Replacements`]: super::replacements::Replacements
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::manager::Manager;
-use crate::upstream::Upstream;
 use deadpool::managed::{self, Metrics};
+
+use super::checkout::Pooled;
+use super::close::CloseReason;
+use super::manager::Manager;
 
 /// When each idle connection of one pool was first seen idle. Owned by the pool's background
 /// task alone, so it needs no lock of its own.
@@ -53,14 +55,14 @@ impl IdleClock {
     pub(super) fn sweep(&mut self, pool: &managed::Pool<Manager>, timeout: Duration) -> usize {
         let now = Instant::now();
         let mut seen = HashMap::with_capacity(self.seen.len());
-        let removed = pool.retain(|up, metrics| {
+        let result = pool.retain(|up, metrics| {
             let idle_since = self.idle_since(up, &metrics, now);
             if now.saturating_duration_since(idle_since) >= timeout {
                 return false;
             }
             let handed_out = stamp(&metrics);
             seen.insert(
-                up.cancel.pid,
+                up.upstream().cancel.pid,
                 Seen {
                     handed_out,
                     idle_since,
@@ -70,22 +72,26 @@ impl IdleClock {
         });
         // Connections checked out now are forgotten: they start over when they come back.
         self.seen = seen;
-        removed.removed.len()
+        let closed = result.removed.len();
+        for mut up in result.removed {
+            up.close_as(CloseReason::IdleTimeout);
+        }
+        closed
     }
 
     /// Records the checkout stamps the pool's own [`super::Pool::cycle_idle`] just gave the
     /// idle connections, so that cycling them is not taken for a use. Call it right after.
     pub(super) fn cycled(&mut self, pool: &managed::Pool<Manager>) {
         let _ = pool.retain(|up, metrics| {
-            if let Some(s) = self.seen.get_mut(&up.cancel.pid) {
+            if let Some(s) = self.seen.get_mut(&up.upstream().cancel.pid) {
                 s.handed_out = stamp(&metrics);
             }
             true
         });
     }
 
-    fn idle_since(&self, up: &Upstream, metrics: &Metrics, now: Instant) -> Instant {
-        match self.seen.get(&up.cancel.pid) {
+    fn idle_since(&self, up: &Pooled, metrics: &Metrics, now: Instant) -> Instant {
+        match self.seen.get(&up.upstream().cancel.pid) {
             Some(s) if s.handed_out == stamp(metrics) => s.idle_since,
             // Not seen idle since its last checkout: it may have come back just now.
             _ => now,

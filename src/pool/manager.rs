@@ -1,14 +1,16 @@
 //! How a pool opens an upstream and decides whether an idle one may be reused.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use tokio::sync::Notify;
 use tracing::warn;
 
-use super::spares::Spares;
+use super::checkout::Pooled;
+use super::close::CloseReason;
+use super::replacements::Replacements;
 use crate::credentials::Credentials;
 use crate::upstream::{self, ServerParams, Upstream, UpstreamError, UpstreamTarget};
 
@@ -23,15 +25,17 @@ const LAST_USE_BEFORE_DEADLINE: Duration = Duration::from_secs(1);
 pub struct Manager {
     target: UpstreamTarget,
     credentials: Credentials,
+    /// The credentials entry's name, shared by every connection's close log line.
+    credentials_name: Arc<str>,
     idle_timeout: Duration,
     /// Login parameters of the most recent upstream, to greet clients without a checkout.
     params: Mutex<Option<ServerParams>>,
     /// Replacements opened ahead of need, and connection counts per generation.
-    pub(super) spares: Spares,
-    /// Woken when a parked replacement was used, so the drain task opens the next one.
+    pub(super) replacements: Replacements,
+    /// Woken when a ready replacement was used, so the drain task opens the next one.
     pub(super) wanted: Notify,
     /// Logins made on the checkout path, where a client waits for them (or the drain task,
-    /// when the parked replacement it cycles in was taken by someone else meanwhile).
+    /// when the ready replacement it cycles in was taken by someone else meanwhile).
     pub(super) checkout_logins: AtomicU64,
 }
 
@@ -43,10 +47,11 @@ impl Manager {
     ) -> Self {
         Manager {
             target,
+            credentials_name: credentials.name().into(),
             credentials,
             idle_timeout,
             params: Mutex::new(None),
-            spares: Spares::default(),
+            replacements: Replacements::default(),
             wanted: Notify::new(),
             checkout_logins: AtomicU64::new(0),
         }
@@ -67,7 +72,7 @@ impl Manager {
     /// Opens a connection on the newest lease, stamped with its deadline signal and counted
     /// under its generation. Right after start the first lease may still be on its way: wait
     /// for it as long as a connect may take, rather than failing the first clients.
-    pub(super) async fn open(&self) -> Result<Upstream, UpstreamError> {
+    pub(super) async fn open(&self) -> Result<Pooled, UpstreamError> {
         let lease = match self.credentials.current() {
             Some(lease) => lease,
             None => self
@@ -77,38 +82,41 @@ impl Manager {
                 .ok_or_else(|| UpstreamError::NoLease(self.credentials.name().to_owned()))?,
         };
         let generation = lease.generation;
-        let mut up = match upstream::connect(&self.target, lease).await {
+        let up = match upstream::connect(&self.target, lease).await {
             Err(UpstreamError::Refused { code, .. }) if code == "28P01" => {
                 self.after_bad_password(generation).await?
             }
             other => other?,
         };
-        self.stamp(&mut up);
         if let Ok(mut p) = self.params.lock() {
             *p = Some(up.params.clone());
         }
-        Ok(up)
+        Ok(self.pooled(up))
     }
 
-    /// Gives a connection its lease's deadline signal and counts it under its generation.
-    fn stamp(&self, up: &mut Upstream) {
+    /// Makes `up` one of this pool's connections: it gets its lease's deadline signal and is
+    /// counted under its generation.
+    fn pooled(&self, up: Upstream) -> Pooled {
         let generation = up.generation();
-        up.deadline = self.credentials.watch_deadline(generation);
-        up.tally = self.spares.tally(generation);
+        Pooled::new(
+            up,
+            self.credentials.watch_deadline(generation),
+            self.replacements.tally(generation),
+            self.credentials_name.clone(),
+        )
     }
 
     /// Takes `up`, the login that proved a lease not yet published, as a replacement for
     /// this pool's connections on older leases, so proving a lease costs PostgreSQL no extra
     /// backend. Hands it back when this pool has nothing to replace or enough replacements.
-    pub(super) fn adopt(&self, mut up: Upstream, most_parked: usize) -> Option<Upstream> {
+    pub(super) fn offer_replacement(&self, up: Upstream, most_ready: usize) -> Option<Upstream> {
         let next = up.generation();
-        let old = self.spares.older_than(next).connections;
-        let parked = self.spares.ready(next, self.idle_timeout);
-        if old == 0 || parked >= old.min(most_parked) {
+        let old = self.replacements.older_than(next).connections;
+        let ready = self.replacements.count_ready(next, self.idle_timeout);
+        if old == 0 || ready >= old.min(most_ready) {
             return Some(up);
         }
-        self.stamp(&mut up);
-        self.spares.park(up);
+        self.replacements.add(self.pooled(up));
         None
     }
 
@@ -141,12 +149,12 @@ impl Manager {
 }
 
 impl managed::Manager for Manager {
-    type Type = Upstream;
+    type Type = Pooled;
     type Error = UpstreamError;
 
-    async fn create(&self) -> Result<Upstream, UpstreamError> {
+    async fn create(&self) -> Result<Pooled, UpstreamError> {
         let current = self.credentials.generation();
-        if let Some(up) = self.spares.take(current, self.idle_timeout) {
+        if let Some(up) = self.replacements.take(current, self.idle_timeout) {
             self.wanted.notify_one();
             return Ok(up);
         }
@@ -154,8 +162,9 @@ impl managed::Manager for Manager {
         self.open().await
     }
 
-    async fn recycle(&self, up: &mut Upstream, metrics: &Metrics) -> RecycleResult<UpstreamError> {
-        if up.broken {
+    async fn recycle(&self, up: &mut Pooled, metrics: &Metrics) -> RecycleResult<UpstreamError> {
+        if up.upstream().broken {
+            up.close_as(CloseReason::Broken);
             return Err(RecycleError::message("broken"));
         }
         // Not `idle_timeout`: deadpool's metric counts from the last checkout, so it would
@@ -164,8 +173,8 @@ impl managed::Manager for Manager {
         let current = self.credentials.generation();
         if up.generation() < current {
             // Make before break: swap in a connection already logged in on the new lease.
-            if let Some(spare) = self.spares.take(current, self.idle_timeout) {
-                drop(std::mem::replace(up, spare));
+            if let Some(replacement) = self.replacements.take(current, self.idle_timeout) {
+                up.swap(replacement);
                 self.wanted.notify_one();
                 return Ok(());
             }
@@ -173,11 +182,12 @@ impl managed::Manager for Manager {
             // than make a client wait for a login, unless its end is near. That holds however
             // many leases behind it is: rotations requested faster than a drain completes
             // must not put logins on the clients' path either.
-            let ending = up.deadline.is_ended()
+            let ending = up.deadline().is_ended()
                 || self
                     .credentials
                     .near_deadline(up.generation(), LAST_USE_BEFORE_DEADLINE);
             if ending {
+                up.close_as(CloseReason::LeaseRetired);
                 return Err(RecycleError::message("lease retired"));
             }
             // The drain task is not woken here: it is already opening replacements at its
@@ -186,7 +196,8 @@ impl managed::Manager for Manager {
         // The probe is a syscall; a connection handed straight from one transaction to the
         // next (the busy case) skips it, because a message PostgreSQL sends in so short a
         // window could just as well arrive right after the probe.
-        if metrics.last_used() >= PROBE_AFTER && up.has_unsolicited_input() {
+        if metrics.last_used() >= PROBE_AFTER && up.upstream().has_unsolicited_input() {
+            up.close_as(CloseReason::UnsolicitedInput);
             return Err(RecycleError::message("unsolicited input while idle"));
         }
         Ok(())

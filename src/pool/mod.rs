@@ -9,12 +9,20 @@
 //! of handed out; connections idle for `idle_timeout` are closed in the background
 //! ([`idle`]); the login parameters of the first connection are cached so clients can be
 //! greeted without an upstream.
+//!
+//! What a client holds is a [`Checkout`] ([`checkout`]): the connection with the state that
+//! lives as long as it does, swapped for a [`Replacement`] or discarded with a
+//! [`CloseReason`] only through its own operations. A replacement is a connection opened on
+//! a newer lease ahead of need ([`replacements`], [`drain`]); no other word names one.
 
+mod checkout;
+mod close;
 mod drain;
 mod idle;
 mod manager;
+mod moves;
 mod prove;
-mod spares;
+mod replacements;
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -26,13 +34,12 @@ use thiserror::Error;
 use crate::credentials::{Credentials, Deadline, Lease};
 use crate::upstream::{ServerParams, Upstream, UpstreamError, UpstreamTarget};
 
+pub use checkout::{Checkout, Pooled, Replacement, UpstreamState};
+pub use close::CloseReason;
 pub use drain::maintain;
 pub use manager::Manager;
+pub use moves::{Move, MoveError};
 pub use prove::prover;
-
-/// An upstream checked out of a pool. Dropping it gives the upstream back; [`Pool::discard`]
-/// closes it instead.
-pub type Checkout = managed::Object<Manager>;
 
 /// Settings of one pool, from its `[[databases]]` entry and `[proxy]`.
 #[derive(Debug, Clone)]
@@ -42,7 +49,7 @@ pub struct PoolSettings {
     /// How long a request may wait for an upstream before the client gets an error.
     pub wait_timeout: Duration,
     /// Upstreams idle this long (since they came back to the pool) are closed, and so are
-    /// replacements parked this long.
+    /// replacements left unused this long.
     pub idle_timeout: Duration,
 }
 
@@ -94,6 +101,7 @@ impl Pool {
         self.inner
             .timeout_get(&timeouts)
             .await
+            .map(Checkout)
             .map_err(|e| match e {
                 PoolError::Timeout(managed::TimeoutType::Wait) => {
                     CheckoutError::WaitTimeout(self.settings.wait_timeout)
@@ -104,12 +112,6 @@ impl Pool {
             })
     }
 
-    /// Closes a checked-out upstream instead of returning it (its state is unknown or dirty).
-    pub fn discard(checkout: Checkout) {
-        let upstream: Upstream = managed::Object::take(checkout);
-        drop(upstream);
-    }
-
     /// The ParameterStatus values clients are greeted with: cached from the first upstream
     /// login, opening one if none has logged in yet.
     pub async fn server_params(&self) -> Result<ServerParams, CheckoutError> {
@@ -117,13 +119,13 @@ impl Pool {
             return Ok(p);
         }
         let up = self.checkout().await?;
-        Ok(up.params.clone())
+        Ok(up.upstream().params.clone())
     }
 
-    /// Moves parked replacements into the pool: checks out, without waiting, every upstream
+    /// Moves ready replacements into the pool: checks out, without waiting, every upstream
     /// free right now and gives them all back. Checking out an idle upstream on a superseded
-    /// lease swaps it for a parked replacement ([`Manager`]'s recycle), and a free slot is
-    /// filled from the parked ones first, so no client ever waits for a login and the pool
+    /// lease swaps it for a ready replacement ([`Manager`]'s recycle), and a free slot is
+    /// filled from the ready ones first, so no client ever waits for a login and the pool
     /// keeps its size. Connections are held only for the few microseconds this takes.
     pub async fn cycle_idle(&self) {
         let now = Timeouts {
@@ -131,13 +133,15 @@ impl Pool {
             create: None,
             recycle: None,
         };
-        // Idle ones plus one free slot per parked replacement; any more would open new
+        // Idle ones plus one free slot per ready replacement; any more would open new
         // connections the pool does not need.
         let manager = self.inner.manager();
         let current = manager.credentials().generation();
         let idle = self.inner.status().available;
-        let want =
-            (idle + manager.spares.ready(current, manager.idle_timeout())).min(self.settings.size);
+        let ready = manager
+            .replacements
+            .count_ready(current, manager.idle_timeout());
+        let want = (idle + ready).min(self.settings.size);
         let mut held = Vec::with_capacity(want);
         while held.len() < want {
             match self.inner.timeout_get(&now).await {
@@ -150,12 +154,14 @@ impl Pool {
     /// Takes the login that proved a lease about to be published as this pool's first
     /// replacement for its connections on older leases; hands it back when the pool needs
     /// none (see [`drain`]).
-    pub fn adopt(&self, up: Upstream) -> Option<Upstream> {
-        self.inner.manager().adopt(up, most_parked(&self.settings))
+    pub fn offer_replacement(&self, up: Upstream) -> Option<Upstream> {
+        self.inner
+            .manager()
+            .offer_replacement(up, most_ready(&self.settings))
     }
 
     /// Session mode: resolves when a session on `old`, a superseded lease, should move: a
-    /// replacement is parked for it, or the old lease is within [`MOVE_BEFORE_DEADLINE`] of
+    /// replacement is ready for it, or the old lease is within [`MOVE_BEFORE_DEADLINE`] of
     /// its hard deadline. Sessions thus move one replacement at a time, at the drain's pace,
     /// instead of all logging in at once the moment a new lease is published.
     pub async fn move_due(&self, old: &Lease) {
@@ -171,48 +177,48 @@ impl Pool {
                 ),
                 Deadline::Over => return,
             };
-            // Registered before looking, so a connection parked in between still wakes us.
-            let mut parked = pin!(manager.spares.parked_signal.notified());
-            parked.as_mut().enable();
+            // Registered before looking, so a replacement made ready in between still wakes us.
+            let mut added = pin!(manager.replacements.added.notified());
+            added.as_mut().enable();
             if manager
-                .spares
-                .ready(creds.generation(), manager.idle_timeout())
+                .replacements
+                .count_ready(creds.generation(), manager.idle_timeout())
                 > 0
             {
                 return;
             }
             let Some(latest) = latest else {
-                parked.await;
+                added.await;
                 continue;
             };
             let Ok(wait) = latest.duration_since(SystemTime::now()) else {
                 return;
             };
             tokio::select! {
-                () = parked => {}
+                () = added => {}
                 () = tokio::time::sleep(wait) => return,
             }
         }
     }
 
-    /// A parked replacement on the newest lease, for a session-mode client to move to.
-    pub fn take_spare(&self) -> Option<Upstream> {
+    /// A ready replacement on the newest lease, for a session-mode client to move to.
+    fn take_replacement(&self) -> Option<Replacement> {
         let manager = self.inner.manager();
         let current = manager.credentials().generation();
-        let spare = manager.spares.take(current, manager.idle_timeout())?;
+        let replacement = manager.replacements.take(current, manager.idle_timeout())?;
         manager.wanted.notify_one();
-        Some(spare)
+        Some(Replacement(replacement))
     }
 
-    /// Gives back a replacement taken with [`Pool::take_spare`] and not used.
-    pub fn return_spare(&self, up: Upstream) {
-        self.inner.manager().spares.park(up);
+    /// Gives back a replacement taken with [`Pool::take_replacement`] and not used.
+    fn return_replacement(&self, replacement: Replacement) {
+        self.inner.manager().replacements.add(replacement.0);
     }
 
     /// How many logins this pool made while handing a connection out, where the client
     /// waits for them: the pool growing, or refilling the slot of a connection it closed.
     /// A rotation should add none (its replacements log in on the background task, and a
-    /// connection keeps serving on its old lease until one is parked), so this is the count
+    /// connection keeps serving on its old lease until one is ready), so this is the count
     /// to watch for logins that clients feel.
     pub fn checkout_logins(&self) -> u64 {
         self.inner
@@ -227,11 +233,11 @@ impl Pool {
         (s.size, s.available, s.waiting)
     }
 
-    /// Closes the pool: waiting and future checkouts fail, idle and parked upstreams are
-    /// closed.
+    /// Closes the pool: waiting and future checkouts fail, idle upstreams and ready
+    /// replacements are closed.
     pub fn close(&self) {
         self.inner.close();
-        self.inner.manager().spares.clear();
+        self.inner.manager().replacements.clear();
     }
 
     /// The credentials entry this pool logs in with.
@@ -246,10 +252,10 @@ impl Pool {
 }
 
 /// How long before a superseded lease's hard deadline a session still on it moves even with
-/// no replacement parked (logging in on its own path), rather than be cut off at the deadline.
+/// no replacement ready (logging in on its own path), rather than be cut off at the deadline.
 pub const MOVE_BEFORE_DEADLINE: Duration = Duration::from_secs(1);
 
 /// How many replacements a pool keeps logged in ahead of need during a rotation.
-fn most_parked(settings: &PoolSettings) -> usize {
+fn most_ready(settings: &PoolSettings) -> usize {
     (settings.size / 4).max(1)
 }

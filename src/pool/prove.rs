@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use super::Pool;
+use tracing::debug;
+
+use super::{CloseReason, Pool};
 use crate::credentials::{ProofError, Prover};
 use crate::upstream::{self, Upstream, UpstreamError, UpstreamTarget};
 
@@ -20,20 +22,26 @@ pub fn prover(target: UpstreamTarget, pools: Vec<Pool>) -> Prover {
             let up = upstream::connect(&target, lease)
                 .await
                 .map_err(proof_error)?;
-            adopt_first(&pools, up);
+            offer_in_turn(&pools, up);
             Ok(())
         })
     })
 }
 
-/// Hands `up` to the first pool that takes it; dropped (closed) when none does.
-fn adopt_first(pools: &[Pool], mut up: Upstream) {
+/// Hands `up` to the first pool that takes it as a replacement; closed when none does.
+fn offer_in_turn(pools: &[Pool], mut up: Upstream) {
     for pool in pools {
-        match pool.adopt(up) {
+        match pool.offer_replacement(up) {
             None => return,
             Some(back) => up = back,
         }
     }
+    debug!(
+        generation = up.generation(),
+        pid = up.cancel.pid,
+        reason = CloseReason::NotNeeded.as_str(),
+        "upstream closed"
+    );
 }
 
 fn proof_error(e: UpstreamError) -> ProofError {

@@ -13,8 +13,8 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{CancelTarget, Tally, Upstream, UpstreamError, UpstreamTarget};
-use crate::credentials::{Lease, LeaseEnd};
+use super::{CancelTarget, Upstream, UpstreamError, UpstreamTarget};
+use crate::credentials::Lease;
 use crate::protocol::ProtocolError;
 use crate::protocol::frame::header;
 
@@ -66,8 +66,6 @@ async fn connect_inner(
         },
         created_at: Instant::now(),
         broken: false,
-        deadline: LeaseEnd::never(),
-        tally: Tally::default(),
     })
 }
 

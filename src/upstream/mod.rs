@@ -8,13 +8,12 @@ pub mod migrate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::TcpStream;
 
-use crate::credentials::{Lease, LeaseEnd};
+use crate::credentials::Lease;
 use crate::protocol::ProtocolError;
 
 pub use connect::connect;
@@ -48,7 +47,8 @@ pub struct CancelTarget {
     pub secret: i32,
 }
 
-/// One logged-in connection to PostgreSQL.
+/// One logged-in connection to PostgreSQL. What a pool keeps with it (its deadline signal,
+/// what clients left on it, why it closes) is the pool's: see `pool::Pooled`.
 #[derive(Debug)]
 pub struct Upstream {
     /// The socket; owned by whichever client holds this upstream, relayed without buffering here.
@@ -63,10 +63,6 @@ pub struct Upstream {
     pub created_at: Instant,
     /// Set when the connection's protocol state is unknown; it is closed, never reused.
     pub broken: bool,
-    /// Fires when this connection's lease reaches its hard deadline (set by the pool).
-    pub deadline: Arc<LeaseEnd>,
-    /// Keeps the opening pool's count of connections per generation (set by the pool).
-    pub tally: Tally,
 }
 
 impl Drop for Upstream {
@@ -75,27 +71,6 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
         let _ = self.stream.try_write(&TERMINATE);
-    }
-}
-
-/// A share of a counter that lasts as long as the connection holding it: a pool counts its
-/// connections per generation, checked-out ones included, without keeping a list of them.
-#[derive(Debug, Default)]
-pub struct Tally(Option<Arc<AtomicUsize>>);
-
-impl Tally {
-    /// Adds one to `count` until this tally is dropped.
-    pub fn new(count: Arc<AtomicUsize>) -> Tally {
-        count.fetch_add(1, Ordering::Relaxed);
-        Tally(Some(count))
-    }
-}
-
-impl Drop for Tally {
-    fn drop(&mut self) {
-        if let Some(count) = &self.0 {
-            count.fetch_sub(1, Ordering::Relaxed);
-        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! What a rotation under steady load may cost: never more upstream backends than `pool_size`
-//! plus the parked replacements the README allows (a quarter of the pool, at least one, the
+//! plus the ready replacements the README allows (a quarter of the pool, at least one, the
 //! proving login among them), and no login on a client's path, also when rotations are
 //! requested faster than the previous one drains.
 //!
@@ -170,7 +170,7 @@ async fn rotations_under_load_stay_within_the_pool_bound_and_off_the_clients_pat
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parked_replacement_unused_for_idle_timeout_is_closed() {
+async fn a_ready_replacement_unused_for_idle_timeout_is_closed() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let db = fresh_db("stale").await;
     let admin = superuser().await;
@@ -186,7 +186,7 @@ async fn a_parked_replacement_unused_for_idle_timeout_is_closed() {
     let proxy = start_proxy(&toml).await;
     let creds = proxy.shared().credentials["rotating"].clone();
     // A session pinned to its lease by a temporary table: it hands back every replacement
-    // it is offered, so the one parked for it would wait for nobody.
+    // it is offered, so the one kept ready for it would wait for nobody.
     let pinned = connect(proxy.local_addr(), &db.user, &db.password, &db.name).await;
     pinned
         .batch_execute("CREATE TEMP TABLE scratch (x int)")
@@ -195,7 +195,7 @@ async fn a_parked_replacement_unused_for_idle_timeout_is_closed() {
     rotate(&creds).await;
     let new_role = creds.state().username.expect("the new lease");
 
-    // Replacements may come and go, but none may stay parked past idle_timeout (plus the
+    // Replacements may come and go, but none may stay ready past idle_timeout (plus the
     // background task's tick and a busy machine's slack).
     tokio::time::sleep(Duration::from_secs(4)).await;
     let row = admin
@@ -206,14 +206,11 @@ async fn a_parked_replacement_unused_for_idle_timeout_is_closed() {
         )
         .await
         .expect("backend ages");
-    let (parked, age): (i64, f64) = (row.get(0), row.get(1));
-    assert!(
-        parked >= 1,
-        "no replacement is parked for the pinned session"
-    );
+    let (ready, age): (i64, f64) = (row.get(0), row.get(1));
+    assert!(ready >= 1, "no replacement is ready for the pinned session");
     assert!(
         age < 3.0,
-        "a replacement on the new lease stayed parked for {age:.1} s; idle_timeout is 1 s"
+        "a replacement on the new lease stayed ready for {age:.1} s; idle_timeout is 1 s"
     );
     first_value(&pinned, "SELECT count(*) FROM scratch").await;
     proxy.shutdown().await;

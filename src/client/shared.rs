@@ -1,0 +1,95 @@
+//! The state every client task reads: local users, the pools by (database, user), cancel
+//! keys, the registry of logged-in clients and the proxy's limits. Built once by the wiring
+//! (`app`), immutable after start except what sits behind its own handles.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::cancel::CancelRegistry;
+use super::stop::Clients;
+use crate::auth::LocalPassword;
+use crate::config::{AuthType, PoolMode};
+use crate::credentials::Credentials;
+use crate::pool::Pool;
+
+/// One pool and how clients use it.
+#[derive(Clone)]
+pub struct PoolEntry {
+    /// The upstream connections.
+    pub pool: Pool,
+    /// Transaction or session pooling.
+    pub mode: PoolMode,
+    /// Run before a session-mode upstream is reused.
+    pub reset_query: Arc<str>,
+}
+
+/// The pools by database name, then local user name.
+#[derive(Clone, Default)]
+pub struct Pools(HashMap<String, HashMap<String, PoolEntry>>);
+
+impl Pools {
+    /// Adds the pool serving `user` on `database`.
+    pub fn insert(&mut self, database: &str, user: &str, entry: PoolEntry) {
+        self.0
+            .entry(database.to_owned())
+            .or_default()
+            .insert(user.to_owned(), entry);
+    }
+
+    /// The pool for a (database, user) pair, if the config defines one.
+    pub fn get(&self, database: &str, user: &str) -> Option<&PoolEntry> {
+        self.0.get(database)?.get(user)
+    }
+
+    /// The pools of one database, by local user name.
+    pub fn of_database(&self, database: &str) -> impl Iterator<Item = &PoolEntry> {
+        self.0.get(database).into_iter().flat_map(|p| p.values())
+    }
+
+    /// Every pool, as (database, user, entry).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &PoolEntry)> {
+        self.0
+            .iter()
+            .flat_map(|(db, users)| users.iter().map(move |(u, e)| (db.as_str(), u.as_str(), e)))
+    }
+}
+
+/// State every client task reads: immutable after start, except what sits behind its own
+/// handles (pools, cancel registry, clients).
+pub struct Shared {
+    /// Local users, their passwords already turned into verifiers.
+    pub users: HashMap<String, LocalPassword>,
+    /// The pools clients are served from.
+    pub pools: Pools,
+    /// Each credentials entry's rotator handle: current lease, state, `rotate_now`.
+    pub credentials: HashMap<String, Credentials>,
+    /// Proxy-issued cancel keys.
+    pub cancels: Arc<CancelRegistry>,
+    /// Every logged-in client, so a shutdown can tell each one to leave.
+    pub clients: Arc<Clients>,
+    /// Keys the fake SCRAM salt of unknown users, so probing cannot tell users apart.
+    pub mock_key: [u8; 32],
+    /// The preferred client authentication method.
+    pub auth_type: AuthType,
+    /// Largest client message accepted.
+    pub max_message_size: usize,
+    /// Time a client has to finish logging in.
+    pub login_timeout: Duration,
+    /// Cancelled when the proxy shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// The pool for a (database, user) pair, if the config defines one.
+    pub fn pool(&self, database: &str, user: &str) -> Option<PoolEntry> {
+        self.pools.get(database, user).cloned()
+    }
+
+    /// Every pool, as (database, user, entry).
+    pub fn pools(&self) -> impl Iterator<Item = (&str, &str, &PoolEntry)> {
+        self.pools.iter()
+    }
+}

@@ -1,0 +1,200 @@
+//! The checked-out upstream: a pooled connection together with the state that lives as long
+//! as it does, and the only operations that change which connection a client holds (swap for
+//! a replacement, discard with a reason).
+//!
+//! # Design
+//!
+//! deadpool's slots hold [`Pooled`] values. A client holds one as a [`Checkout`], a plain
+//! wrapper around deadpool's object: dropping it gives the connection back with no work and
+//! no allocation, which is the transaction-mode hot path (one checkout per transaction).
+//! A [`Replacement`] is a connection the pool opened on a newer lease ahead of need and lent
+//! to a session for a move; it goes into the session's slot with [`Checkout::swap`], so the
+//! slot (and the pool's count) stays the session's while only the connection in it changes.
+//!
+//! What a client left on a connection is the connection's, not the client's: the prepared
+//! statements present on it and the parameters set on it ([`UpstreamState`]) stay with the
+//! [`Pooled`] across checkouts, and go with it when it closes. Every close carries one
+//! [`CloseReason`], logged once when the connection is dropped; a connection dropped without
+//! one is one deadpool let go of, which it does only when its pool closes.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use deadpool::managed;
+use tracing::debug;
+
+use super::close::CloseReason;
+use super::manager::Manager;
+use super::replacements::Tally;
+use crate::credentials::LeaseEnd;
+use crate::upstream::Upstream;
+
+/// What requests left on one upstream connection that outlives a checkout. A fresh
+/// connection has none of it; nothing here is ever handed to a client other than through
+/// the statement and parameter tracking built on it.
+#[derive(Debug, Default)]
+pub struct UpstreamState {
+    /// Named prepared statements present on this connection, by their name there, each with a
+    /// fingerprint of what it was prepared from (text and parameter types), so a request can
+    /// tell whether the statement it needs is already here and is the right one.
+    pub prepared: HashMap<Box<str>, u64>,
+    /// Session parameters set on this connection away from what it logged in with, as
+    /// (name, value), so the next client's own values can be put in their place.
+    pub params: Vec<(Box<str>, Box<str>)>,
+}
+
+/// An upstream connection as its pool keeps it.
+pub struct Pooled {
+    up: Upstream,
+    /// Fires when this connection's lease reaches its hard deadline; the relay watches it.
+    deadline: Arc<LeaseEnd>,
+    /// Counts this connection under its generation for as long as it is open, wherever it is
+    /// (idle, checked out, or waiting as a replacement).
+    _tally: Tally,
+    /// The pool's credentials entry, named in the close log line.
+    credentials: Arc<str>,
+    /// What clients left on this connection.
+    state: UpstreamState,
+    /// Why it is being closed, once that is decided; the first reason stays.
+    closing: Option<CloseReason>,
+}
+
+impl Pooled {
+    pub(super) fn new(
+        up: Upstream,
+        deadline: Arc<LeaseEnd>,
+        tally: Tally,
+        credentials: Arc<str>,
+    ) -> Pooled {
+        Pooled {
+            up,
+            deadline,
+            _tally: tally,
+            credentials,
+            state: UpstreamState::default(),
+            closing: None,
+        }
+    }
+
+    /// The connection itself: its socket, lease, login parameters and cancel key.
+    pub fn upstream(&self) -> &Upstream {
+        &self.up
+    }
+
+    /// The generation of the lease this connection logged in with.
+    pub fn generation(&self) -> u64 {
+        self.up.generation()
+    }
+
+    /// The signal that this connection's lease reached its hard deadline.
+    pub fn deadline(&self) -> &LeaseEnd {
+        &self.deadline
+    }
+
+    /// What clients left on this connection.
+    pub fn state(&self) -> &UpstreamState {
+        &self.state
+    }
+
+    /// Decides why this connection closes when it is dropped; an earlier reason stays.
+    pub(super) fn close_as(&mut self, reason: CloseReason) {
+        self.closing.get_or_insert(reason);
+    }
+
+    /// Puts `replacement` in this connection's place; this one closes, its lease retired.
+    pub(super) fn swap(&mut self, replacement: Pooled) {
+        let mut old = std::mem::replace(self, replacement);
+        old.close_as(CloseReason::LeaseRetired);
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let reason = self.closing.unwrap_or(CloseReason::PoolClosed);
+        debug!(
+            credentials = %self.credentials,
+            generation = self.up.generation(),
+            pid = self.up.cancel.pid,
+            reason = reason.as_str(),
+            "upstream closed"
+        );
+    }
+}
+
+impl std::fmt::Debug for Pooled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pooled")
+            .field("generation", &self.up.generation())
+            .field("pid", &self.up.cancel.pid)
+            .field("closing", &self.closing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An upstream checked out of a pool. Dropping it gives the connection back to the pool;
+/// [`Checkout::discard`] closes it instead.
+pub struct Checkout(pub(super) managed::Object<Manager>);
+
+impl Checkout {
+    /// The connection, for the exchanges pglease itself runs on it (cleanup, a session
+    /// move's capture and replay).
+    pub fn upstream_mut(&mut self) -> &mut Upstream {
+        &mut self.0.up
+    }
+
+    /// What clients left on this connection, for the statement and parameter tracking.
+    pub fn state_mut(&mut self) -> &mut UpstreamState {
+        &mut self.0.state
+    }
+
+    /// Makes `replacement` the connection in this slot (a session move): the old connection
+    /// closes and lets its lease drain, while the slot stays the client's.
+    pub fn swap(&mut self, replacement: Replacement) {
+        self.0.swap(replacement.0);
+    }
+
+    /// Closes the connection instead of giving it back (its state is unknown or dirty, or it
+    /// is on its way out), freeing its slot.
+    pub fn discard(self, reason: CloseReason) {
+        let mut pooled: Pooled = managed::Object::take(self.0);
+        pooled.close_as(reason);
+    }
+}
+
+impl Deref for Checkout {
+    type Target = Pooled;
+
+    fn deref(&self) -> &Pooled {
+        &self.0
+    }
+}
+
+/// A connection on the newest lease, opened ahead of need and lent to a session-mode client
+/// for a move: recreate the session's state on it, then [`Checkout::swap`] it in, or give it
+/// back to the pool, or close it with [`Replacement::discard`].
+#[derive(Debug)]
+pub struct Replacement(pub(super) Pooled);
+
+impl Replacement {
+    /// The connection, to recreate a session's state on.
+    pub fn upstream_mut(&mut self) -> &mut Upstream {
+        &mut self.0.up
+    }
+
+    /// Closes it (it holds part of a session's state, or failed).
+    pub fn discard(mut self, reason: CloseReason) {
+        self.0.close_as(reason);
+    }
+}
+
+impl Deref for Replacement {
+    type Target = Pooled;
+
+    fn deref(&self) -> &Pooled {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+//! A pooled connection's close reason and swap, on real loopback sockets, read back from the
+//! one log line each close writes.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+use crate::credentials::Lease;
+use crate::pool::replacements::Replacements;
+use crate::secret::Secret;
+use crate::upstream::CancelTarget;
+
+/// Collects what the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
+/// A connection on `generation` whose far end is a socket nobody reads: enough for the pool's
+/// bookkeeping, which never speaks the protocol.
+async fn pooled(generation: u64, pid: i32, counts: &Replacements) -> (Pooled, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stream, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let lease = Lease {
+        id: format!("lease-{generation}"),
+        username: "pglease_test".into(),
+        password: Secret::from("not-logged"),
+        issued_at: SystemTime::now(),
+        expires_at: None,
+        renewable: false,
+        generation,
+    };
+    let up = Upstream {
+        stream: stream.unwrap(),
+        lease: Arc::new(lease),
+        params: Arc::from(Vec::new()),
+        cancel: CancelTarget {
+            addr,
+            pid,
+            secret: 7,
+        },
+        created_at: Instant::now(),
+        broken: false,
+    };
+    let pooled = Pooled::new(
+        up,
+        LeaseEnd::never(),
+        counts.tally(generation),
+        "app".into(),
+    );
+    (pooled, accepted.unwrap().0)
+}
+
+fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+fn close_line(lines: &[String], pid: i32) -> &str {
+    let needle = format!("pid={pid} ");
+    let found: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("upstream closed") && l.contains(&needle))
+        .collect();
+    assert_eq!(found.len(), 1, "one close line per connection: {lines:?}");
+    found[0]
+}
+
+#[tokio::test]
+async fn a_swap_keeps_the_replacement_and_closes_the_old_one_as_lease_retired() {
+    let (captured, _guard) = capture();
+    let counts = Replacements::default();
+    let (mut slot, _old_peer) = pooled(1, 101, &counts).await;
+    let (replacement, _new_peer) = pooled(2, 202, &counts).await;
+    assert_eq!(counts.older_than(2).connections, 1);
+    slot.swap(replacement);
+    assert_eq!(slot.generation(), 2, "the slot holds the replacement");
+    assert_eq!(
+        counts.older_than(2).connections,
+        0,
+        "the old connection is no longer counted"
+    );
+    let lines = captured.lines();
+    let line = close_line(&lines, 101);
+    assert!(line.contains("reason=\"lease_retired\"") || line.contains("reason=lease_retired"));
+    assert!(
+        line.contains("credentials=app") && line.contains("generation=1"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("not-logged"),
+        "a lease's password reached a log line"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("pid=202 ")),
+        "the replacement was closed"
+    );
+}
+
+#[tokio::test]
+async fn the_first_reason_given_is_the_one_logged() {
+    let (captured, _guard) = capture();
+    let counts = Replacements::default();
+    let (mut dirty, _peer) = pooled(1, 303, &counts).await;
+    dirty.close_as(CloseReason::CleanupFailed);
+    dirty.close_as(CloseReason::Broken);
+    drop(dirty);
+    let (unnamed, _peer) = pooled(1, 404, &counts).await;
+    drop(unnamed);
+    let lines = captured.lines();
+    assert!(
+        close_line(&lines, 303).contains("cleanup_failed"),
+        "{lines:?}"
+    );
+    // deadpool drops connections without asking only when its pool closes.
+    assert!(close_line(&lines, 404).contains("pool_closed"), "{lines:?}");
+}

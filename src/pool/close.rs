@@ -1,0 +1,94 @@
+//! Why an upstream connection was closed: one reason per close, named in its log line and
+//! meant to be reused as a metric label (`pglease_upstream_closes_total{reason}`).
+
+/// Why pglease closed an upstream connection. Every close carries exactly one; the first
+/// reason given is the one that stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// Its protocol state is unknown (an exchange pglease ran on it failed or timed out).
+    Broken,
+    /// PostgreSQL hung up, or its socket or framing failed, while it served a client.
+    UpstreamLost,
+    /// It sat in the pool (or waited as a replacement) for `idle_timeout`.
+    IdleTimeout,
+    /// Its lease was superseded: it gave way to a replacement on the newer lease, or was too
+    /// close to its lease's hard deadline to be handed out again.
+    LeaseRetired,
+    /// PostgreSQL sent something while no request was outstanding on it.
+    UnsolicitedInput,
+    /// Its client left with a request still in flight; the running query was cancelled.
+    ClientVanished,
+    /// Rolling back or resetting after its client left failed.
+    CleanupFailed,
+    /// A cancel request its client sent may still reach it, so it cannot serve anyone else.
+    CancelUnsettled,
+    /// A session move could not recreate the session's state on it.
+    MoveFailed,
+    /// A replacement the pool had no use for any more.
+    NotNeeded,
+    /// Its lease reached its hard deadline while a client still used it.
+    Deadline,
+    /// pglease is shutting down and `shutdown_timeout` passed while a client used it.
+    Shutdown,
+    /// Its pool was closed.
+    PoolClosed,
+}
+
+impl CloseReason {
+    /// A stable label for logs and metrics: snake case, never changed once released.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Broken => "broken",
+            CloseReason::UpstreamLost => "upstream_lost",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::LeaseRetired => "lease_retired",
+            CloseReason::UnsolicitedInput => "unsolicited_input",
+            CloseReason::ClientVanished => "client_vanished",
+            CloseReason::CleanupFailed => "cleanup_failed",
+            CloseReason::CancelUnsettled => "cancel_unsettled",
+            CloseReason::MoveFailed => "move_failed",
+            CloseReason::NotNeeded => "not_needed",
+            CloseReason::Deadline => "deadline",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::PoolClosed => "pool_closed",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_distinct_snake_case() {
+        let all = [
+            CloseReason::Broken,
+            CloseReason::UpstreamLost,
+            CloseReason::IdleTimeout,
+            CloseReason::LeaseRetired,
+            CloseReason::UnsolicitedInput,
+            CloseReason::ClientVanished,
+            CloseReason::CleanupFailed,
+            CloseReason::CancelUnsettled,
+            CloseReason::MoveFailed,
+            CloseReason::NotNeeded,
+            CloseReason::Deadline,
+            CloseReason::Shutdown,
+            CloseReason::PoolClosed,
+        ];
+        let labels: std::collections::HashSet<&str> = all.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), all.len(), "two reasons share a label");
+        for label in labels {
+            assert!(
+                label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{label} is not a metric label"
+            );
+        }
+    }
+}
