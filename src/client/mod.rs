@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod handshake;
 pub mod relay;
 pub mod session;
+pub mod statements;
 pub mod stop;
 
 use std::net::SocketAddr;
