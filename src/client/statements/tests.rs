@@ -88,12 +88,9 @@ impl Pg {
             }
             b'B' => {
                 let b = Bind::read(body).unwrap();
-                match self.statement(b.statement, out) {
-                    Some(text) => {
-                        self.portals.insert(b.portal.to_vec(), text);
-                        reply(out, b'2', b"");
-                    }
-                    None => {}
+                if let Some(text) = self.statement(b.statement, out) {
+                    self.portals.insert(b.portal.to_vec(), text);
+                    reply(out, b'2', b"");
                 }
             }
             b'D' => match Target::read(body).unwrap() {
