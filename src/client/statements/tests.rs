@@ -787,3 +787,56 @@ fn refusal_messages_are_postgresqls() {
     );
     assert_eq!(Refusal::SqlCommand.code(), "0A000");
 }
+
+#[test]
+fn a_second_parse_of_a_recorded_name_replaces_it() {
+    // PostgreSQL would refuse it with 42P05; the proxy records Parses PostgreSQL may have
+    // skipped after an error, so a driver that prepares again after an error must not fail.
+    let mut c = Client::new();
+    let mut up = Upstream::new(10);
+    c.send(&mut up, &Req::new().parse("s", "select 1").sync());
+    let heard = c.send_only(&mut up, &Req::new().parse("s", "select 2").sync());
+    assert_eq!(tags(&heard), "1Z");
+    let heard = c.send_only(&mut up, &Req::new().bind("", "s").execute("").sync());
+    assert_eq!(ran(&heard), ["select 2"]);
+}
+
+#[test]
+fn in_a_failed_transaction_a_parse_goes_upstream_to_be_refused() {
+    let (mut a, mut b) = (Client::new(), Client::new());
+    let mut up = Upstream::new(10);
+    a.send(&mut up, &Req::new().parse("s", "select 1").sync());
+    let (mut out, mut heard) = (BytesMut::new(), BytesMut::new());
+    let request = Req::new().parse("t", "select 1").sync();
+    assert!(
+        b.statements
+            .rewrite(&request, b'E', &mut up.state, &mut out, &mut heard)
+            .unwrap()
+    );
+    assert!(heard.is_empty(), "no ParseComplete of the proxy's");
+    assert_eq!(tags(&out), "CPS");
+    // PostgreSQL refuses it there (25P02): the statement the Close dropped is not counted.
+    let mut refused = BytesMut::new();
+    reply(&mut refused, b'3', b"");
+    error(
+        &mut refused,
+        "25P02",
+        "current transaction is aborted".into(),
+    );
+    reply(&mut refused, b'Z', b"E");
+    let mut heard = BytesMut::new();
+    up.filter(&refused, &mut heard);
+    assert_eq!(tags(&heard), "EZ");
+    assert!(up.state.is_empty() && up.state.idle());
+}
+
+#[test]
+fn abandoned_replies_leave_the_upstream_idle() {
+    let mut c = Client::new();
+    let mut up = Upstream::new(10);
+    c.send(&mut up, &Req::new().parse("s", "select 1").sync());
+    let _ = c.rewrite(&mut up, &Req::new().bind("", "s").execute("").sync());
+    assert!(!up.state.idle());
+    up.state.abandon_replies();
+    assert!(up.state.idle() && up.state.len() == 1);
+}

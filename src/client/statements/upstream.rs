@@ -53,6 +53,13 @@ impl UpstreamStatements {
         self.present.clear();
     }
 
+    /// Forgets the replies still owed: they will never be read through
+    /// [`UpstreamStatements::on_reply`] (the client vanished and the upstream is being cleaned
+    /// up, or it is closed). The statements present stay counted.
+    pub fn abandon_replies(&mut self) {
+        self.replies = ReplyFilter::default();
+    }
+
     /// True when no reply is outstanding: every frame now is forwarded as is, so the relay may
     /// skip [`UpstreamStatements::on_reply`] and keep its zero-copy path.
     pub fn idle(&self) -> bool {
