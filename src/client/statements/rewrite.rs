@@ -239,7 +239,9 @@ impl Rewrite<'_> {
             .insert(parse.name, parse.query, parse.raw_types())
             .id;
         self.splice(range);
-        if self.up.present.touch(&id) {
+        // In a failed transaction PostgreSQL refuses the Parse (25P02): it is sent, so the
+        // client hears that, and the cache forgets the statement the added Close dropped.
+        if self.status != b'E' && self.up.present.touch(&id) {
             self.push(Step::Owed(b'1'));
         } else {
             prepare(self.up, self.out, id, parse.query, parse.raw_types(), false);
