@@ -500,3 +500,51 @@ fn abandoned_replies_leave_the_upstream_idle() {
     up.state.abandon_replies();
     assert!(up.state.idle() && up.state.len() == 1);
 }
+
+#[test]
+fn arbitrary_requests_and_replies_never_panic() {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let tags = b"PBDCESHQFdcfX";
+    let pieces: [&[u8]; 8] = [
+        b"",
+        b"\0",
+        b"S",
+        b"P",
+        b"s1\0",
+        b"select 1\0",
+        b"\0\0",
+        b"\xff\xff",
+    ];
+    let mut c = Client::new();
+    let mut up = Upstream::new(3);
+    c.send(&mut up, &Req::new().parse("s1", "select 1").sync());
+    for _ in 0..5000 {
+        let mut request = BytesMut::new();
+        for _ in 0..rng.random_range(1..6) {
+            let tag = tags[rng.random_range(0..tags.len())];
+            let mut body = Vec::new();
+            for _ in 0..rng.random_range(0..4) {
+                body.extend_from_slice(pieces[rng.random_range(0..pieces.len())]);
+            }
+            request.extend_from_slice(&[tag]);
+            request.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+            request.extend_from_slice(&body);
+        }
+        if rng.random_bool(0.2) {
+            let cut = rng.random_range(0..request.len());
+            request.truncate(cut);
+        }
+        let (mut out, mut heard) = (BytesMut::new(), BytesMut::new());
+        let status = [b'I', b'T', b'E'][rng.random_range(0..3)];
+        let _ = c
+            .statements
+            .rewrite(&request, status, &mut up.state, &mut out, &mut heard);
+        for _ in 0..rng.random_range(0..8) {
+            let tag = b"123tTnCIsZENASDdGHc"[rng.random_range(0..19)];
+            if up.state.on_reply(tag, &mut heard).is_err() {
+                up.state.abandon_replies();
+            }
+        }
+    }
+}
