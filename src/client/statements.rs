@@ -34,15 +34,31 @@
 //! Unnamed statements, portals, Execute, Sync and everything else pass unchanged, and a request
 //! with nothing to change is not copied: the caller sends its own bytes.
 //!
-//! Every upstream message sent is also recorded with the upstream's replies still owed, which
-//! walks the replies frame by frame: it says which to swallow, writes the replies the proxy
-//! owes the client at the right place, and, when an error makes PostgreSQL skip to Sync, drops
-//! what was skipped and undoes what the cache had assumed (a skipped or failed Parse never
-//! created its statement). Effects on the client's own registry are applied when the request is
-//! rewritten: a Parse PostgreSQL skipped after an earlier error in the same batch is still
-//! recorded, and a second Parse of a recorded name replaces it rather than failing with 42P05,
-//! so a driver that re-prepares after an error keeps working.
+//! Every message sent upstream is also recorded, in order, with the upstream
+//! ([`UpstreamStatements::on_reply`]), which then walks the replies frame by frame: it says
+//! which to swallow, writes the replies the proxy owes the client in their place, and, when an
+//! error makes PostgreSQL skip to Sync, drops what was skipped and undoes what the cache had
+//! assumed (a skipped or failed Parse never created its statement). Effects on the client's own
+//! registry are applied when the request is rewritten: a Parse PostgreSQL skipped after an
+//! earlier error in the same batch is still recorded, and a second Parse of a recorded name
+//! replaces it rather than failing with 42P05, so a driver that prepares again after an error
+//! keeps working.
 //!
+//! # Wiring (transaction mode)
+//!
+//! - Every client request goes through [`ClientStatements::rewrite`] as whole frames, with the
+//!   client's transaction status; the upstream gets `out` when it returns `true`, the request's
+//!   own bytes otherwise. Replies to Parse, Bind, Describe and Close need no whole-frame
+//!   buffering of their own, but the request does.
+//! - Every reply frame's tag goes through [`UpstreamStatements::on_reply`] unless
+//!   [`UpstreamStatements::idle`]; a swallowed frame is dropped whole, and what it appends goes
+//!   to the client right after that frame. A [`ReplyError`] closes the upstream.
+//! - The count of ReadyForQuery replies to expect comes from what is sent: after a refusal,
+//!   a Query or FunctionCall before the batch's Sync is not sent.
+//! - An upstream reset with `DISCARD ALL` calls [`UpstreamStatements::clear`]; one whose
+//!   replies are read elsewhere (cleanup after a vanished client) calls
+//!   [`UpstreamStatements::abandon_replies`]. Session mode uses none of this.
+
 //! # Cost per request
 //!
 //! One pass over the frame headers and, for Parse, Bind, Describe and Close, over the names
