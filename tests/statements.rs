@@ -54,8 +54,12 @@ fn sync_points(bytes: &[u8]) -> usize {
 
 /// Sends `bytes` and reads replies through the ReadyForQuery of its last sync point.
 async fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> BytesMut {
+    exchange_n(stream, bytes, sync_points(bytes)).await
+}
+
+/// Sends `bytes` and reads replies through the `want`-th ReadyForQuery.
+async fn exchange_n(stream: &mut TcpStream, bytes: &[u8], mut want: usize) -> BytesMut {
     stream.write_all(bytes).await.expect("write");
-    let mut want = sync_points(bytes);
     let mut buf = BytesMut::new();
     let mut scanned = 0;
     while want > 0 {
@@ -325,4 +329,45 @@ async fn a_small_cache_evicts_and_prepares_again() {
     let count = query("select count(*) from pg_prepared_statements");
     let replies = exchange(&mut up.conn.stream, &count).await;
     assert_eq!(rows(&replies), ["1"]);
+}
+
+#[tokio::test]
+async fn a_query_inside_a_failed_batch_is_ignored_until_sync() {
+    // The reply filter drops a Query's step when PostgreSQL skips to Sync, and the rewrite
+    // does not send one after a refusal: both rest on PostgreSQL ignoring a Query there.
+    let db = fresh_db("stmtsq").await;
+    let mut a = Client::new(&db).await;
+    let mut up = Upstream::new(&db, 200).await;
+    let mut request = with_sync(|o| {
+        bind_execute(o, "nope");
+        frontend::query("select 1", o).expect("query");
+    });
+    request.extend_from_slice(&query("select 2"));
+    let direct = exchange_n(&mut a.direct.stream, &request, 2).await;
+    assert_eq!(
+        tags(&direct),
+        "EZTDCZ",
+        "the Query before Sync got no reply"
+    );
+    assert_eq!(rows(&direct), ["2"]);
+
+    let (mut out, mut heard) = (BytesMut::new(), BytesMut::new());
+    let changed = a
+        .statements
+        .rewrite(&request, b'I', &mut up.state, &mut out, &mut heard)
+        .expect("rewrite");
+    assert!(changed);
+    assert_eq!(sync_points(&out), 2, "the skipped Query is not sent");
+    let replies = exchange(&mut up.conn.stream, &out).await;
+    for (tag, body) in frames(&replies) {
+        let mut after = BytesMut::new();
+        if up.state.on_reply(tag as u8, &mut after).expect("fits") == Verdict::Forward {
+            heard.put_u8(tag as u8);
+            heard.put_u32(body.len() as u32 + 4);
+            heard.put_slice(&body);
+        }
+        heard.extend_from_slice(&after);
+    }
+    assert_eq!(comparable(&heard), comparable(&direct));
+    assert!(up.state.idle());
 }
