@@ -8,6 +8,7 @@ pub mod handshake;
 pub mod relay;
 pub mod session;
 pub mod shared;
+pub mod statements;
 pub mod stop;
 
 use std::net::SocketAddr;

@@ -6,6 +6,7 @@
 //! `postgres_protocol::message::frontend`; this module writes the other half.
 
 pub mod backend;
+pub mod extended;
 pub mod frame;
 pub mod frontend;
 pub mod startup;
