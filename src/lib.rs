@@ -35,4 +35,6 @@ pub mod dev;
 pub mod pool;
 pub mod protocol;
 pub mod secret;
+#[cfg(test)]
+mod test_log;
 pub mod upstream;

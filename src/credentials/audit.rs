@@ -112,35 +112,14 @@ pub fn lease_until(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use super::*;
     use crate::secret::Secret;
-
-    /// Collects what the subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::test_log::capture;
 
     #[test]
     fn audit_lines_carry_rfc3339_utc_times_and_no_password() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
         let issued_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_893_456_000);
         let lease = Lease {
             id: "lease-7".into(),
@@ -151,10 +130,10 @@ mod tests {
             renewable: true,
             generation: 7,
         };
-        tracing::subscriber::with_default(subscriber, || {
-            super::lease("app", "issuer", Event::Published, &lease, "test");
-        });
-        let line = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let (captured, guard) = capture();
+        super::lease("app", "issuer", Event::Published, &lease, "test");
+        drop(guard);
+        let line = captured.text();
         assert!(
             line.contains("issued_at=2030-01-01T00:00:00Z"),
             "issued_at not RFC 3339: {line}"

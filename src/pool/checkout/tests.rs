@@ -1,8 +1,6 @@
 //! A pooled connection's close reason and swap, on real loopback sockets, read back from the
 //! one log line each close writes.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -11,28 +9,8 @@ use super::*;
 use crate::credentials::Lease;
 use crate::pool::replacements::Replacements;
 use crate::secret::Secret;
+use crate::test_log::capture;
 use crate::upstream::CancelTarget;
-
-/// Collects what the subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<String> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(str::to_owned).collect()
-    }
-}
 
 /// A connection on `generation` whose far end is a socket nobody reads: enough for the pool's
 /// bookkeeping, which never speaks the protocol.
@@ -68,17 +46,6 @@ async fn pooled(generation: u64, pid: i32, counts: &Replacements) -> (Pooled, Tc
         "app".into(),
     );
     (pooled, accepted.unwrap().0)
-}
-
-fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
 }
 
 fn close_line(lines: &[String], pid: i32) -> &str {
