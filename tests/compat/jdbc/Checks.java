@@ -83,8 +83,10 @@ public class Checks {
     }
 
     void namedStatements() throws Exception {
-        try (Connection c = connect()) {
-            one(c, "SELECT 1");
+        // In every other round a second client holds an upstream in an open transaction, so
+        // that through a transaction pooler the statements run where they were not prepared.
+        try (Connection c = connect(); Connection other = connect()) {
+            other.setAutoCommit(false);
             c.createStatement().execute("CREATE TABLE ns (id int PRIMARY KEY, v text)");
             c.setAutoCommit(false);
             try (PreparedStatement ins = c.prepareStatement("INSERT INTO ns VALUES (?, ?)");
@@ -92,6 +94,9 @@ public class Checks {
                 ins.unwrap(PGStatement.class).setPrepareThreshold(1);
                 sel.unwrap(PGStatement.class).setPrepareThreshold(1);
                 for (int i = 0; i < 6; i++) {
+                    if (i % 2 == 1) {
+                        one(other, "SELECT 1");
+                    }
                     ins.setInt(1, i);
                     ins.setString(2, "v" + i);
                     ins.executeUpdate();
@@ -101,6 +106,9 @@ public class Checks {
                         expect(rs.next() && ("v" + i).equals(rs.getString(1)), "round " + i);
                     }
                     c.commit();
+                    if (i % 2 == 1) {
+                        other.commit();
+                    }
                 }
                 expect(sel.unwrap(PGStatement.class).isUseServerPrepare(),
                         "pgjdbc never prepared the statement by name");

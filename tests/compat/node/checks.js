@@ -97,14 +97,21 @@ async function one(client, query, values) {
 
 const checks = {
   async named_statements(args) {
-    await withClients(args, 1, async (c) => {
+    // In every other round a second client holds an upstream in an open transaction, so that
+    // through a transaction pooler the statements run where they were not prepared.
+    await withClients(args, 2, async (c, other) => {
       await c.query('CREATE TABLE ns (id int PRIMARY KEY, v text)')
-      for (let i = 0; i < 5; i++) {
+      for (let i = 0; i < 6; i++) {
+        if (i % 2) {
+          await other.query('BEGIN')
+          await other.query('SELECT 1')
+        }
         await c.query('BEGIN')
         await c.query({ name: 'ns_insert', text: 'INSERT INTO ns VALUES ($1, $2)', values: [i, `v${i}`] })
         await c.query('COMMIT')
         const got = await one(c, { name: 'ns_select', text: 'SELECT v FROM ns WHERE id = $1', values: [i] })
         expect(got === `v${i}`, `round ${i}: got ${got}`)
+        if (i % 2) await other.query('COMMIT')
       }
     })
   },

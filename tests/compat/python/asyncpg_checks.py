@@ -50,11 +50,17 @@ class Conns:
 
 
 async def named_statements(args):
-    async with Conns(args, 1) as (conn,):
+    # In every other round a second client holds an upstream in an open transaction, so that
+    # through a transaction pooler the statements run where they were not prepared.
+    async with Conns(args, 2) as (conn, other):
         await conn.execute("CREATE TABLE ns (id int PRIMARY KEY, v text)")
         insert = await conn.prepare("INSERT INTO ns VALUES ($1, $2)")
         select = await conn.prepare("SELECT v FROM ns WHERE id = $1")
-        for i in range(5):
+        for i in range(6):
+            held = other.transaction() if i % 2 else None
+            if held:
+                await held.start()
+                await other.fetchval("SELECT 1")
             async with conn.transaction():
                 await insert.fetch(i, f"v{i}")
             got = await select.fetchval(i)
@@ -62,6 +68,8 @@ async def named_statements(args):
             # The implicit cache prepares by name too: the same text again reuses it.
             got = await conn.fetchval("SELECT count(*) FROM ns WHERE id <= $1", i)
             expect(got == i + 1, f"round {i}: count {got}")
+            if held:
+                await held.commit()
 
 
 async def shared_statement_names(args):

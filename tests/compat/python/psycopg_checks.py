@@ -40,15 +40,22 @@ def one(conn, sql, params=None, **kw):
 
 
 def named_statements(args):
-    with connect(args) as conn:
+    # In every other round a second client holds an upstream in an open transaction, so that
+    # through a transaction pooler the statements run where they were not prepared.
+    with connect(args) as conn, connect(args) as other:
         conn.execute("CREATE TABLE ns (id int PRIMARY KEY, v text)")
-        for i in range(5):
+        for i in range(6):
+            if i % 2:
+                other.execute("BEGIN")
+                other.execute("SELECT 1")
             with conn.transaction():
                 conn.execute("INSERT INTO ns VALUES (%s, %s)", (i, f"v{i}"), prepare=True)
             got = one(conn, "SELECT v FROM ns WHERE id = %s", (i,), prepare=True)
             expect(got == f"v{i}", f"round {i}: got {got!r}")
+            if i % 2:
+                other.execute("COMMIT")
         total = one(conn, "SELECT count(*) FROM ns WHERE id >= %s", (0,), prepare=True)
-        expect(total == 5, f"count {total}")
+        expect(total == 6, f"count {total}")
 
 
 def shared_statement_names(args):
