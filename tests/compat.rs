@@ -6,6 +6,8 @@
 //! Missing drivers fail loudly with what to install (`.ci/run` installs them), never a skip.
 
 mod common;
+#[path = "compat/rotating.rs"]
+mod rotating;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +61,18 @@ enum Driver {
     Asyncpg,
     NodePostgres,
     Pgjdbc,
+}
+
+impl Driver {
+    /// A short lowercase tag for role and database names.
+    fn short(self) -> &'static str {
+        match self {
+            Driver::Psycopg => "psycopg",
+            Driver::Asyncpg => "asyncpg",
+            Driver::NodePostgres => "node",
+            Driver::Pgjdbc => "jdbc",
+        }
+    }
 }
 
 /// Where the program connects.
@@ -143,7 +157,11 @@ fn program(driver: Driver) -> (PathBuf, Vec<String>) {
         Driver::NodePostgres => {
             let hint = "cd tests/compat/node && npm ci";
             require(&dir.join("node/node_modules/pg"), "node-postgres", hint);
-            require(&dir.join("node/node_modules/pg-copy-streams"), "pg-copy-streams", hint);
+            require(
+                &dir.join("node/node_modules/pg-copy-streams"),
+                "pg-copy-streams",
+                hint,
+            );
             (PathBuf::from("node"), vec![path("node/checks.js")])
         }
         Driver::Pgjdbc => {
@@ -232,7 +250,7 @@ async fn run_program(driver: Driver, mode: Mode, target: &Target) {
 
 /// Starts what `mode` needs and runs `driver`'s program through it.
 async fn check(driver: Driver, mode: Mode) {
-    let tag = format!("{driver:?}_{}", mode.as_str()).to_lowercase();
+    let tag = format!("{}_{}", driver.short(), mode.as_str());
     let db: TestDb = fresh_db(&tag).await;
     if mode == Mode::Direct {
         let target = Target {
@@ -280,4 +298,24 @@ compat_tests! {
     pgjdbc_direct: Pgjdbc in Direct;
     pgjdbc_session_mode: Pgjdbc in Session;
     pgjdbc_transaction_mode: Pgjdbc in Transaction;
+}
+
+macro_rules! rotating_tests {
+    ($($name:ident: $driver:ident in $mode:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            rotating::check_rotating(Driver::$driver, Mode::$mode).await;
+        }
+    )*};
+}
+
+rotating_tests! {
+    psycopg_session_mode_while_leases_rotate: Psycopg in Session;
+    psycopg_transaction_mode_while_leases_rotate: Psycopg in Transaction;
+    asyncpg_session_mode_while_leases_rotate: Asyncpg in Session;
+    asyncpg_transaction_mode_while_leases_rotate: Asyncpg in Transaction;
+    node_postgres_session_mode_while_leases_rotate: NodePostgres in Session;
+    node_postgres_transaction_mode_while_leases_rotate: NodePostgres in Transaction;
+    pgjdbc_session_mode_while_leases_rotate: Pgjdbc in Session;
+    pgjdbc_transaction_mode_while_leases_rotate: Pgjdbc in Transaction;
 }
