@@ -103,9 +103,13 @@ impl Mode {
 
 /// Where the driver is aimed.
 struct Target {
+    /// PostgreSQL itself (direct) or the proxy's listener.
     addr: SocketAddr,
+    /// The upstream role (direct) or the proxy's local user.
     user: String,
+    /// That user's password, passed on the program's command line (test credentials only).
     password: String,
+    /// The database, named the same upstream and at the proxy.
     dbname: String,
 }
 

@@ -1,5 +1,6 @@
 // pgjdbc against PostgreSQL directly or through pglease: one line per check, exit status
 // non-zero when any fails. Run with Java's single-file launcher; usage: tests/compat/README.md.
+// One file on purpose: Java 17's launcher compiles a single source file, so no build step.
 
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
