@@ -46,9 +46,12 @@ const ALL_CHECKS: &[&str] = &[
     "listen_notify",
 ];
 
-/// Upstreams per pool. Transaction mode gets two, so a program's connections share
-/// upstreams while the cancel check still has one free for its watcher.
+/// Upstreams per session-mode pool: one per connection a program holds at once, with room
+/// for the replacements a rotation logs in ahead of need.
 const SESSION_POOL: usize = 10;
+
+/// Upstreams per transaction-mode pool: two, so a program's connections share upstreams
+/// while the cancel check still has one free for its watcher.
 const TRANSACTION_POOL: usize = 2;
 
 /// Generous bound for one program's whole run on a busy two-core machine.
