@@ -265,7 +265,7 @@ public class Checks {
     }
 
     void cancel() throws Exception {
-        String marker = "compat_cancel_jdbc";
+        String marker = "compat_cancel_jdbc_" + UUID.randomUUID().toString().replace("-", "");
         try (Connection c = connect(); Connection watcher = connect();
                 Statement st = c.createStatement()) {
             AtomicReference<String> outcome = new AtomicReference<>("no outcome");
@@ -291,7 +291,7 @@ public class Checks {
     /** Waits (up to 30 s) until the query carrying `marker` is active upstream. */
     static void waitRunning(Connection watcher, String marker) throws Exception {
         String sql = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
-                + " AND query LIKE ?";
+                + " AND datname = current_database() AND query LIKE ?";
         try (PreparedStatement ps = watcher.prepareStatement(sql)) {
             ps.setString(1, "%" + marker + "%");
             for (int i = 0; i < 300; i++) {

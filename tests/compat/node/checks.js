@@ -210,7 +210,7 @@ const checks = {
   },
 
   async cancel(args) {
-    const marker = 'compat_cancel_node'
+    const marker = `compat_cancel_node_${crypto.randomUUID().replace(/-/g, '')}`
     await withClients(args, 2, async (c, watcher) => {
       const q = new pg.Query(`SELECT pg_sleep(60) /* ${marker} */`)
       const outcome = new Promise((resolve) => {
@@ -327,7 +327,8 @@ async function waitRunning(watcher, marker) {
   for (let i = 0; i < 300; i++) {
     const n = await one(
       watcher,
-      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1",
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active'" +
+        ' AND datname = current_database() AND query LIKE $1',
       [`%${marker}%`],
     )
     if (n >= 1) return

@@ -157,7 +157,8 @@ async def wait_running(watcher, marker):
     """Waits (up to 30 s) until the query carrying `marker` is active upstream."""
     for _ in range(300):
         n = await watcher.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1",
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+            " AND datname = current_database() AND query LIKE $1",
             f"%{marker}%",
         )
         if n >= 1:
@@ -169,7 +170,7 @@ async def wait_running(watcher, marker):
 async def cancel(args):
     # Cancelling the awaiting task makes asyncpg send a CancelRequest and wait for the
     # query's end before the connection takes the next one.
-    marker = "compat_cancel_asyncpg"
+    marker = f"compat_cancel_asyncpg_{uuid.uuid4().hex}"
     async with Conns(args, 2) as (conn, watcher):
         task = asyncio.create_task(conn.execute(f"SELECT pg_sleep(60) /* {marker} */"))
         await wait_running(watcher, marker)

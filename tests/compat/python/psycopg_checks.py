@@ -4,6 +4,7 @@ non-zero when any fails. Usage: see tests/compat/README.md."""
 import hashlib
 import threading
 import time
+import uuid
 
 import psycopg
 from psycopg import errors, pq
@@ -154,7 +155,8 @@ def wait_running(watcher, marker):
     for _ in range(300):
         n = one(
             watcher,
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+            " AND datname = current_database() AND query LIKE %s",
             (f"%{marker}%",),
         )
         if n >= 1:
@@ -164,7 +166,7 @@ def wait_running(watcher, marker):
 
 
 def cancel(args):
-    marker = "compat_cancel_psycopg"
+    marker = f"compat_cancel_psycopg_{uuid.uuid4().hex}"
     with connect(args) as conn, connect(args) as watcher:
         outcome = {}
 
