@@ -249,6 +249,17 @@ async fn a_lease_that_arrives_at_its_rotation_point_does_not_make_the_rotator_sp
     run.stop().await;
 }
 
+/// For 4 s leases: rotation at 0.8 s, a 1.5 s margin, so the hard deadline falls at 2.5 s and
+/// renewal is due from 1 s on.
+fn renewing() -> Lifecycle {
+    Lifecycle {
+        renew: true,
+        rotate_at: 0.2,
+        safety_margin: Some(Duration::from_millis(1500)),
+        max_ttl: None,
+    }
+}
+
 #[tokio::test]
 async fn a_renewal_moves_the_deadline_pools_read() {
     let source = Arc::new(Scripted {
@@ -257,14 +268,7 @@ async fn a_renewal_moves_the_deadline_pools_read() {
         lifetime: Duration::from_secs(4),
         ..Scripted::default()
     });
-    // Renewal is due from 1 s on (deadline at 2.5 s, margin 1.5 s).
-    let life = Lifecycle {
-        renew: true,
-        rotate_at: 0.2,
-        safety_margin: Some(Duration::from_millis(1500)),
-        max_ttl: None,
-    };
-    let run = spawn(source.clone(), life, None);
+    let run = spawn(source.clone(), renewing(), None);
     let creds = run.creds.clone();
     let connection = creds.wait_current(Duration::from_secs(2)).await.unwrap();
     let Deadline::At(first) = creds.deadline(1) else {
@@ -317,14 +321,8 @@ async fn a_renewal_that_gains_nothing_is_not_asked_again() {
         lifetime: Duration::from_secs(4),
         ..Scripted::default()
     });
-    // Renewal is due from 1 s to the deadline at 2.5 s: several housekeeping ticks.
-    let life = Lifecycle {
-        renew: true,
-        rotate_at: 0.2,
-        safety_margin: Some(Duration::from_millis(1500)),
-        max_ttl: None,
-    };
-    let run = spawn(source.clone(), life, None);
+    // Renewal is due from 1 s to the deadline: several housekeeping ticks.
+    let run = spawn(source.clone(), renewing(), None);
     let creds = run.creds.clone();
     let connection = creds.wait_current(Duration::from_secs(2)).await.unwrap();
     wait_until("generation 2", || creds.generation() >= 2).await;
