@@ -128,6 +128,7 @@ impl Proxy {
             mock_key: rand::random(),
             auth_type: config.proxy.auth_type,
             max_message_size: config.proxy.max_message_size,
+            max_prepared_statements: config.proxy.max_prepared_statements,
             login_timeout: config.proxy.login_timeout,
             shutdown,
         });

@@ -129,3 +129,25 @@ async fn tpcb_in_session_mode() {
         "pool limit exceeded: {samples:?}"
     );
 }
+
+/// Named prepared statements in transaction mode: pgbench prepares each statement once per
+/// connection and then only binds it, over whichever of four upstreams serves the next
+/// transaction. Any client whose statement is missing there aborts, which fails the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpcb_prepared_protocol_in_transaction_mode() {
+    const SMALL_POOL: usize = 4;
+    let db = bench_db("prepared").await;
+    let proxy = start_proxy(&proxy_toml(&db, "transaction", SMALL_POOL, "")).await;
+    let sampler = UpstreamSampler::start(&db.role).await;
+    run(
+        &proxy,
+        &db,
+        &["-n", "-M", "prepared", "-c", "20", "-j", "2", "-T", "5"],
+    )
+    .await;
+    let samples = sampler.finish().await;
+    assert!(
+        samples.max <= SMALL_POOL as i64,
+        "pool limit exceeded: {samples:?}"
+    );
+}

@@ -1,8 +1,9 @@
 //! Statement tracking against a real PostgreSQL: requests rewritten by
 //! `pglease::client::statements` go over real upstream connections, their replies go through
 //! the reply filter, and each client must hear what a PostgreSQL session of its own answers to
-//! the request as it sent it. The relay does not use this yet; this pins the protocol facts
-//! the rewrite relies on (probes, skip to Sync, rollback, Close of an absent statement).
+//! the request as it sent it; this pins the protocol facts the rewrite relies on (probes, skip
+//! to Sync, rollback, Close of an absent statement). The last tests go through the proxy
+//! itself in transaction mode, with raw protocol clients sharing one upstream.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, BytesMut};
-use common::{TestDb, cluster, fresh_db};
+use common::{TestDb, cluster, fresh_db, proxy_toml, start_proxy};
 use pglease::client::statements::{ClientStatements, UpstreamStatements, Verdict};
 use pglease::credentials::lease::Lease;
 use pglease::protocol::frame::header;
@@ -370,4 +371,152 @@ async fn a_query_inside_a_failed_batch_is_ignored_until_sync() {
     }
     assert_eq!(comparable(&heard), comparable(&direct));
     assert!(up.state.idle());
+}
+
+/// A raw protocol client of the proxy, logged in with md5.
+async fn login(proxy: &pglease::app::Proxy, db: &TestDb) -> TcpStream {
+    let mut out = BytesMut::new();
+    frontend::startup_message([("user", &*db.user), ("database", &*db.name)], &mut out)
+        .expect("startup");
+    let mut stream = TcpStream::connect(proxy.local_addr())
+        .await
+        .expect("connect");
+    stream.write_all(&out).await.expect("write");
+    let mut buf = BytesMut::new();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read_buf(&mut buf))
+            .await
+            .expect("login reply in time")
+            .expect("read");
+        assert!(n > 0, "proxy closed during login");
+        let mut complete = 0;
+        while let Some((_, len)) = header(&buf[complete..]) {
+            if buf.len() < complete + 1 + len {
+                break;
+            }
+            complete += 1 + len;
+        }
+        let all = frames(&buf.split_to(complete));
+        for (tag, body) in all {
+            match tag {
+                'R' if body.get(..4) == Some(&[0, 0, 0, 5]) => {
+                    let salt: [u8; 4] = body[4..8].try_into().expect("salt");
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        db.user.as_bytes(),
+                        db.password.as_bytes(),
+                        salt,
+                    );
+                    out.clear();
+                    frontend::password_message(hash.as_bytes(), &mut out).expect("password");
+                    stream.write_all(&out).await.expect("write");
+                }
+                'E' => panic!("login refused: {}", String::from_utf8_lossy(&body)),
+                'Z' => return stream,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The SQLSTATE of the first ErrorResponse in `bytes`.
+fn first_error_code(bytes: &[u8]) -> Option<String> {
+    let (_, body) = frames(bytes).into_iter().find(|(t, _)| *t == 'E')?;
+    body.split(|&b| b == 0)
+        .find(|f| f.first() == Some(&b'C'))
+        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+}
+
+/// A transaction-mode proxy over one upstream, so every client shares it.
+async fn one_upstream_proxy(tag: &str) -> (TestDb, pglease::app::Proxy) {
+    let db = fresh_db(tag).await;
+    let proxy = start_proxy(&proxy_toml(&db, "transaction", 1, "auth_type = \"md5\"")).await;
+    (db, proxy)
+}
+
+#[tokio::test]
+async fn through_the_proxy_two_clients_one_name_never_collide() {
+    // Untracked, the second Parse of S_1 on the shared upstream fails with 42P05, or a Bind
+    // runs the other client's SQL.
+    let (db, proxy) = one_upstream_proxy("stmtsp1").await;
+    let (mut a, mut b) = (login(&proxy, &db).await, login(&proxy, &db).await);
+    let prep = |sql: &'static str| with_sync(move |o| parse(o, "S_1", sql));
+    assert_eq!(
+        tags(&exchange(&mut a, &prep("select 'a'::text")).await),
+        "1Z"
+    );
+    assert_eq!(
+        tags(&exchange(&mut b, &prep("select 'b'::text")).await),
+        "1Z"
+    );
+    let run = with_sync(|o| bind_execute(o, "S_1"));
+    for _ in 0..3 {
+        assert_eq!(rows(&exchange(&mut a, &run).await), ["a"]);
+        assert_eq!(rows(&exchange(&mut b, &run).await), ["b"]);
+    }
+    // Preparing again after its own transactions keeps working (drivers re-prepare).
+    assert_eq!(
+        tags(&exchange(&mut a, &prep("select 'a'::text")).await),
+        "1Z"
+    );
+    assert_eq!(rows(&exchange(&mut a, &run).await), ["a"]);
+}
+
+#[tokio::test]
+async fn through_the_proxy_a_bind_to_a_name_never_prepared_gets_26000() {
+    // Untracked, b's Bind of S_1 runs a's statement on the shared upstream and reads its row.
+    let (db, proxy) = one_upstream_proxy("stmtsp2").await;
+    let (mut a, mut b) = (login(&proxy, &db).await, login(&proxy, &db).await);
+    let prep = with_sync(|o| parse(o, "S_1", "select 'a secret'::text"));
+    assert_eq!(tags(&exchange(&mut a, &prep).await), "1Z");
+    let run = with_sync(|o| bind_execute(o, "S_1"));
+    assert_eq!(rows(&exchange(&mut a, &run).await), ["a secret"]);
+    let heard = exchange(&mut b, &run).await;
+    assert_eq!(tags(&heard), "EZ", "{heard:?}");
+    assert_eq!(first_error_code(&heard).as_deref(), Some("26000"));
+    // b stays usable, and a keeps its statement.
+    assert_eq!(
+        rows(&exchange(&mut b, &query("select 'b'::text")).await),
+        ["b"]
+    );
+    assert_eq!(rows(&exchange(&mut a, &run).await), ["a secret"]);
+}
+
+#[tokio::test]
+async fn through_the_proxy_sql_prepare_is_refused_with_0a000() {
+    // Untracked, SQL PREPARE succeeds and leaves a statement on the shared upstream.
+    let (db, proxy) = one_upstream_proxy("stmtsp3").await;
+    let mut a = login(&proxy, &db).await;
+    let heard = exchange(&mut a, &query("prepare p as select 1")).await;
+    assert_eq!(first_error_code(&heard).as_deref(), Some("0A000"));
+    assert_eq!(
+        rows(&exchange(&mut a, &query("select 'ok'::text")).await),
+        ["ok"]
+    );
+}
+
+#[tokio::test]
+async fn through_the_proxy_a_client_vanishing_mid_request_leaves_nothing_owed() {
+    // The vanished client's request had replies for the proxy to swallow and to write (its
+    // Parse of a statement already there). Were its upstream handed on with those still
+    // owed, the next client's replies would be judged against them: frames swallowed, or
+    // the upstream closed under it as mismatched.
+    let (db, proxy) = one_upstream_proxy("stmtsp4").await;
+    let prep = with_sync(|o| parse(o, "S_1", "select pg_sleep(0.5)::text"));
+    let mut a = login(&proxy, &db).await;
+    assert_eq!(tags(&exchange(&mut a, &prep).await), "1Z");
+    let mut request = BytesMut::new();
+    parse(&mut request, "S_1", "select pg_sleep(0.5)::text");
+    bind_execute(&mut request, "S_1");
+    frontend::sync(&mut request);
+    a.write_all(&request).await.expect("write");
+    drop(a);
+    let mut b = login(&proxy, &db).await;
+    let prep = with_sync(|o| parse(o, "S_1", "select 'b'::text"));
+    let run = with_sync(|o| bind_execute(o, "S_1"));
+    for _ in 0..3 {
+        assert_eq!(tags(&exchange(&mut b, &prep).await), "1Z");
+        let heard = exchange(&mut b, &run).await;
+        assert_eq!(tags(&heard), "2DCZ", "{heard:?}");
+        assert_eq!(rows(&heard), ["b"]);
+    }
 }

@@ -10,6 +10,7 @@ pub mod session;
 pub mod shared;
 pub mod statements;
 pub mod stop;
+pub mod tracked;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

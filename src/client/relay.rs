@@ -9,6 +9,10 @@
 //! everything up to that mark goes out in one write. No message is copied, no body is parsed,
 //! nothing is allocated per message, and no channel or lock sits between the two sockets.
 //!
+//! In transaction mode with statement tracking on, requests go through the rewrite and
+//! replies through the filter of [`super::tracked`] on the way; both keep this design (requests
+//! that need no change and every reply PostgreSQL sends are not copied).
+//!
 //! Both directions flow at once, so a client that pipelines more than the socket buffers
 //! hold while PostgreSQL is busy writing results cannot deadlock the pair. Each buffer holds
 //! at most [`READ_CHUNK`] unsent bytes, so memory per client is bounded whatever the result
@@ -23,6 +27,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use super::statements::ReplyError;
+use super::tracked::{self, Filter, Tracking};
 use crate::credentials::LeaseEnd;
 use crate::protocol::ProtocolError;
 use crate::protocol::frame::{BackendScanner, FrontendScanner};
@@ -41,6 +47,19 @@ pub struct Buffers {
     pub u2c: BytesMut,
     /// Frame boundaries in `u2c`.
     pub bscan: BackendScanner,
+    /// Statement tracking: a rewritten request, sent before anything else in `c2u`.
+    pub send: BytesMut,
+    /// Statement tracking: bytes at the front of `c2u` the rewrite left as they are.
+    pub approved: usize,
+    /// Statement tracking: how far the replies in `u2c` were judged.
+    pub filter: Filter,
+}
+
+impl Buffers {
+    /// Nothing of the client's is waiting to go upstream.
+    pub fn nothing_to_send(&self) -> bool {
+        self.fscan.forwardable() == 0 && self.send.is_empty()
+    }
 }
 
 /// Where the client's conversation with PostgreSQL stands.
@@ -88,6 +107,8 @@ pub enum RelayEnd {
     UpstreamIo(io::Error),
     /// PostgreSQL sent invalid framing.
     UpstreamProtocol(ProtocolError),
+    /// PostgreSQL's replies do not fit the requests the statement tracking sent it.
+    UpstreamMismatch(ReplyError),
     /// A newer lease was published and the session is between transactions with nothing in
     /// flight either way: the moment to move it to a new upstream.
     Rotated,
@@ -97,12 +118,14 @@ pub enum RelayEnd {
 }
 
 /// What the relay watches besides the two sockets.
-pub struct Signals<'a> {
+pub struct Signals<'a, 't> {
     /// Session mode: resolves when the upstream's lease is superseded; the relay then stops
     /// at the next idle boundary so the session can move.
     pub rotated: Option<Pin<&'a mut (dyn Future<Output = ()> + Send)>>,
     /// Fires when the upstream's lease reaches its hard deadline; the relay stops at once.
     pub deadline: &'a LeaseEnd,
+    /// Transaction mode with `max_prepared_statements` above 0: the statement tracking.
+    pub tracking: Option<Tracking<'t>>,
 }
 
 /// Relays until one of the [`RelayEnd`] conditions.
@@ -113,12 +136,13 @@ pub async fn relay(
     track: &mut Tracker,
     release_on_idle: bool,
     max_message: usize,
-    signals: Signals<'_>,
+    signals: Signals<'_, '_>,
 ) -> RelayEnd {
     track.idle_point = false;
     let Signals {
         mut rotated,
         deadline,
+        mut tracking,
     } = signals;
     let mut rotation_due = false;
     poll_fn(|cx| {
@@ -135,10 +159,10 @@ pub async fn relay(
         }
         let end = poll_relay(
             cx,
-            client,
-            upstream,
+            Sockets { client, upstream },
             bufs,
             track,
+            tracking.as_mut(),
             release_on_idle,
             max_message,
         );
@@ -157,19 +181,27 @@ fn at_idle_boundary(b: &Buffers, t: &Tracker) -> bool {
         && !t.terminated
         && !b.fscan.open_batch()
         && b.c2u.is_empty()
+        && b.send.is_empty()
         && b.u2c.is_empty()
         && b.bscan.at_boundary()
 }
 
+/// The two sockets of a relay run.
+struct Sockets<'a> {
+    client: &'a TcpStream,
+    upstream: &'a TcpStream,
+}
+
 fn poll_relay(
     cx: &mut Context<'_>,
-    client: &TcpStream,
-    upstream: &TcpStream,
+    io: Sockets<'_>,
     b: &mut Buffers,
     t: &mut Tracker,
+    mut tracking: Option<&mut Tracking<'_>>,
     release_on_idle: bool,
     max_message: usize,
 ) -> Poll<RelayEnd> {
+    let Sockets { client, upstream } = io;
     loop {
         let mut progress = false;
 
@@ -178,7 +210,12 @@ fn poll_relay(
                 Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::UpstreamClosed),
                 Poll::Ready(Ok(_)) => {
                     progress = true;
-                    if let Err(e) = scan_backend(b, t, release_on_idle) {
+                    if let Some(tr) = tracking.as_deref_mut() {
+                        if let Err(e) = tracked::filter_replies(b, tr.upstream) {
+                            return Poll::Ready(RelayEnd::UpstreamMismatch(e));
+                        }
+                    }
+                    if let Err(e) = scan_backend(b, t, release_on_idle, tracking.is_some()) {
                         return Poll::Ready(RelayEnd::UpstreamProtocol(e));
                     }
                 }
@@ -193,6 +230,7 @@ fn poll_relay(
                 Poll::Ready(Ok(w)) => {
                     b.u2c.advance(w);
                     b.bscan.consumed(w);
+                    b.filter.consumed(w);
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ClientIo(e)),
@@ -203,12 +241,15 @@ fn poll_relay(
             return Poll::Ready(RelayEnd::Idle);
         }
 
-        if !t.terminated && b.c2u.len() < READ_CHUNK {
+        // Tracking rewrites whole frames only, so a frame larger than the usual chunk is
+        // read in full (bounded by `max_message`, which the scanner checks).
+        let room = b.c2u.len() < READ_CHUNK || (tracking.is_some() && b.nothing_to_send());
+        if !t.terminated && room {
             match poll_read(client, &mut b.c2u, cx) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::ClientClosed),
                 Poll::Ready(Ok(_)) => {
                     progress = true;
-                    match b.fscan.scan(&b.c2u, false, max_message) {
+                    match b.fscan.scan(&b.c2u, tracking.is_some(), max_message) {
                         Ok(s) => {
                             t.pending += s.sync_points;
                             t.terminated |= s.terminate;
@@ -221,19 +262,12 @@ fn poll_relay(
             }
         }
 
-        let n = b.fscan.forwardable();
-        if n > 0 {
-            match poll_write(upstream, &b.c2u[..n], cx) {
-                Poll::Ready(Ok(w)) => {
-                    b.c2u.advance(w);
-                    b.fscan.consumed(w);
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::UpstreamIo(e)),
-                Poll::Pending => {}
-            }
+        match poll_send(cx, upstream, b, t, tracking.as_deref_mut(), release_on_idle) {
+            Poll::Ready(Ok(())) => progress = true,
+            Poll::Ready(Err(end)) => return Poll::Ready(end),
+            Poll::Pending => {}
         }
-        if t.terminated && b.fscan.forwardable() == 0 {
+        if t.terminated && b.nothing_to_send() {
             return Poll::Ready(RelayEnd::ClientClosed);
         }
 
@@ -243,22 +277,73 @@ fn poll_relay(
     }
 }
 
-/// Advances the backend scanner over newly read bytes, noting each ReadyForQuery, and stops at
-/// the one that makes the upstream free to go back to its pool.
+/// Writes the client's next bytes upstream: untracked, every whole frame scanned; tracked,
+/// what the rewrite made of them. Ready when something was written.
+fn poll_send(
+    cx: &mut Context<'_>,
+    upstream: &TcpStream,
+    b: &mut Buffers,
+    t: &mut Tracker,
+    tracking: Option<&mut Tracking<'_>>,
+    release_on_idle: bool,
+) -> Poll<Result<(), RelayEnd>> {
+    let Some(tr) = tracking else {
+        let n = b.fscan.forwardable();
+        if n == 0 {
+            return Poll::Pending;
+        }
+        let w = ready!(poll_write(upstream, &b.c2u[..n], cx)).map_err(RelayEnd::UpstreamIo)?;
+        b.c2u.advance(w);
+        b.fscan.consumed(w);
+        return Poll::Ready(Ok(()));
+    };
+    match tracked::rewrite_request(b, tr, t.status) {
+        Ok(dropped) => t.pending = t.pending.saturating_sub(dropped),
+        Err(e) => return Poll::Ready(Err(RelayEnd::ClientProtocol(e))),
+    }
+    // Replies the proxy owes at once are placed, and shown to the client, now.
+    tracked::filter_replies(b, tr.upstream).map_err(RelayEnd::UpstreamMismatch)?;
+    scan_backend(b, t, release_on_idle, true).map_err(RelayEnd::UpstreamProtocol)?;
+    if !b.send.is_empty() {
+        let w = ready!(poll_write(upstream, &b.send, cx)).map_err(RelayEnd::UpstreamIo)?;
+        b.send.advance(w);
+        return Poll::Ready(Ok(()));
+    }
+    if b.approved == 0 {
+        return Poll::Pending;
+    }
+    let w = ready!(poll_write(upstream, &b.c2u[..b.approved], cx)).map_err(RelayEnd::UpstreamIo)?;
+    b.c2u.advance(w);
+    b.fscan.consumed(w);
+    b.approved -= w;
+    Poll::Ready(Ok(()))
+}
+
+/// Advances the backend scanner over newly read bytes (tracked: only over those the filter
+/// judged), noting each ReadyForQuery, and stops at the one that makes the upstream free to
+/// go back to its pool.
 fn scan_backend(
     b: &mut Buffers,
     t: &mut Tracker,
     release_on_idle: bool,
+    tracked: bool,
 ) -> Result<(), ProtocolError> {
-    while let Some(status) = b.bscan.scan(&b.u2c)? {
+    loop {
+        let judged = if tracked {
+            &b.u2c[..b.filter.checked]
+        } else {
+            &b.u2c[..]
+        };
+        let Some(status) = b.bscan.scan(judged)? else {
+            return Ok(());
+        };
         t.pending = t.pending.saturating_sub(1);
         t.status = status;
-        let nothing_outstanding =
-            t.pending == 0 && !b.fscan.open_batch() && b.fscan.forwardable() == 0;
+        let nothing_outstanding = t.pending == 0 && !b.fscan.open_batch() && b.nothing_to_send();
         if release_on_idle && status == b'I' && nothing_outstanding {
             t.idle_point = true;
             let end = b.bscan.forwardable();
-            if end != b.u2c.len() {
+            if end != b.u2c.len() || (tracked && !b.filter.settled()) {
                 // PostgreSQL spoke after the reply that ended the request: whatever it is, it
                 // belongs to nobody, and the upstream's state is no longer known.
                 b.u2c.truncate(end);
@@ -267,7 +352,6 @@ fn scan_backend(
             return Ok(());
         }
     }
-    Ok(())
 }
 
 /// Reads whatever the socket has into `buf` without waiting for more.

@@ -13,15 +13,18 @@ use super::ClientError;
 use super::handshake::Login;
 use super::relay::{Buffers, RelayEnd, Signals, Tracker, relay};
 use super::shared::{PoolEntry, Shared};
+use super::statements::{ClientStatements, UpstreamStatements};
 use super::stop::Registration;
+use super::tracked::Tracking;
 use crate::config::PoolMode;
 use crate::credentials::EndReason;
 use crate::pool::{Checkout, CheckoutError, CloseReason, Move};
 use crate::protocol::backend::{self, Severity};
-use crate::upstream::maintenance;
 
 /// How long cleanup statements (ROLLBACK, the reset query) may take before the upstream is
 /// closed instead.
+mod cleanup;
+
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Buffers above this capacity are given back after a large request, so one big statement
@@ -43,6 +46,9 @@ pub struct Session {
     request_ready: bool,
     /// Told to leave at the next idle point (shutdown); unregistered when the session ends.
     registration: Registration,
+    /// Transaction mode with `max_prepared_statements` above 0: the client's named prepared
+    /// statements, recreated on whichever upstream serves it.
+    statements: Option<ClientStatements>,
     /// Session mode: why the last move was refused, named in the error the session ends with
     /// if its lease reaches its hard deadline.
     pinned_by: Option<String>,
@@ -65,7 +71,10 @@ impl Session {
         bufs.c2u.reserve(8 * 1024);
         bufs.u2c.reserve(8 * 1024);
         let registration = shared.clients.register();
+        let tracked =
+            login.pool.mode == PoolMode::Transaction && shared.max_prepared_statements > 0;
         Session {
+            statements: tracked.then(ClientStatements::new),
             registration,
             pinned_by: None,
             shared,
@@ -92,6 +101,9 @@ impl Session {
                         .fatal(ClientError::refused("57P01", SHUTTING_DOWN))
                         .await);
                 }
+            }
+            if self.answer_without_upstream().await? {
+                continue;
             }
             let up = match self.entry().pool.checkout().await {
                 Ok(up) => up,
@@ -142,9 +154,9 @@ impl Session {
                         () = stop.stopped() => {}
                     }
                 });
-                self.relay(&up, false, Some(due.as_mut())).await
+                self.relay(&mut up, false, Some(due.as_mut())).await
             } else {
-                self.relay(&up, true, None).await
+                self.relay(&mut up, true, None).await
             };
             self.login.cancel.slot.set(None);
             match end {
@@ -225,6 +237,17 @@ impl Session {
                     self.cleanup(up).await;
                     return Err(self.fatal(ClientError::from(e)).await);
                 }
+                RelayEnd::UpstreamMismatch(e) => {
+                    warn!(error = %e, "upstream replies do not fit the requests sent; closing it");
+                    up.discard(CloseReason::ReplyMismatch);
+                    let _ = self.flush_client().await;
+                    return Err(self
+                        .fatal(ClientError::refused(
+                            "08006",
+                            "upstream connection closed: its replies did not match the request",
+                        ))
+                        .await);
+                }
                 RelayEnd::UpstreamClosed
                 | RelayEnd::UpstreamIo(_)
                 | RelayEnd::UpstreamProtocol(_) => {
@@ -243,18 +266,27 @@ impl Session {
 
     async fn relay<'a>(
         &mut self,
-        up: &'a Checkout,
+        up: &'a mut Checkout,
         release_on_idle: bool,
         rotated: Option<std::pin::Pin<&'a mut (dyn std::future::Future<Output = ()> + Send + 'a)>>,
     ) -> RelayEnd {
         let max = self.shared.max_message_size;
+        let max_statements = self.shared.max_prepared_statements;
+        let (upstream, state, deadline) = up.parts();
+        let tracking = self.statements.as_mut().map(|client| Tracking {
+            client,
+            upstream: state
+                .statements
+                .get_or_insert_with(|| UpstreamStatements::new(max_statements)),
+        });
         let signals = Signals {
             rotated,
-            deadline: up.deadline(),
+            deadline,
+            tracking,
         };
         relay(
             &self.client,
-            &up.upstream().stream,
+            &upstream.stream,
             &mut self.bufs,
             &mut self.track,
             release_on_idle,
@@ -333,6 +365,27 @@ impl Session {
         self.flush_client().await
     }
 
+    /// Transaction mode: answers a request that only prepares named statements outside a
+    /// transaction without checking out an upstream (see
+    /// [`ClientStatements::answer_without_upstream`]). True when it was answered.
+    async fn answer_without_upstream(&mut self) -> Result<bool, ClientError> {
+        let Some(statements) = self.statements.as_mut() else {
+            return Ok(false);
+        };
+        let n = self.bufs.fscan.forwardable();
+        let request = &self.bufs.c2u[..n];
+        let Some(syncs) =
+            statements.answer_without_upstream(request, self.track.status, &mut self.bufs.u2c)
+        else {
+            return Ok(false);
+        };
+        self.bufs.fscan.discard_scanned(&mut self.bufs.c2u);
+        self.request_ready = false;
+        self.track.pending = self.track.pending.saturating_sub(syncs);
+        self.flush_client().await?;
+        Ok(true)
+    }
+
     /// Writes everything left in the client-bound buffer.
     async fn flush_client(&mut self) -> Result<(), ClientError> {
         if !self.bufs.u2c.is_empty() {
@@ -340,6 +393,7 @@ impl Session {
             self.bufs.u2c.clear();
         }
         self.bufs.bscan.reset();
+        self.bufs.filter.reset();
         Ok(())
     }
 
@@ -348,53 +402,6 @@ impl Session {
             if buf.capacity() > KEEP_CAPACITY && buf.is_empty() {
                 *buf = BytesMut::with_capacity(8 * 1024);
             }
-        }
-    }
-
-    /// Decides what happens to an upstream whose client left: returned as is when it is
-    /// idle between transactions, rolled back and reset when a transaction was open, closed
-    /// (after cancelling its query) when a request was still in flight. One client's state
-    /// never reaches the next one.
-    async fn cleanup(&mut self, mut up: Checkout) {
-        let b = &self.bufs;
-        let mid_request = self.track.pending > 0
-            || b.fscan.open_batch()
-            || !b.bscan.at_boundary()
-            || b.fscan.forwardable() > 0
-            || self.track.unsolicited;
-        if mid_request {
-            let target = up.upstream().cancel;
-            up.discard(CloseReason::ClientVanished);
-            tokio::spawn(async move {
-                let _ = maintenance::cancel(target).await;
-            });
-            return;
-        }
-        // Settled before the cleanup statements too, which a late cancel would interrupt.
-        if !self.login.cancel.slot.settle().await {
-            up.discard(CloseReason::CancelUnsettled);
-            return;
-        }
-        let mut statements: Vec<&str> = Vec::with_capacity(2);
-        if self.track.status != b'I' {
-            statements.push("ROLLBACK");
-        }
-        if self.entry().mode == PoolMode::Session {
-            // Run on its own: DISCARD ALL refuses to run inside a multi-statement query.
-            statements.push(&self.login.pool.reset_query);
-        }
-        for sql in statements {
-            match maintenance::run_simple(up.upstream_mut(), sql, CLEANUP_TIMEOUT).await {
-                Ok(b'I') => {}
-                other => {
-                    debug!(result = ?other.map(char::from), "upstream cleanup failed; closing it");
-                    up.discard(CloseReason::CleanupFailed);
-                    return;
-                }
-            }
-        }
-        if up.upstream().has_unsolicited_input() {
-            up.discard(CloseReason::UnsolicitedInput);
         }
     }
 }

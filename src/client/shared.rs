@@ -76,6 +76,9 @@ pub struct Shared {
     pub auth_type: AuthType,
     /// Largest client message accepted.
     pub max_message_size: usize,
+    /// `max_prepared_statements`: statements tracked per upstream in transaction mode; 0 is
+    /// off (named statements pass through untracked).
+    pub max_prepared_statements: usize,
     /// Time a client has to finish logging in.
     pub login_timeout: Duration,
     /// Cancelled when the proxy shuts down.

@@ -58,6 +58,10 @@
 //! - An upstream reset with `DISCARD ALL` calls [`UpstreamStatements::clear`]; one whose
 //!   replies are read elsewhere (cleanup after a vanished client) calls
 //!   [`UpstreamStatements::abandon_replies`]. Session mode uses none of this.
+//! - Before checking out an upstream, a request that only prepares (Parse, Sync) from an idle
+//!   client is offered to [`ClientStatements::answer_without_upstream`].
+//!
+//! The relay side of this lives in [`crate::client::tracked`].
 
 //! # Cost per request
 //!
@@ -68,6 +72,7 @@
 //! per reply frame while replies are outstanding ([`UpstreamStatements::idle`] says when it
 //! may be skipped).
 
+mod detached;
 mod replies;
 mod rewrite;
 mod sql;

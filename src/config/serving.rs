@@ -23,6 +23,13 @@ pub struct ProxyConfig {
     /// Largest message accepted from either side, in bytes; anything larger is a protocol
     /// error, never an allocation. Default 64 MiB, at least 8 KiB, at most 1 GiB.
     pub max_message_size: usize,
+    /// Transaction mode: named prepared statements kept per upstream connection (least
+    /// recently used ones are closed to make room). Client statement names are mapped to
+    /// proxy-chosen names, so clients never see each other's statements. Default 200, like
+    /// PgBouncer; 0 turns tracking off and named statements pass through untouched, which is
+    /// unsafe in transaction mode (a client may reach another client's statement, or lose
+    /// its own between transactions).
+    pub max_prepared_statements: usize,
     /// How long a client may wait for an upstream before it gets an error. Default 120s.
     pub query_wait_timeout: Duration,
     /// How long opening and authenticating one upstream may take. Default 5s.
@@ -49,6 +56,7 @@ impl Default for ProxyConfig {
             admin_users: Vec::new(),
             auth_type: AuthType::ScramSha256,
             max_message_size: 64 * 1024 * 1024,
+            max_prepared_statements: crate::client::statements::DEFAULT_MAX_PREPARED_STATEMENTS,
             query_wait_timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(5),
             login_timeout: Duration::from_secs(60),

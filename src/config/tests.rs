@@ -28,6 +28,7 @@ const FULL: &str = r#"
     admin_users = ["ops"]
     auth_type = "md5"
     max_message_size = 1048576
+    max_prepared_statements = 50
     query_wait_timeout = "1m"
     connect_timeout = "2s"
     login_timeout = "45s"
@@ -108,6 +109,7 @@ fn full_config_round_trips_including_defaults() {
         admin_users: vec!["ops".into()],
         auth_type: AuthType::Md5,
         max_message_size: 1 << 20,
+        max_prepared_statements: 50,
         query_wait_timeout: secs(60),
         connect_timeout: secs(2),
         login_timeout: secs(45),

@@ -17,7 +17,6 @@
 //! [`CloseReason`], logged once when the connection is dropped; a connection dropped without
 //! one is one deadpool let go of, which it does only when its pool closes.
 
-use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -27,6 +26,7 @@ use tracing::debug;
 use super::close::CloseReason;
 use super::manager::Manager;
 use super::replacements::Tally;
+use crate::client::statements::UpstreamStatements;
 use crate::credentials::LeaseEnd;
 use crate::upstream::Upstream;
 
@@ -35,10 +35,11 @@ use crate::upstream::Upstream;
 /// the statement and parameter tracking built on it.
 #[derive(Debug, Default)]
 pub struct UpstreamState {
-    /// Named prepared statements present on this connection, by their name there, each with a
-    /// fingerprint of what it was prepared from (text and parameter types), so a request can
-    /// tell whether the statement it needs is already here and is the right one.
-    pub prepared: HashMap<Box<str>, u64>,
+    /// Transaction mode: the named prepared statements present on this connection under
+    /// proxy-chosen names, and the replies it still owes the proxy for them. Made by the first
+    /// tracked request it serves (`None` until then, and always in session mode), so it lives
+    /// and dies with the connection.
+    pub statements: Option<UpstreamStatements>,
     /// Session parameters set on this connection away from what it logged in with, as
     /// (name, value), so the next client's own values can be put in their place.
     pub params: Vec<(Box<str>, Box<str>)>,
@@ -146,6 +147,13 @@ impl Checkout {
     /// What clients left on this connection, for the statement and parameter tracking.
     pub fn state_mut(&mut self) -> &mut UpstreamState {
         &mut self.0.state
+    }
+
+    /// The connection, its state and its deadline at once, for the relay, which reads the
+    /// socket while it updates the statement tracking.
+    pub fn parts(&mut self) -> (&Upstream, &mut UpstreamState, &LeaseEnd) {
+        let pooled = &mut *self.0;
+        (&pooled.up, &mut pooled.state, &pooled.deadline)
     }
 
     /// Makes `replacement` the connection in this slot (a session move): the old connection

@@ -16,6 +16,9 @@ pub enum CloseReason {
     LeaseRetired,
     /// PostgreSQL sent something while no request was outstanding on it.
     UnsolicitedInput,
+    /// Its replies did not match the requests the statement tracking sent it (transaction
+    /// mode), so what it holds is unknown.
+    ReplyMismatch,
     /// Its client left with a request still in flight; the running query was cancelled.
     ClientVanished,
     /// Rolling back or resetting after its client left failed.
@@ -43,6 +46,7 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::LeaseRetired => "lease_retired",
             CloseReason::UnsolicitedInput => "unsolicited_input",
+            CloseReason::ReplyMismatch => "reply_mismatch",
             CloseReason::ClientVanished => "client_vanished",
             CloseReason::CleanupFailed => "cleanup_failed",
             CloseReason::CancelUnsettled => "cancel_unsettled",
@@ -73,6 +77,7 @@ mod tests {
             CloseReason::IdleTimeout,
             CloseReason::LeaseRetired,
             CloseReason::UnsolicitedInput,
+            CloseReason::ReplyMismatch,
             CloseReason::ClientVanished,
             CloseReason::CleanupFailed,
             CloseReason::CancelUnsettled,

@@ -20,6 +20,7 @@ pub(super) fn read_proxy(mut s: Section<'_, '_>) -> ProxyConfig {
             d.auth_type,
         ),
         max_message_size: s.usize_or("max_message_size", d.max_message_size),
+        max_prepared_statements: s.usize_or("max_prepared_statements", d.max_prepared_statements),
         query_wait_timeout: s.duration_or("query_wait_timeout", d.query_wait_timeout),
         connect_timeout: s.duration_or("connect_timeout", d.connect_timeout),
         login_timeout: s.duration_or("login_timeout", d.login_timeout),
