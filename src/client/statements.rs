@@ -90,8 +90,7 @@ pub use rewrite::Refusal;
 pub use sql::{Command, classify};
 pub use upstream::UpstreamStatements;
 
-/// PgBouncer's default for `max_prepared_statements`: statements kept per upstream.
-pub const DEFAULT_MAX_PREPARED_STATEMENTS: usize = 200;
+pub use crate::config::DEFAULT_MAX_PREPARED_STATEMENTS;
 
 /// The start of every name the proxy gives a statement on an upstream.
 pub const UPSTREAM_PREFIX: &str = "pglease_";

@@ -29,7 +29,9 @@ pub use duration::{DurationError, format_duration, parse_duration};
 pub use secret_ref::{
     EnvLookup, MAX_SECRET_FILE_BYTES, SecretRefError, exposed_mode, resolve_secret, warn_if_exposed,
 };
-pub use serving::{AuthType, DatabaseConfig, PoolMode, ProxyConfig, UserConfig};
+pub use serving::{
+    AuthType, DEFAULT_MAX_PREPARED_STATEMENTS, DatabaseConfig, PoolMode, ProxyConfig, UserConfig,
+};
 pub use validate::plaintext_remote_host;
 
 /// The whole configuration: one proxy, the local users who may connect, the databases they may

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use crate::secret::Secret;
 
+/// PgBouncer's default for `max_prepared_statements`: statements kept per upstream.
+pub const DEFAULT_MAX_PREPARED_STATEMENTS: usize = 200;
+
 /// `[proxy]`: settings of the proxy process itself. Every key has a default, so the section
 /// may be left out entirely. Every timeout except `shutdown_timeout` must be longer than 0s.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +59,7 @@ impl Default for ProxyConfig {
             admin_users: Vec::new(),
             auth_type: AuthType::ScramSha256,
             max_message_size: 64 * 1024 * 1024,
-            max_prepared_statements: crate::client::statements::DEFAULT_MAX_PREPARED_STATEMENTS,
+            max_prepared_statements: DEFAULT_MAX_PREPARED_STATEMENTS,
             query_wait_timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(5),
             login_timeout: Duration::from_secs(60),

@@ -324,3 +324,37 @@ fn plain_http_vault_off_loopback_is_a_warning_and_loopback_is_not() {
     assert!(load("http://127.0.0.1:8200").is_empty());
     assert!(load("https://vault.internal:8200").is_empty());
 }
+
+#[test]
+fn untracked_statements_in_transaction_mode_are_a_warning() {
+    let env = |_: &str| Err(std::env::VarError::NotPresent);
+    let text = |max: usize, mode: &str| {
+        format!(
+            r#"
+            [proxy]
+            max_prepared_statements = {max}
+            [[users]]
+            name = "app"
+            password = "pw"
+            [[databases]]
+            name = "app"
+            pool_mode = "{mode}"
+            credentials = "app"
+            [credentials.app]
+            source = "static"
+            username = "app"
+            password = "pw"
+        "#
+        )
+    };
+    let warnings = |max, mode| {
+        Config::from_toml_str_with_env(&text(max, mode), Path::new("/"), &env)
+            .unwrap()
+            .warnings
+    };
+    let off = warnings(0, "transaction");
+    assert_eq!(off.len(), 1, "{off:?}");
+    assert!(off[0].starts_with("proxy.max_prepared_statements: 0 turns statement tracking off"));
+    assert!(warnings(0, "session").is_empty());
+    assert!(warnings(200, "transaction").is_empty());
+}

@@ -41,6 +41,18 @@ pub(super) fn check(config: &Config, broken_credentials: &BTreeSet<String>) -> V
 /// What loads but should be heard about (see [`Config::warnings`]), each `"<path>: <message>"`.
 pub(super) fn warnings(config: &Config) -> Vec<String> {
     let mut warnings = Problems::default();
+    let transaction_mode = config
+        .databases
+        .iter()
+        .any(|d| d.pool_mode == super::PoolMode::Transaction);
+    if config.proxy.max_prepared_statements == 0 && transaction_mode {
+        warnings.add(
+            "proxy.max_prepared_statements",
+            "0 turns statement tracking off: in transaction mode a client's named prepared \
+             statements then reach other clients' upstreams, where they can collide or be run \
+             by another client",
+        );
+    }
     for (name, entry) in &config.credentials {
         let path = credentials_path(name);
         match &entry.source {
