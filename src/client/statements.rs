@@ -92,6 +92,10 @@ pub use upstream::UpstreamStatements;
 
 pub use crate::config::DEFAULT_MAX_PREPARED_STATEMENTS;
 
+/// Most named statements one client may hold, so a client that keeps preparing new names
+/// cannot grow the proxy's memory without bound; past it a new name is refused (53400).
+pub const MAX_CLIENT_STATEMENTS: usize = 10_000;
+
 /// The start of every name the proxy gives a statement on an upstream.
 pub const UPSTREAM_PREFIX: &str = "pglease_";
 
@@ -197,6 +201,11 @@ impl ClientStatements {
     /// Every statement with the client's name for it, e.g. to recreate them elsewhere.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Statement)> {
         self.by_name.iter().map(|(n, s)| (&n[..], s))
+    }
+
+    /// True when recording `name` would take the client past [`MAX_CLIENT_STATEMENTS`].
+    fn full_for(&self, name: &[u8]) -> bool {
+        self.by_name.len() >= MAX_CLIENT_STATEMENTS && !self.by_name.contains_key(name)
     }
 
     fn insert(&mut self, name: &[u8], query: &[u8], raw_types: &[u8]) -> &Statement {

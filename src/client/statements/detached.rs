@@ -31,6 +31,10 @@ impl ClientStatements {
         if status != b'I' || self.skipping || !only_named_parses(request) {
             return None;
         }
+        // Near the limit the request takes the upstream path, which refuses a name too many.
+        if self.len() + request.len() / 5 >= super::MAX_CLIENT_STATEMENTS {
+            return None;
+        }
         let mut syncs = 0;
         let mut at = 0;
         while let Some((tag, len)) = header(&request[at..]) {

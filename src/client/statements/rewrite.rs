@@ -37,6 +37,8 @@ pub enum Refusal {
     MissingUnnamed,
     /// SQL `PREPARE`, `EXECUTE` or `DEALLOCATE name` in transaction mode.
     SqlCommand,
+    /// A new name from a client that already holds [`super::MAX_CLIENT_STATEMENTS`].
+    TooMany,
 }
 
 impl Refusal {
@@ -45,6 +47,7 @@ impl Refusal {
         match self {
             Refusal::Missing(_) | Refusal::MissingUnnamed => INVALID_SQL_STATEMENT_NAME,
             Refusal::SqlCommand => FEATURE_NOT_SUPPORTED,
+            Refusal::TooMany => "53400",
         }
     }
 
@@ -60,6 +63,11 @@ impl Refusal {
                                     are not supported in transaction mode: use your driver's \
                                     protocol-level prepared statements, or session mode"
                 .into(),
+            Refusal::TooMany => format!(
+                "too many prepared statements: a client may hold at most {}; close the ones \
+                 it no longer uses",
+                super::MAX_CLIENT_STATEMENTS
+            ),
         }
     }
 }
@@ -224,6 +232,10 @@ impl Rewrite<'_> {
     fn parse(&mut self, parse: Parse<'_>, range: &Range<usize>) {
         if self.sql(parse.query) {
             self.refuse(range, Refusal::SqlCommand, true);
+            return;
+        }
+        if self.client.full_for(parse.name) && !parse.name.is_empty() {
+            self.refuse(range, Refusal::TooMany, true);
             return;
         }
         if parse.name.is_empty() {

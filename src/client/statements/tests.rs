@@ -3,6 +3,7 @@
 //! would have answered.
 
 mod model;
+mod refusals;
 
 use bytes::BytesMut;
 
@@ -148,89 +149,6 @@ fn describe_of_a_portal_is_untouched_and_of_a_statement_renamed() {
 }
 
 #[test]
-fn binding_a_name_the_client_never_prepared_is_26000_never_another_clients() {
-    let (mut a, mut b) = (Client::new(), Client::new());
-    let mut up = Upstream::new(10);
-    a.send(&mut up, &Req::new().parse("S_1", "select secret").sync());
-    // b's own session would say 26000; the proxy says the same and nothing of a's runs.
-    let request = Req::new().bind("", "S_1").execute("").sync();
-    let heard = b.send(&mut up, &request);
-    assert_eq!(tags(&heard), "EZ");
-    assert!(frames(&heard)[0].1.contains("C26000"));
-    assert!(
-        frames(&heard)[0]
-            .1
-            .contains("prepared statement \"S_1\" does not exist")
-    );
-    assert!(ran(&heard).is_empty());
-    // An upstream name is no way in either.
-    let heard = b.send(
-        &mut up,
-        &Req::new()
-            .bind("", &name_of("select secret"))
-            .execute("")
-            .sync(),
-    );
-    assert_eq!(tags(&heard), "EZ");
-    let heard = b.send(&mut up, &Req::new().describe(b'S', "S_1").sync());
-    assert_eq!(tags(&heard), "EZ");
-}
-
-#[test]
-fn after_a_refusal_the_batch_is_skipped_to_sync_as_postgresql_does() {
-    let mut c = Client::new();
-    let mut up = Upstream::new(10);
-    c.send(&mut up, &Req::new().parse("s", "select 1").sync());
-    let request = Req::new()
-        .bind("", "s")
-        .execute("")
-        .bind("", "nope")
-        .execute("")
-        .parse("", "select 2")
-        .sync();
-    let (_, sent) = c.rewrite(&mut Upstream::new(10), &request);
-    assert_eq!(
-        tags(&sent),
-        "CPBEDS",
-        "a probe replaces the Bind, the rest waits for Sync"
-    );
-    let heard = c.send(&mut up, &request);
-    assert_eq!(tags(&heard), "2DCEZ");
-    // A batch split by Flush keeps skipping until its Sync.
-    let heard = c.send(&mut up, &Req::new().bind("", "nope").flush());
-    assert_eq!(tags(&heard), "E");
-    let (_, sent) = c.rewrite(&mut up, &Req::new().execute("").sync());
-    assert_eq!(tags(&sent), "S");
-    c.direct.run(&Req::new().execute("").sync());
-    let replies = up.pg.run(&sent);
-    up.filter(&replies, &mut BytesMut::new());
-    assert!(up.state.idle());
-    assert_eq!(
-        tags(&c.send(&mut up, &Req::new().bind("", "s").execute("").sync())),
-        "2DCZ"
-    );
-}
-
-#[test]
-fn another_clients_unnamed_statement_cannot_be_bound() {
-    let (mut a, mut b) = (Client::new(), Client::new());
-    let mut up = Upstream::new(10);
-    a.send(&mut up, &Req::new().parse("", "select secret").sync());
-    let heard = b.send(&mut up, &Req::new().bind("", "").execute("").sync());
-    assert_eq!(tags(&heard), "EZ");
-    assert!(
-        frames(&heard)[0]
-            .1
-            .contains("unnamed prepared statement does not exist")
-    );
-    // Its own, in a later transaction on the same upstream, it may.
-    assert_eq!(
-        ran(&a.send(&mut up, &Req::new().bind("", "").execute("").sync())),
-        ["select secret"]
-    );
-}
-
-#[test]
 fn close_forgets_the_clients_name_and_keeps_the_shared_statement() {
     let (mut a, mut b) = (Client::new(), Client::new());
     let mut up = Upstream::new(10);
@@ -340,41 +258,6 @@ fn a_parse_the_upstream_skipped_does_not_make_the_unnamed_statement_ours() {
 }
 
 #[test]
-fn sql_prepare_execute_deallocate_are_refused_with_0a000() {
-    let mut c = Client::new();
-    let mut up = Upstream::new(10);
-    for request in [
-        Req::new().query("PREPARE p AS SELECT 1"),
-        Req::new().query("select 1; EXECUTE p"),
-        Req::new().query("deallocate p"),
-    ] {
-        let heard = c.send_only(&mut up, &request);
-        assert_eq!(tags(&heard), "EZ");
-        assert!(
-            frames(&heard)[0].1.contains("C0A000"),
-            "{:?}",
-            frames(&heard)
-        );
-    }
-    let heard = c.send_only(
-        &mut up,
-        &Req::new()
-            .parse("", "execute p")
-            .bind("", "")
-            .execute("")
-            .sync(),
-    );
-    assert_eq!(tags(&heard), "EZ");
-    assert!(frames(&heard)[0].1.contains("C0A000"));
-    assert!(up.pg.received.iter().all(|&t| t != b'B' && t != b'E'));
-    // PREPARE TRANSACTION is not a statement.
-    assert_eq!(
-        tags(&c.send_only(&mut up, &Req::new().query("PREPARE TRANSACTION 'x'"))),
-        "CZ"
-    );
-}
-
-#[test]
 fn discard_all_forgets_the_clients_statements_and_the_upstreams() {
     let mut c = Client::new();
     let mut up = Upstream::new(10);
@@ -436,16 +319,6 @@ fn replies_that_fit_nothing_sent_are_errors() {
     assert!(up.state.on_reply(b'Z', &mut heard).is_err());
     // Asynchronous messages are fine anywhere.
     assert_eq!(up.state.on_reply(b'N', &mut heard), Ok(Verdict::Forward));
-}
-
-#[test]
-fn refusal_messages_are_postgresqls() {
-    assert_eq!(Refusal::Missing(b"S_1"[..].into()).code(), "26000");
-    assert_eq!(
-        Refusal::Missing(b"S_1"[..].into()).message(),
-        "prepared statement \"S_1\" does not exist"
-    );
-    assert_eq!(Refusal::SqlCommand.code(), "0A000");
 }
 
 #[test]

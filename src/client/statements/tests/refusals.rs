@@ -1,0 +1,153 @@
+//! What a client hears instead of another client's statement, or of something transaction
+//! mode cannot do: PostgreSQL's own errors, and the rest of the batch skipped to Sync.
+
+use super::*;
+
+#[test]
+fn binding_a_name_the_client_never_prepared_is_26000_never_another_clients() {
+    let (mut a, mut b) = (Client::new(), Client::new());
+    let mut up = Upstream::new(10);
+    a.send(&mut up, &Req::new().parse("S_1", "select secret").sync());
+    // b's own session would say 26000; the proxy says the same and nothing of a's runs.
+    let request = Req::new().bind("", "S_1").execute("").sync();
+    let heard = b.send(&mut up, &request);
+    assert_eq!(tags(&heard), "EZ");
+    assert!(frames(&heard)[0].1.contains("C26000"));
+    assert!(
+        frames(&heard)[0]
+            .1
+            .contains("prepared statement \"S_1\" does not exist")
+    );
+    assert!(ran(&heard).is_empty());
+    // An upstream name is no way in either.
+    let heard = b.send(
+        &mut up,
+        &Req::new()
+            .bind("", &name_of("select secret"))
+            .execute("")
+            .sync(),
+    );
+    assert_eq!(tags(&heard), "EZ");
+    let heard = b.send(&mut up, &Req::new().describe(b'S', "S_1").sync());
+    assert_eq!(tags(&heard), "EZ");
+}
+
+#[test]
+fn after_a_refusal_the_batch_is_skipped_to_sync_as_postgresql_does() {
+    let mut c = Client::new();
+    let mut up = Upstream::new(10);
+    c.send(&mut up, &Req::new().parse("s", "select 1").sync());
+    let request = Req::new()
+        .bind("", "s")
+        .execute("")
+        .bind("", "nope")
+        .execute("")
+        .parse("", "select 2")
+        .sync();
+    let (_, sent) = c.rewrite(&mut Upstream::new(10), &request);
+    assert_eq!(
+        tags(&sent),
+        "CPBEDS",
+        "a probe replaces the Bind, the rest waits for Sync"
+    );
+    let heard = c.send(&mut up, &request);
+    assert_eq!(tags(&heard), "2DCEZ");
+    // A batch split by Flush keeps skipping until its Sync.
+    let heard = c.send(&mut up, &Req::new().bind("", "nope").flush());
+    assert_eq!(tags(&heard), "E");
+    let (_, sent) = c.rewrite(&mut up, &Req::new().execute("").sync());
+    assert_eq!(tags(&sent), "S");
+    c.direct.run(&Req::new().execute("").sync());
+    let replies = up.pg.run(&sent);
+    up.filter(&replies, &mut BytesMut::new());
+    assert!(up.state.idle());
+    assert_eq!(
+        tags(&c.send(&mut up, &Req::new().bind("", "s").execute("").sync())),
+        "2DCZ"
+    );
+}
+
+#[test]
+fn another_clients_unnamed_statement_cannot_be_bound() {
+    let (mut a, mut b) = (Client::new(), Client::new());
+    let mut up = Upstream::new(10);
+    a.send(&mut up, &Req::new().parse("", "select secret").sync());
+    let heard = b.send(&mut up, &Req::new().bind("", "").execute("").sync());
+    assert_eq!(tags(&heard), "EZ");
+    assert!(
+        frames(&heard)[0]
+            .1
+            .contains("unnamed prepared statement does not exist")
+    );
+    // Its own, in a later transaction on the same upstream, it may.
+    assert_eq!(
+        ran(&a.send(&mut up, &Req::new().bind("", "").execute("").sync())),
+        ["select secret"]
+    );
+}
+
+#[test]
+fn a_client_holding_the_most_statements_is_refused_a_new_name_but_keeps_its_own() {
+    let mut c = Client::new();
+    let mut up = Upstream::new(10);
+    for i in 0..MAX_CLIENT_STATEMENTS {
+        c.statements
+            .insert(format!("s{i}").as_bytes(), b"select 1", b"");
+    }
+    let heard = c.send_only(&mut up, &Req::new().parse("one_more", "select 2").sync());
+    assert_eq!(tags(&heard), "EZ", "{:?}", frames(&heard));
+    assert!(
+        frames(&heard)[0].1.contains("C53400"),
+        "{:?}",
+        frames(&heard)
+    );
+    assert_eq!(c.statements.len(), MAX_CLIENT_STATEMENTS);
+    // A name it already holds may still be prepared again.
+    let heard = c.send_only(&mut up, &Req::new().parse("s7", "select 3").sync());
+    assert_eq!(tags(&heard), "1Z", "{:?}", frames(&heard));
+}
+
+#[test]
+fn sql_prepare_execute_deallocate_are_refused_with_0a000() {
+    let mut c = Client::new();
+    let mut up = Upstream::new(10);
+    for request in [
+        Req::new().query("PREPARE p AS SELECT 1"),
+        Req::new().query("select 1; EXECUTE p"),
+        Req::new().query("deallocate p"),
+    ] {
+        let heard = c.send_only(&mut up, &request);
+        assert_eq!(tags(&heard), "EZ");
+        assert!(
+            frames(&heard)[0].1.contains("C0A000"),
+            "{:?}",
+            frames(&heard)
+        );
+    }
+    let heard = c.send_only(
+        &mut up,
+        &Req::new()
+            .parse("", "execute p")
+            .bind("", "")
+            .execute("")
+            .sync(),
+    );
+    assert_eq!(tags(&heard), "EZ");
+    assert!(frames(&heard)[0].1.contains("C0A000"));
+    assert!(up.pg.received.iter().all(|&t| t != b'B' && t != b'E'));
+    // PREPARE TRANSACTION is not a statement.
+    assert_eq!(
+        tags(&c.send_only(&mut up, &Req::new().query("PREPARE TRANSACTION 'x'"))),
+        "CZ"
+    );
+}
+
+#[test]
+fn refusal_messages_are_postgresqls() {
+    assert_eq!(Refusal::Missing(b"S_1"[..].into()).code(), "26000");
+    assert_eq!(
+        Refusal::Missing(b"S_1"[..].into()).message(),
+        "prepared statement \"S_1\" does not exist"
+    );
+    assert_eq!(Refusal::SqlCommand.code(), "0A000");
+}
