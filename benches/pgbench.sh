@@ -9,6 +9,9 @@ set -euo pipefail
 # ---- knobs (environment) -------------------------------------------------------------------
 MODE=${MODE:-transaction}      # pool mode of both proxies: transaction | session
 PROTOCOL=${PROTOCOL:-simple}   # pgbench -M: simple | extended | prepared
+# pgbench -M against PgBouncer; unset = PROTOCOL, except `extended` when PROTOCOL=prepared in
+# transaction mode and the PgBouncer found predates 1.21 (it cannot serve `prepared` there).
+PGBOUNCER_PROTOCOL=${PGBOUNCER_PROTOCOL:-}
 SCENARIO=${SCENARIO:-select}   # select (-S) | tpcb (pgbench default) | rotation (see below)
 ROUNDS=${ROUNDS:-3}
 # Seconds per run; a rotation run needs room for several leases.
@@ -41,6 +44,8 @@ loud() { printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 validate_knobs() {
   [[ $MODE == transaction || $MODE == session ]] || die "MODE must be transaction or session"
   [[ $PROTOCOL =~ ^(simple|extended|prepared)$ ]] || die "PROTOCOL must be simple, extended or prepared"
+  [[ -z $PGBOUNCER_PROTOCOL || $PGBOUNCER_PROTOCOL =~ ^(simple|extended|prepared)$ ]] ||
+    die "PGBOUNCER_PROTOCOL must be simple, extended or prepared"
   [[ $SCENARIO =~ ^(select|tpcb|rotation)$ ]] || die "SCENARIO must be select, tpcb or rotation"
   [[ $ROTATION_WORKLOAD =~ ^(select|tpcb)$ ]] || die "ROTATION_WORKLOAD must be select or tpcb"
   local n
@@ -295,7 +300,16 @@ start_pgbouncer() {
   version=$(pgbouncer --version | awk 'NR == 1 {print $2}')
   PGBOUNCER_VERSION=$version
   # Protocol-level prepared statements in transaction mode arrived in PgBouncer 1.21.
-  if [[ $PROTOCOL == prepared ]] && printf '1.21\n%s\n' "$version" | sort -V -C; then
+  local prepared_ok=0
+  printf '1.21\n%s\n' "$version" | sort -V -C && prepared_ok=1
+  if [[ -z $PGBOUNCER_PROTOCOL ]]; then
+    PGBOUNCER_PROTOCOL=$PROTOCOL
+    if [[ $PROTOCOL == prepared && $MODE == transaction ]] && ((!prepared_ok)); then
+      PGBOUNCER_PROTOCOL=extended
+      log "pgbouncer $version cannot serve -M prepared in transaction mode: it runs -M extended"
+    fi
+  fi
+  if [[ $PGBOUNCER_PROTOCOL == prepared ]] && ((prepared_ok)); then
     extra="max_prepared_statements = 200"
   fi
   cat >"$dir/pgbouncer.ini" <<EOF
@@ -359,8 +373,14 @@ target_pid() {
   esac
 }
 
+# The pgbench -M a target is run with: PROTOCOL, or PGBOUNCER_PROTOCOL for PgBouncer.
+target_protocol() {
+  if [[ ${1:-} == pgbouncer ]]; then echo "${PGBOUNCER_PROTOCOL:-$PROTOCOL}"; else echo "$PROTOCOL"; fi
+}
+
+# pgbench's arguments for target $1 (pglease when left out).
 pgbench_args() {
-  local args=(-n -c "$CLIENTS" -j "$THREADS" -M "$PROTOCOL")
+  local args=(-n -c "$CLIENTS" -j "$THREADS" -M "$(target_protocol "${1:-pglease}")")
   if [[ $SCENARIO == select || ($SCENARIO == rotation && $ROTATION_WORKLOAD == select) ]]; then
     args+=(-S)
   fi
@@ -376,7 +396,7 @@ run_one() {
   pid=$(target_pid "$target")
   out=$TMP/run-$target-$round.log
   local -a args
-  mapfile -t args < <(pgbench_args)
+  mapfile -t args < <(pgbench_args "$target")
   before=$(cpu_ticks "$pid")
   PGPASSWORD=$BENCH_PASSWORD "$PGBENCH" "${args[@]}" -T "$DURATION" -h 127.0.0.1 \
     -p "$port" -U bench bench >"$out" 2>&1 || rc=$?
@@ -400,8 +420,8 @@ run_one() {
 warm_up() {
   local target port
   local -a args
-  mapfile -t args < <(pgbench_args)
   for target in "$@"; do
+    mapfile -t args < <(pgbench_args "$target")
     port=$(target_port "$target")
     log "warm-up ${WARMUP}s: $target"
     PGPASSWORD=$BENCH_PASSWORD "$PGBENCH" "${args[@]}" -T "$WARMUP" -h 127.0.0.1 \
@@ -607,12 +627,13 @@ report() {
   printf '\npgbench %s-T %s, %s round(s); MODE=%s POOL_SIZE=%s; PostgreSQL %s; pgbouncer %s; %s CPUs\n' \
     "$args" "$DURATION" "$ROUNDS" "$MODE" "$POOL_SIZE" "$("$PSQL" --version | awk '{print $3}')" \
     "${PGBOUNCER_VERSION:-${MISSING[pgbouncer]:-not run}}" "$(nproc)"
+  header+=$(printf ' %-9s' "-M")
   for ((r = 1; r <= ROUNDS; r++)); do header+=$(printf ' %9s ' "r$r tps"); done
   printf '%s %11s %10s %11s %7s %7s\n' "$header" "median tps" "lat ms" "cpu us/txn" failed aborted
   declare -gA MED_TPS=() CPU_US=()
   for t in "${targets[@]}"; do
     local line
-    line=$(printf '%-10s' "$t")
+    line=$(printf '%-10s %-9s' "$t" "$(target_protocol "$t")")
     for ((r = 1; r <= ROUNDS; r++)); do
       line+=$(awk -v t="$t" -v r="$r" '$1 == t && $2 == r {printf " %9.0f%s", $3, ($8 != 0 ? "!" : " ")}' "$TMP/results")
     done
@@ -632,7 +653,11 @@ report() {
     printf '%s %11.0f %10.3f %11s %7s %7s\n' "$line" "${MED_TPS[$t]}" "$lat" "$cpu" "$failed" "$aborted"
   done
   echo
-  ratio pglease pgbouncer "pglease/pgbouncer tps" MED_TPS
+  local versus=""
+  if [[ $(target_protocol pglease) != $(target_protocol pgbouncer) ]]; then
+    versus=" (pglease -M $(target_protocol pglease), pgbouncer -M $(target_protocol pgbouncer))"
+  fi
+  ratio pglease pgbouncer "pglease/pgbouncer tps$versus" MED_TPS
   ratio pglease direct "pglease/direct    tps" MED_TPS
   ratio pglease pgbouncer "pglease/pgbouncer cpu/txn" CPU_US
 }
