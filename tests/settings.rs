@@ -8,7 +8,9 @@ mod common;
 #[allow(dead_code)]
 mod wire;
 
-use common::{TestDb, client_config, connect_app, describe, fresh_db, proxy_toml, start_proxy, superuser};
+use common::{
+    TestDb, client_config, connect_app, describe, fresh_db, proxy_toml, start_proxy, superuser,
+};
 use pglease::app::Proxy;
 use tokio_postgres::{Client, NoTls};
 
@@ -18,12 +20,19 @@ const SHOW: &str = "SELECT current_setting('statement_timeout') || ',' || \
     current_user::text";
 
 async fn show(client: &Client) -> String {
-    let row = client.query_one(SHOW, &[]).await.unwrap_or_else(|e| panic!("{}", describe(&e)));
+    let row = client
+        .query_one(SHOW, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
     row.get(0)
 }
 
 async fn pid(client: &Client) -> i32 {
-    client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// A role the lease's login role is a member of, so it may `SET ROLE` to it.
@@ -89,7 +98,10 @@ async fn settings_follow_their_client_onto_another_upstream() {
     let first = pid(&a).await;
     // Two open transactions take both upstreams; the one on A's upstream stays open, so A's
     // next transaction must run on the other.
-    let (c, d) = (connect_app(&proxy, &db).await, connect_app(&proxy, &db).await);
+    let (c, d) = (
+        connect_app(&proxy, &db).await,
+        connect_app(&proxy, &db).await,
+    );
     for x in [&c, &d] {
         x.batch_execute("BEGIN").await.unwrap();
     }
@@ -118,21 +130,41 @@ async fn reset_discard_and_rollback_return_to_the_startup_values() {
     let b = connect_app(&proxy, &db).await;
     let defaults = show(&b).await;
     let startup = "11s,\"$user\", public,boot_app";
-    assert!(show(&a).await.starts_with(startup), "startup values applied");
-    for reset in ["RESET statement_timeout; RESET application_name", "RESET ALL", "DISCARD ALL"] {
+    assert!(
+        show(&a).await.starts_with(startup),
+        "startup values applied"
+    );
+    for reset in [
+        "RESET statement_timeout; RESET application_name",
+        "RESET ALL",
+        "DISCARD ALL",
+    ] {
         a.batch_execute("SET statement_timeout = '3s'; SET application_name = 'changed'")
             .await
             .unwrap();
         assert_eq!(show(&b).await, defaults);
         a.batch_execute(reset).await.unwrap();
-        assert!(show(&a).await.starts_with(startup), "after {reset}: {}", show(&a).await);
+        assert!(
+            show(&a).await.starts_with(startup),
+            "after {reset}: {}",
+            show(&a).await
+        );
         assert_eq!(show(&b).await, defaults);
     }
-    a.batch_execute("BEGIN; SET statement_timeout = '4s'; ROLLBACK").await.unwrap();
-    assert!(show(&a).await.starts_with(startup), "a rolled-back SET is undone");
-    a.batch_execute("BEGIN; SET LOCAL statement_timeout = '5s'; COMMIT").await.unwrap();
+    a.batch_execute("BEGIN; SET statement_timeout = '4s'; ROLLBACK")
+        .await
+        .unwrap();
+    assert!(
+        show(&a).await.starts_with(startup),
+        "a rolled-back SET is undone"
+    );
+    a.batch_execute("BEGIN; SET LOCAL statement_timeout = '5s'; COMMIT")
+        .await
+        .unwrap();
     assert!(show(&a).await.starts_with(startup), "SET LOCAL stays local");
-    a.batch_execute("SELECT set_config('statement_timeout', '6s', false)").await.unwrap();
+    a.batch_execute("SELECT set_config('statement_timeout', '6s', false)")
+        .await
+        .unwrap();
     assert_eq!(show(&b).await, defaults, "set_config is tracked too");
     assert!(show(&a).await.starts_with("6s,"));
 }
@@ -143,15 +175,13 @@ async fn a_client_that_vanishes_mid_request_leaves_nothing_behind() {
     let proxy = start_proxy(&proxy_toml(&db, "transaction", 1, "")).await;
     let b = connect_app(&proxy, &db).await;
     let defaults = show(&b).await;
-    let (a, task) = common::try_connect_with_task(
-        proxy.local_addr(),
-        &db.user,
-        &db.password,
-        &db.name,
-    )
-    .await
-    .unwrap();
-    a.batch_execute("BEGIN; SET statement_timeout = '9s'").await.unwrap();
+    let (a, task) =
+        common::try_connect_with_task(proxy.local_addr(), &db.user, &db.password, &db.name)
+            .await
+            .unwrap();
+    a.batch_execute("BEGIN; SET statement_timeout = '9s'")
+        .await
+        .unwrap();
     let sleeper = tokio::spawn(async move { a.batch_execute("SELECT pg_sleep(60)").await });
     let admin = superuser().await;
     for _ in 0..200 {
@@ -190,7 +220,11 @@ async fn application_name_reaches_postgres_in_both_modes() {
             .await
             .unwrap();
         assert_eq!(row.get::<_, String>(0), "seen_app", "{mode} mode");
-        let path: String = client.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+        let path: String = client
+            .query_one("SHOW search_path", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(path, "foo", "{mode} mode: options -c applied");
     }
 }
@@ -220,7 +254,11 @@ async fn the_greeting_reports_values_as_postgres_does_and_bad_ones_are_refused()
     .await
     .unwrap_or_else(|e| panic!("login refused: {e:?}"));
     let param = |name: &str| {
-        greeted.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        greeted
+            .params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     };
     assert_eq!(param("client_encoding").as_deref(), Some("UTF8"));
     assert_eq!(param("DateStyle").as_deref(), Some("SQL, DMY"));
@@ -231,7 +269,11 @@ async fn the_greeting_reports_values_as_postgres_does_and_bad_ones_are_refused()
         (&[("options", "-X")], "08P01", "-X"),
         (&[("options", "-c role=x")], "42501", "role"),
         (&[("role", "x")], "42501", "role"),
-        (&[("session_authorization", "x")], "42501", "session_authorization"),
+        (
+            &[("session_authorization", "x")],
+            "42501",
+            "session_authorization",
+        ),
         (&[("replication", "1")], "08P01", "replication"),
     ];
     for (extra, want_code, named) in refused {
@@ -240,7 +282,11 @@ async fn the_greeting_reports_values_as_postgres_does_and_bad_ones_are_refused()
         else {
             panic!("{extra:?} was accepted");
         };
-        assert_eq!((severity.as_str(), code.as_str()), ("FATAL", want_code), "{extra:?}: {message}");
+        assert_eq!(
+            (severity.as_str(), code.as_str()),
+            ("FATAL", want_code),
+            "{extra:?}: {message}"
+        );
         assert!(message.contains(named), "{extra:?}: {message}");
     }
     // A refused value left nothing behind: the next client logs in and is served.

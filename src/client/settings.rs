@@ -61,7 +61,10 @@ pub const REPORTED: &[&str] = &[
 
 /// The reported name of a lower-case parameter name, when it is a reported parameter.
 pub fn reported_name(name: &str) -> Option<&'static str> {
-    REPORTED.iter().copied().find(|r| r.eq_ignore_ascii_case(name))
+    REPORTED
+        .iter()
+        .copied()
+        .find(|r| r.eq_ignore_ascii_case(name))
 }
 
 /// One client's settings.

@@ -52,7 +52,8 @@ use exchange::{bounded, recreate, simple};
 /// statement and channel, as (kind, hex UTF-8 text, hex UTF-8 text, from_sql, parameter OIDs),
 /// and one row with the session user and role. `pg_settings` never lists `role` or
 /// `session_authorization`, so those two are read on their own.
-const CAPTURE: &str = concat!("\
+const CAPTURE: &str = concat!(
+    "\
 SELECT 'pin', 'temp', NULL, NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_class
     WHERE relnamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema())
 UNION ALL
@@ -63,7 +64,9 @@ UNION ALL
 SELECT 'pin', 'hold', NULL, NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_cursors
     WHERE is_holdable)
 UNION ALL
-", settings_rows!(), "
+",
+    settings_rows!(),
+    "
 UNION ALL
 SELECT 'prepare', pg_catalog.encode(pg_catalog.convert_to(name, 'UTF8'), 'hex'),
     pg_catalog.encode(pg_catalog.convert_to(statement, 'UTF8'), 'hex'),
@@ -71,7 +74,8 @@ SELECT 'prepare', pg_catalog.encode(pg_catalog.convert_to(name, 'UTF8'), 'hex'),
     FROM pg_catalog.pg_prepared_statements
 UNION ALL
 SELECT 'listen', pg_catalog.encode(pg_catalog.convert_to(c, 'UTF8'), 'hex'), NULL, NULL, NULL
-    FROM pg_catalog.pg_listening_channels() c");
+    FROM pg_catalog.pg_listening_channels() c"
+);
 
 /// The part of [`CAPTURE`] that reads the session's settings: one `who` row (session user and
 /// role) and one `set` row per setting made in the session, as hex of UTF-8 text. A macro, so
@@ -324,7 +328,10 @@ pub struct Settings {
 }
 
 /// Reads the settings of the idle session on `up` ([`SETTINGS`]).
-pub async fn read_settings(up: &mut Upstream, timeout: Duration) -> Result<Settings, UpstreamError> {
+pub async fn read_settings(
+    up: &mut Upstream,
+    timeout: Duration,
+) -> Result<Settings, UpstreamError> {
     let mut found = Settings::default();
     for row in query(up, SETTINGS, timeout).await? {
         let mut columns = row.into_iter();

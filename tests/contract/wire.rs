@@ -33,7 +33,10 @@ impl Wire {
         params: &[(&str, &str)],
         password: &str,
     ) -> Result<Wire, (String, String, String)> {
-        let user = params.iter().find(|(k, _)| *k == "user").map_or("", |(_, v)| *v);
+        let user = params
+            .iter()
+            .find(|(k, _)| *k == "user")
+            .map_or("", |(_, v)| *v);
         let mut out = BytesMut::new();
         frontend::startup_message(params.iter().copied(), &mut out).unwrap();
         let mut wire = Wire {

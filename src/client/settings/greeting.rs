@@ -24,9 +24,12 @@ use crate::upstream::UpstreamError;
 /// Most entries one pool's cache holds; past it, the cache starts over.
 const MAX_ENTRIES: usize = 1024;
 
-/// One pool's cache of reported values, by (lower-case name, value as sent).
+/// A setting as a client sent it: (lower-case name, value).
+type Sent = (Box<str>, Box<str>);
+
+/// One pool's cache of reported values, by setting as sent.
 #[derive(Debug, Default)]
-pub struct ReportedCache(Mutex<HashMap<(Box<str>, Box<str>), Box<str>>>);
+pub struct ReportedCache(Mutex<HashMap<Sent, Box<str>>>);
 
 impl ReportedCache {
     /// The reported value of every setting in `map`, or `None` when any is missing.
@@ -95,7 +98,10 @@ async fn ask_postgres(pool: &Pool, map: &Map) -> Result<Vec<Box<str>>, ClientErr
         Ok(made) => {
             let mut reported = Vec::with_capacity(map.len());
             for (name, _) in map {
-                let value = made.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+                let value = made
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str());
                 reported.push(value.unwrap_or_default().into());
             }
             Ok(reported)

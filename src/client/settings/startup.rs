@@ -79,7 +79,10 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, ClientError> {
         } else if let Some(rest) = word.strip_prefix("-c") {
             rest.to_owned()
         } else {
-            return Err(bad_option(&word, "is not supported by pglease (only -c and --name=value)"));
+            return Err(bad_option(
+                &word,
+                "is not supported by pglease (only -c and --name=value)",
+            ));
         };
         let Some((name, value)) = assignment.split_once('=') else {
             return Err(bad_option(&assignment, "requires a value (name=value)"));
@@ -145,7 +148,10 @@ mod tests {
     fn options_switches_parse_with_escapes_and_params_win() {
         let s = startup(&[
             ("user", "u"),
-            ("options", r"-c search_path=a\ b --statement-timeout=5s -cwork_mem=1MB"),
+            (
+                "options",
+                r"-c search_path=a\ b --statement-timeout=5s -cwork_mem=1MB",
+            ),
             ("work_mem", "2MB"),
             ("DateStyle", "ISO"),
         ]);

@@ -3,19 +3,29 @@
 use super::*;
 
 fn map(pairs: &[(&str, &str)]) -> Map {
-    pairs.iter().map(|(n, v)| ((*n).into(), (*v).into())).collect()
+    pairs
+        .iter()
+        .map(|(n, v)| ((*n).into(), (*v).into()))
+        .collect()
 }
 
 #[test]
 fn prelude_resets_role_first_sets_it_after_the_others_and_encoding_last() {
     let have = map(&[("role", "r1"), ("work_mem", "1MB"), ("x.y", "1")]);
-    let wanted = map(&[("client_encoding", "LATIN1"), ("role", "r1"), ("work_mem", "1MB")]);
+    let wanted = map(&[
+        ("client_encoding", "LATIN1"),
+        ("role", "r1"),
+        ("work_mem", "1MB"),
+    ]);
     let (sql, set) = prelude(&have, &wanted, false);
     let order: Vec<&str> = set.iter().map(|n| &**n).collect();
     assert_eq!(order, ["role", "client_encoding"]);
     assert!(sql.starts_with("RESET role;"), "{sql}");
     assert!(sql.contains("RESET \"x.y\";"), "{sql}");
-    assert!(!sql.contains("'work_mem'"), "unchanged settings are left alone: {sql}");
+    assert!(
+        !sql.contains("'work_mem'"),
+        "unchanged settings are left alone: {sql}"
+    );
     let role = sql.find("'role'").unwrap();
     assert!(role < sql.find("'client_encoding'").unwrap(), "{sql}");
 }
@@ -32,7 +42,9 @@ fn prelude_with_all_sets_everything_again() {
 fn set_config_is_found_in_any_case_and_nowhere_else() {
     assert!(mentions_set_config(b"select SET_CONFIG('a','b',false)"));
     assert!(mentions_set_config(b"pg_catalog.set_config"));
-    assert!(!mentions_set_config(b"select current_setting('x'), set_conf"));
+    assert!(!mentions_set_config(
+        b"select current_setting('x'), set_conf"
+    ));
     assert!(!mentions_set_config(b"_"));
     assert!(!mentions_set_config(b""));
 }
