@@ -235,6 +235,7 @@ fn build_pools(
                 pool,
                 mode: db.pool_mode,
                 reset_query: db.reset_query.as_str().into(),
+                reported: Arc::default(),
             };
             pools.insert(&db.name, &user.name, entry);
         }

@@ -10,6 +10,7 @@ use tracing::Span;
 
 use super::ClientError;
 use super::cancel::CancelKey;
+use super::settings::{ClientSettings, greeting};
 use super::shared::{PoolEntry, Shared};
 use crate::auth::{AuthError, SCRAM_SHA_256, ScramExchange, md5_verify};
 use crate::config::AuthType;
@@ -30,6 +31,8 @@ pub struct Login {
     pub cancel: CancelKey,
     /// Bytes the client sent after its last login message (pipelined first query).
     pub pending: BytesMut,
+    /// Its settings, from its startup parameters.
+    pub settings: ClientSettings,
 }
 
 /// Runs the login phase. `Ok(None)` for a connection that only carried a CancelRequest.
@@ -80,6 +83,8 @@ pub async fn login(
     let pool = shared.pool(&database, &user).ok_or_else(|| {
         ClientError::refused("3D000", format!("database \"{database}\" does not exist"))
     })?;
+    let wanted = super::settings::startup::settings(&startup)?;
+    let judged = greeting::judge(&pool.pool, &pool.reported, wanted).await?;
     let params = pool.pool.server_params().await.map_err(|e| {
         tracing::warn!(error = %e, "cannot reach the upstream to greet a client");
         ClientError::refused("08006", format!("upstream unavailable: {e}"))
@@ -87,11 +92,8 @@ pub async fn login(
     let cancel = shared.cancels.register();
     backend::auth_ok(&mut out);
     for (name, value) in params.iter() {
-        let value = match (name.as_str(), startup.get(name)) {
-            // Echo what the client set for itself; the upstream's value is the pool's.
-            ("application_name", Some(v)) => v,
-            _ => value.as_str(),
-        };
+        // What the client set for itself, as PostgreSQL reports it; the rest is the pool's.
+        let value = judged.reported(name).unwrap_or(value);
         backend::parameter_status(&mut out, name, value);
     }
     backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
@@ -102,6 +104,7 @@ pub async fn login(
         pool,
         cancel,
         pending: buf,
+        settings: judged.settings,
     }))
 }
 

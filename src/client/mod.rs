@@ -7,6 +7,7 @@ pub mod cancel;
 pub mod handshake;
 pub mod relay;
 pub mod session;
+pub mod settings;
 pub mod shared;
 pub mod statements;
 pub mod stop;
@@ -38,6 +39,10 @@ pub enum ClientError {
     /// The client was refused with a FATAL error (already sent to it).
     #[error("{code}: {message}")]
     Refused { code: &'static str, message: String },
+    /// The client was refused with a FATAL error PostgreSQL itself gave (its startup
+    /// settings were refused), passed on as PostgreSQL worded it.
+    #[error("{code}: {message}")]
+    RefusedUpstream { code: String, message: String },
 }
 
 impl ClientError {
@@ -82,6 +87,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
 pub(crate) async fn refuse(stream: &mut TcpStream, e: &ClientError) {
     let (code, message) = match e {
         ClientError::Refused { code, message } => (*code, message.as_str()),
+        ClientError::RefusedUpstream { code, message } => (code.as_str(), message.as_str()),
         ClientError::Protocol(_) => ("08P01", "invalid frontend message"),
         ClientError::Io(_) => return,
     };

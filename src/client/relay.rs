@@ -27,6 +27,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use super::settings::mentions_set_config;
 use super::statements::ReplyError;
 use super::tracked::{self, Filter, Tracking};
 use crate::credentials::LeaseEnd;
@@ -74,6 +75,9 @@ pub struct Tracker {
     /// PostgreSQL sent bytes after the ReadyForQuery that ended the last request; they were
     /// dropped and the upstream must be closed.
     pub unsolicited: bool,
+    /// Transaction mode: something relayed may have changed the session's settings
+    /// (see [`super::settings`]); the session reads them before the upstream goes back.
+    pub settings_changed: bool,
     idle_point: bool,
 }
 
@@ -84,6 +88,7 @@ impl Default for Tracker {
             status: b'I',
             terminated: false,
             unsolicited: false,
+            settings_changed: false,
             idle_point: false,
         }
     }
@@ -292,6 +297,7 @@ fn poll_send(
         if n == 0 {
             return Poll::Pending;
         }
+        t.settings_changed |= release_on_idle && mentions_set_config(&b.c2u[..n]);
         let w = ready!(poll_write(upstream, &b.c2u[..n], cx)).map_err(RelayEnd::UpstreamIo)?;
         b.c2u.advance(w);
         b.fscan.consumed(w);
@@ -305,6 +311,7 @@ fn poll_send(
     tracked::filter_replies(b, tr.upstream).map_err(RelayEnd::UpstreamMismatch)?;
     scan_backend(b, t, release_on_idle, true).map_err(RelayEnd::UpstreamProtocol)?;
     if !b.send.is_empty() {
+        t.settings_changed |= release_on_idle && mentions_set_config(&b.send);
         let w = ready!(poll_write(upstream, &b.send, cx)).map_err(RelayEnd::UpstreamIo)?;
         b.send.advance(w);
         return Poll::Ready(Ok(()));
@@ -312,6 +319,7 @@ fn poll_send(
     if b.approved == 0 {
         return Poll::Pending;
     }
+    t.settings_changed |= release_on_idle && mentions_set_config(&b.c2u[..b.approved]);
     let w = ready!(poll_write(upstream, &b.c2u[..b.approved], cx)).map_err(RelayEnd::UpstreamIo)?;
     b.c2u.advance(w);
     b.fscan.consumed(w);
@@ -334,7 +342,9 @@ fn scan_backend(
         } else {
             &b.u2c[..]
         };
-        let Some(status) = b.bscan.scan(judged)? else {
+        let scanned = b.bscan.scan(judged);
+        t.settings_changed |= b.bscan.take_settings_changed();
+        let Some(status) = scanned? else {
             return Ok(());
         };
         t.pending = t.pending.saturating_sub(1);

@@ -24,6 +24,7 @@ use crate::protocol::backend::{self, Severity};
 /// How long cleanup statements (ROLLBACK, the reset query) may take before the upstream is
 /// closed instead.
 mod cleanup;
+mod settings;
 
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -49,6 +50,8 @@ pub struct Session {
     /// Transaction mode with `max_prepared_statements` above 0: the client's named prepared
     /// statements, recreated on whichever upstream serves it.
     statements: Option<ClientStatements>,
+    /// The client's session settings, put on every upstream before it serves the client.
+    settings: super::settings::ClientSettings,
     /// Session mode: why the last move was refused, named in the error the session ends with
     /// if its lease reaches its hard deadline.
     pinned_by: Option<String>,
@@ -74,6 +77,7 @@ impl Session {
         let tracked =
             login.pool.mode == PoolMode::Transaction && shared.max_prepared_statements > 0;
         Session {
+            settings: std::mem::take(&mut login.settings),
             statements: tracked.then(ClientStatements::new),
             registration,
             pinned_by: None,
@@ -112,6 +116,9 @@ impl Session {
                     continue;
                 }
             };
+            let Some(up) = self.put_settings(up).await? else {
+                continue;
+            };
             self.request_ready = false;
             if let Some(up) = self.serve_on(up).await? {
                 if std::mem::take(&mut self.track.unsolicited) {
@@ -120,7 +127,7 @@ impl Session {
                     // Not handed on while a cancel this client sent may still reach it.
                     up.discard(CloseReason::CancelUnsettled);
                 } else {
-                    drop(up);
+                    self.learn_settings(up).await;
                 }
                 self.flush_client().await?;
                 self.shrink_buffers();
@@ -182,6 +189,8 @@ impl Session {
                     up = next;
                     match moved {
                         Move::Moved => {
+                            // The move recreated the session's settings on the new upstream.
+                            self.settings.moved_onto(&mut up);
                             examined = up.generation();
                             self.pinned_by = None;
                         }
@@ -354,10 +363,16 @@ impl Session {
             CheckoutError::Closed => "57P01",
         };
         debug!(error = %e, "request refused");
+        self.refuse_request(code, &e.to_string()).await
+    }
+
+    /// Answers the buffered request with one error (and its ReadyForQuery replies) without
+    /// running it; the client stays connected.
+    async fn refuse_request(&mut self, code: &str, message: &str) -> Result<(), ClientError> {
         self.bufs.fscan.discard_scanned(&mut self.bufs.c2u);
         self.request_ready = false;
         let out = &mut self.bufs.u2c;
-        backend::error_response(out, Severity::Error, code, &e.to_string());
+        backend::error_response(out, Severity::Error, code, message);
         for _ in 0..self.track.pending {
             backend::ready_for_query(out, b'I');
         }

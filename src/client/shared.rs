@@ -24,6 +24,8 @@ pub struct PoolEntry {
     pub mode: PoolMode,
     /// Run before a session-mode upstream is reused.
     pub reset_query: Arc<str>,
+    /// How PostgreSQL reports the startup settings clients of this pool sent.
+    pub reported: Arc<super::settings::greeting::ReportedCache>,
 }
 
 /// The pools by database name, then local user name.

@@ -27,6 +27,11 @@ pub enum CloseReason {
     CancelUnsettled,
     /// A session move could not recreate the session's state on it.
     MoveFailed,
+    /// Transaction mode: what its last client left set on it could not be read (the read
+    /// failed, or showed a changed session user), so it cannot be handed to anyone else.
+    SettingsUnknown,
+    /// Putting a client's settings on it failed.
+    SettingsFailed,
     /// A replacement the pool had no use for any more.
     NotNeeded,
     /// Its lease reached its hard deadline while a client still used it.
@@ -51,6 +56,8 @@ impl CloseReason {
             CloseReason::CleanupFailed => "cleanup_failed",
             CloseReason::CancelUnsettled => "cancel_unsettled",
             CloseReason::MoveFailed => "move_failed",
+            CloseReason::SettingsUnknown => "settings_unknown",
+            CloseReason::SettingsFailed => "settings_failed",
             CloseReason::NotNeeded => "not_needed",
             CloseReason::Deadline => "deadline",
             CloseReason::Shutdown => "shutdown",
@@ -82,6 +89,8 @@ mod tests {
             CloseReason::CleanupFailed,
             CloseReason::CancelUnsettled,
             CloseReason::MoveFailed,
+            CloseReason::SettingsUnknown,
+            CloseReason::SettingsFailed,
             CloseReason::NotNeeded,
             CloseReason::Deadline,
             CloseReason::Shutdown,

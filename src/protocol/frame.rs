@@ -27,6 +27,21 @@ pub struct BackendScanner {
     scanned: usize,
     /// Body bytes of the current frame not yet in the buffer.
     remaining: usize,
+    /// A frame was seen that may mean the session's settings changed (see
+    /// [`may_change_settings`]); taken with [`BackendScanner::take_settings_changed`].
+    settings_changed: bool,
+}
+
+/// True for a backend frame that may mean a session setting changed: a ParameterStatus, or a
+/// CommandComplete tagged `SET`, `RESET` or `DISCARD ALL`. `body` is `None` when the frame has
+/// not fully arrived, which counts as a change (the rare cost is one extra look).
+#[inline]
+pub fn may_change_settings(tag: u8, body: Option<&[u8]>) -> bool {
+    match tag {
+        b'S' => true,
+        b'C' => body.is_none_or(|b| matches!(b, b"SET\0" | b"RESET\0" | b"DISCARD ALL\0")),
+        _ => false,
+    }
 }
 
 impl BackendScanner {
@@ -62,9 +77,19 @@ impl BackendScanner {
                 self.scanned += 6;
                 return Ok(Some(status));
             }
+            if tag == b'C' || tag == b'S' {
+                let body = buf.get(self.scanned + 5..self.scanned + 1 + len);
+                self.settings_changed |= may_change_settings(tag, body);
+            }
             self.scanned += 5;
             self.remaining = len - 4;
         }
+    }
+
+    /// Whether a frame scanned since the last call may have changed settings.
+    #[inline]
+    pub fn take_settings_changed(&mut self) -> bool {
+        std::mem::take(&mut self.settings_changed)
     }
 
     /// How many bytes at the front of the buffer may be written to the client.

@@ -52,7 +52,8 @@ use exchange::{bounded, recreate, simple};
 /// statement and channel, as (kind, hex UTF-8 text, hex UTF-8 text, from_sql, parameter OIDs),
 /// and one row with the session user and role. `pg_settings` never lists `role` or
 /// `session_authorization`, so those two are read on their own.
-const CAPTURE: &str = "\
+const CAPTURE: &str = concat!(
+    "\
 SELECT 'pin', 'temp', NULL, NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_class
     WHERE relnamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema())
 UNION ALL
@@ -63,14 +64,9 @@ UNION ALL
 SELECT 'pin', 'hold', NULL, NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_cursors
     WHERE is_holdable)
 UNION ALL
-SELECT 'who', pg_catalog.encode(pg_catalog.convert_to(SESSION_USER::pg_catalog.text, 'UTF8'), 'hex'),
-    pg_catalog.encode(pg_catalog.convert_to(pg_catalog.current_setting('role'), 'UTF8'), 'hex'),
-    NULL, NULL
-UNION ALL
-SELECT 'set', pg_catalog.encode(pg_catalog.convert_to(name, 'UTF8'), 'hex'),
-    pg_catalog.encode(pg_catalog.convert_to(pg_catalog.current_setting(name), 'UTF8'), 'hex'),
-    NULL, NULL
-    FROM pg_catalog.pg_settings WHERE source OPERATOR(pg_catalog.=) 'session'
+",
+    settings_rows!(),
+    "
 UNION ALL
 SELECT 'prepare', pg_catalog.encode(pg_catalog.convert_to(name, 'UTF8'), 'hex'),
     pg_catalog.encode(pg_catalog.convert_to(statement, 'UTF8'), 'hex'),
@@ -78,7 +74,29 @@ SELECT 'prepare', pg_catalog.encode(pg_catalog.convert_to(name, 'UTF8'), 'hex'),
     FROM pg_catalog.pg_prepared_statements
 UNION ALL
 SELECT 'listen', pg_catalog.encode(pg_catalog.convert_to(c, 'UTF8'), 'hex'), NULL, NULL, NULL
-    FROM pg_catalog.pg_listening_channels() c";
+    FROM pg_catalog.pg_listening_channels() c"
+);
+
+/// The part of [`CAPTURE`] that reads the session's settings: one `who` row (session user and
+/// role) and one `set` row per setting made in the session, as hex of UTF-8 text. A macro, so
+/// [`CAPTURE`] and [`SETTINGS`] are one text, not two copies.
+macro_rules! settings_rows {
+    () => {
+        "SELECT 'who', pg_catalog.encode(pg_catalog.convert_to(SESSION_USER::pg_catalog.text, 'UTF8'), 'hex'),
+    pg_catalog.encode(pg_catalog.convert_to(pg_catalog.current_setting('role'), 'UTF8'), 'hex'),
+    NULL, NULL
+UNION ALL
+SELECT 'set', pg_catalog.encode(pg_catalog.convert_to(name, 'UTF8'), 'hex'),
+    pg_catalog.encode(pg_catalog.convert_to(pg_catalog.current_setting(name), 'UTF8'), 'hex'),
+    NULL, NULL
+    FROM pg_catalog.pg_settings WHERE source OPERATOR(pg_catalog.=) 'session'"
+    };
+}
+use settings_rows;
+
+/// Reads only a session's settings (the `who` and `set` rows of [`CAPTURE`]): what a
+/// transaction-mode client changed, read at the end of its transaction.
+const SETTINGS: &str = settings_rows!();
 
 /// Why a session stays on its upstream instead of moving to a new lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,11 +269,7 @@ pub async fn replay(
     state: &SessionState,
     timeout: Duration,
 ) -> Result<(), UpstreamError> {
-    let rank = |name: &str| match name {
-        "role" => 1,
-        "client_encoding" => 2,
-        _ => 0,
-    };
+    let rank = setting_rank;
     let mut settings: Vec<&(String, String)> = state.settings.iter().collect();
     settings.sort_by_key(|(name, _)| rank(name));
     let (early, late): (Vec<_>, Vec<_>) = settings.into_iter().partition(|(n, _)| rank(n) < 2);
@@ -271,17 +285,80 @@ pub async fn replay(
     simple(up, &sql, timeout).await
 }
 
-/// One `pg_catalog.set_config` call per setting: every name and value a quoted literal.
-fn set_configs(settings: &[&(String, String)]) -> String {
-    let mut sql = String::new();
-    for (name, value) in settings {
-        sql.push_str(&format!(
-            "SELECT pg_catalog.set_config({}, {}, false);",
-            escape_literal(name),
-            escape_literal(value)
-        ));
+/// Where a setting goes in a replay: `role` after the others (setting some parameters needs
+/// the login role's own privileges), `client_encoding` last (all text is sent while the
+/// upstream still speaks UTF-8). Sort settings by it.
+pub fn setting_rank(name: &str) -> u8 {
+    match name {
+        "role" => 1,
+        "client_encoding" => 2,
+        _ => 0,
     }
-    sql
+}
+
+/// One `pg_catalog.set_config` call setting `name` to `value` for the session, both quoted
+/// literals; it returns the value as PostgreSQL reports it, as hex of its UTF-8 bytes (so no
+/// `client_encoding` set in the same query can garble it).
+pub fn set_config_sql(name: &str, value: &str) -> String {
+    format!(
+        "SELECT pg_catalog.encode(pg_catalog.convert_to(\
+         pg_catalog.set_config({}, {}, false), 'UTF8'), 'hex');",
+        escape_literal(name),
+        escape_literal(value)
+    )
+}
+
+/// One `pg_catalog.set_config` call per setting.
+fn set_configs(settings: &[&(String, String)]) -> String {
+    settings
+        .iter()
+        .map(|(name, value)| set_config_sql(name, value))
+        .collect()
+}
+
+/// A session's settings as [`read_settings`] finds them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `SESSION_USER`: the login role unless `SET SESSION AUTHORIZATION` changed it.
+    pub session_user: String,
+    /// `current_setting('role')`: `none` unless `SET ROLE` changed it.
+    pub role: String,
+    /// Every setting made in the session (source `session`), as (name, value).
+    pub settings: Vec<(String, String)>,
+}
+
+/// Reads the settings of the idle session on `up` ([`SETTINGS`]).
+pub async fn read_settings(
+    up: &mut Upstream,
+    timeout: Duration,
+) -> Result<Settings, UpstreamError> {
+    let mut found = Settings::default();
+    for row in query(up, SETTINGS, timeout).await? {
+        let mut columns = row.into_iter();
+        let mut next = || columns.next().flatten();
+        let (kind, a, b) = (next(), next(), next());
+        match kind.as_deref() {
+            Some("who") => (found.session_user, found.role) = (unhex(a)?, unhex(b)?),
+            Some("set") => found.settings.push((unhex(a)?, unhex(b)?)),
+            _ => return Err(malformed()),
+        }
+    }
+    Ok(found)
+}
+
+/// Runs `sql` as a simple query and returns its rows, each value as text; every
+/// `set_config_sql` result decoded from hex.
+pub async fn query(
+    up: &mut Upstream,
+    sql: &str,
+    timeout: Duration,
+) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+    exchange::rows(up, sql, timeout).await
+}
+
+/// Decodes one [`set_config_sql`] result.
+pub fn set_config_result(value: Option<String>) -> Result<String, UpstreamError> {
+    unhex(value)
 }
 
 /// A row of the capture that does not have the shape the capture query gives it.

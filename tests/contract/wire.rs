@@ -15,15 +15,34 @@ use tokio::net::TcpStream;
 pub struct Wire {
     stream: TcpStream,
     buf: BytesMut,
+    /// The ParameterStatus values of the greeting, as (name, value).
+    pub params: Vec<(String, String)>,
 }
 
 impl Wire {
     pub async fn login(addr: SocketAddr, user: &str, password: &str, db: &str) -> Wire {
+        Wire::try_login(addr, &[("user", user), ("database", db)], password)
+            .await
+            .unwrap_or_else(|(_, code, message)| panic!("login refused: {code} {message}"))
+    }
+
+    /// Logs in with startup parameters `params` (`user` among them); a refusal is returned as
+    /// (severity, SQLSTATE, message).
+    pub async fn try_login(
+        addr: SocketAddr,
+        params: &[(&str, &str)],
+        password: &str,
+    ) -> Result<Wire, (String, String, String)> {
+        let user = params
+            .iter()
+            .find(|(k, _)| *k == "user")
+            .map_or("", |(_, v)| *v);
         let mut out = BytesMut::new();
-        frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
+        frontend::startup_message(params.iter().copied(), &mut out).unwrap();
         let mut wire = Wire {
             stream: TcpStream::connect(addr).await.unwrap(),
             buf: BytesMut::new(),
+            params: Vec::new(),
         };
         wire.stream.write_all(&out).await.unwrap();
         loop {
@@ -38,8 +57,22 @@ impl Wire {
                     frontend::password_message(hash.as_bytes(), &mut out).unwrap();
                     wire.stream.write_all(&out).await.unwrap();
                 }
-                Message::ErrorResponse(_) => panic!("login refused"),
-                Message::ReadyForQuery(_) => return wire,
+                Message::ErrorResponse(body) => {
+                    let (severity, code) = severity_and_code(&body);
+                    let mut fields = body.fields();
+                    let mut message = String::new();
+                    while let Some(f) = fields.next().unwrap() {
+                        if f.type_() == b'M' {
+                            message = String::from_utf8_lossy(f.value_bytes()).into_owned();
+                        }
+                    }
+                    return Err((severity, code, message));
+                }
+                Message::ParameterStatus(body) => {
+                    let (name, value) = (body.name().unwrap(), body.value().unwrap());
+                    wire.params.push((name.to_owned(), value.to_owned()));
+                }
+                Message::ReadyForQuery(_) => return Ok(wire),
                 _ => {}
             }
         }

@@ -19,7 +19,7 @@ impl Session {
             || !b.bscan.at_boundary()
             || !b.nothing_to_send()
             || self.track.unsolicited;
-        if mid_request {
+        if mid_request || self.settings_unknown() {
             let target = up.upstream().cancel;
             up.discard(CloseReason::ClientVanished);
             tokio::spawn(async move {
@@ -53,6 +53,9 @@ impl Session {
                     return;
                 }
             }
+        }
+        if self.entry().mode == PoolMode::Session {
+            self.after_reset(&mut up);
         }
         if let Some(tracked) = up.state_mut().statements.as_mut() {
             if self.entry().mode == PoolMode::Session {

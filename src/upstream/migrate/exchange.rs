@@ -33,6 +33,17 @@ pub(super) async fn simple(
     bounded(up, &request, MAX_REPLY, timeout).await.map(drop)
 }
 
+/// Runs `sql` as a simple query and returns its rows.
+pub(super) async fn rows(
+    up: &mut Upstream,
+    sql: &str,
+    timeout: Duration,
+) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+    let mut request = BytesMut::new();
+    frontend::query(sql, &mut request)?;
+    Ok(bounded(up, &request, MAX_REPLY, timeout).await?.rows)
+}
+
 /// Recreates one prepared statement through the extended protocol.
 pub(super) async fn recreate(
     up: &mut Upstream,

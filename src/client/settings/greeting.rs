@@ -1,0 +1,119 @@
+//! A client's startup settings judged at login, as PostgreSQL would judge them: a value
+//! PostgreSQL refuses ends the login with PostgreSQL's own error, and the greeting reports
+//! each parameter the way PostgreSQL reports it (`client_encoding=utf8` is greeted `UTF8`).
+//!
+//! # Design
+//!
+//! Only PostgreSQL knows how it spells a value, so each pool keeps a bounded cache of
+//! (name, value as sent) → value as reported. Logins that hit it need no upstream: the usual
+//! case, since one application's connections send the same parameters. On a miss the login
+//! checks out an upstream and sets every parameter there with `set_config` (whose result is
+//! the reported form); that upstream's settings map then records them, so the next request
+//! finds them in place.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tracing::warn;
+
+use super::{ClientSettings, Map, apply};
+use crate::client::ClientError;
+use crate::pool::{CloseReason, Pool};
+use crate::upstream::UpstreamError;
+
+/// Most entries one pool's cache holds; past it, the cache starts over.
+const MAX_ENTRIES: usize = 1024;
+
+/// A setting as a client sent it: (lower-case name, value).
+type Sent = (Box<str>, Box<str>);
+
+/// One pool's cache of reported values, by setting as sent.
+#[derive(Debug, Default)]
+pub struct ReportedCache(Mutex<HashMap<Sent, Box<str>>>);
+
+impl ReportedCache {
+    /// The reported value of every setting in `map`, or `None` when any is missing.
+    fn lookup(&self, map: &Map) -> Option<Vec<Box<str>>> {
+        let cache = self.0.lock().ok()?;
+        map.iter()
+            .map(|(n, v)| cache.get(&(n.clone(), v.clone())).cloned())
+            .collect()
+    }
+
+    fn store(&self, map: &Map, reported: &[Box<str>]) {
+        let Ok(mut cache) = self.0.lock() else {
+            return;
+        };
+        if cache.len() + map.len() > MAX_ENTRIES {
+            cache.clear();
+        }
+        for ((name, value), reported) in map.iter().zip(reported) {
+            cache.insert((name.clone(), value.clone()), reported.clone());
+        }
+    }
+}
+
+/// A logged-in client's settings and the values to greet it with.
+pub struct Judged {
+    /// The client's settings from now on.
+    pub settings: ClientSettings,
+    /// Each of its settings as (lower-case name, value as PostgreSQL reports it).
+    pub reported: Vec<(Box<str>, Box<str>)>,
+}
+
+impl Judged {
+    /// The reported value of parameter `name` (any letter case), if the client set it.
+    pub fn reported(&self, name: &str) -> Option<&str> {
+        self.reported
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| &**v)
+    }
+}
+
+/// Judges the startup settings `map` of a client of `pool`.
+pub async fn judge(pool: &Pool, cache: &ReportedCache, map: Map) -> Result<Judged, ClientError> {
+    let reported = match cache.lookup(&map) {
+        Some(reported) => reported,
+        None => {
+            let reported = ask_postgres(pool, &map).await?;
+            cache.store(&map, &reported);
+            reported
+        }
+    };
+    let reported = map.iter().map(|(n, _)| n.clone()).zip(reported).collect();
+    Ok(Judged {
+        settings: ClientSettings::new(map),
+        reported,
+    })
+}
+
+/// Sets every setting of `map` on an upstream of `pool` and returns the reported values.
+async fn ask_postgres(pool: &Pool, map: &Map) -> Result<Vec<Box<str>>, ClientError> {
+    let mut up = pool.checkout().await.map_err(|e| {
+        warn!(error = %e, "cannot reach the upstream to judge a client's settings");
+        ClientError::refused("08006", format!("upstream unavailable: {e}"))
+    })?;
+    match apply(&mut up, map, true).await {
+        Ok(made) => {
+            let mut reported = Vec::with_capacity(map.len());
+            for (name, _) in map {
+                let value = made
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str());
+                reported.push(value.unwrap_or_default().into());
+            }
+            Ok(reported)
+        }
+        Err(e) => {
+            up.discard(CloseReason::SettingsFailed);
+            Err(match e {
+                UpstreamError::Refused { code, message } => {
+                    ClientError::RefusedUpstream { code, message }
+                }
+                other => ClientError::refused("08006", format!("upstream unavailable: {other}")),
+            })
+        }
+    }
+}
