@@ -23,8 +23,11 @@
 //!   replies are swallowed. A full cache first closes its least recently used statement;
 //! - client names are replaced by upstream names; a Close of a client statement only forgets
 //!   it, and the proxy answers CloseComplete, because other clients may share it upstream;
-//! - a Bind or Describe of a name the client never prepared, and SQL `PREPARE`, `EXECUTE` and
-//!   `DEALLOCATE name`, are refused: a probe that fails on the upstream takes their place, so
+//! - a Bind or Describe of a name the client never prepared, SQL `PREPARE`, `EXECUTE` and
+//!   `DEALLOCATE name`, and session state that would outlive the client's transaction
+//!   ([`Unconfined`]: session advisory locks, cursors `WITH HOLD`, temporary objects,
+//!   `SET SESSION AUTHORIZATION`) are refused: a probe that fails on the upstream takes their
+//!   place, so
 //!   the upstream rolls back and skips to Sync exactly as PostgreSQL would for the client's own
 //!   error, and the proxy swaps the probe's error for PostgreSQL's 26000 (or for 0A000). The
 //!   rest of the batch up to Sync is not sent. The unnamed statement belongs to the client
@@ -66,7 +69,8 @@
 //! # Cost per request
 //!
 //! One pass over the frame headers and, for Parse, Bind, Describe and Close, over the names
-//! (plus a lexer pass over Query and Parse texts, looking for the four commands above). The
+//! (plus a byte pass and a lexer pass over Query and Parse texts, looking for the commands
+//! above). The
 //! unnamed statement path allocates nothing and copies nothing; a named statement costs one
 //! hash map lookup per use and a SHA-256 of its text per Parse. The reply side costs one match
 //! per reply frame while replies are outstanding ([`UpstreamStatements::idle`] says when it
@@ -87,7 +91,7 @@ use sha2::{Digest, Sha256};
 
 pub use replies::{ReplyError, Verdict};
 pub use rewrite::Refusal;
-pub use sql::{Command, classify};
+pub use sql::{Command, Unconfined, classify};
 pub use upstream::UpstreamStatements;
 
 pub use crate::config::DEFAULT_MAX_PREPARED_STATEMENTS;

@@ -6,7 +6,7 @@ use std::ops::Range;
 use bytes::BytesMut;
 
 use super::replies::Step;
-use super::sql::{Command, classify};
+use super::sql::{Command, Unconfined, examine};
 use super::{ClientStatements, StatementId, UpstreamStatements};
 use crate::protocol::ProtocolError;
 use crate::protocol::extended::{
@@ -37,6 +37,8 @@ pub enum Refusal {
     MissingUnnamed,
     /// SQL `PREPARE`, `EXECUTE` or `DEALLOCATE name` in transaction mode.
     SqlCommand,
+    /// Session state that would outlive the client's transaction on a shared upstream.
+    Unconfined(Unconfined),
     /// A new name from a client that already holds [`super::MAX_CLIENT_STATEMENTS`].
     TooMany,
 }
@@ -46,7 +48,7 @@ impl Refusal {
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::Missing(_) | Refusal::MissingUnnamed => INVALID_SQL_STATEMENT_NAME,
-            Refusal::SqlCommand => FEATURE_NOT_SUPPORTED,
+            Refusal::SqlCommand | Refusal::Unconfined(_) => FEATURE_NOT_SUPPORTED,
             Refusal::TooMany => "53400",
         }
     }
@@ -63,6 +65,7 @@ impl Refusal {
                                     are not supported in transaction mode: use your driver's \
                                     protocol-level prepared statements, or session mode"
                 .into(),
+            Refusal::Unconfined(what) => what.message().into(),
             Refusal::TooMany => format!(
                 "too many prepared statements: a client may hold at most {}; close the ones \
                  it no longer uses",
@@ -198,8 +201,8 @@ impl Rewrite<'_> {
                 };
                 if tag == b'Q' {
                     let text = body.strip_suffix(&[0]).unwrap_or(body);
-                    if self.sql(text) {
-                        self.refuse(&range, Refusal::SqlCommand, false);
+                    if let Some(refusal) = self.sql(text) {
+                        self.refuse(&range, refusal, false);
                         return Ok(());
                     }
                 }
@@ -211,12 +214,14 @@ impl Rewrite<'_> {
         Ok(())
     }
 
-    /// Looks at a query text for the commands that touch prepared statements; true when it
-    /// must be refused.
-    fn sql(&mut self, text: &[u8]) -> bool {
-        match classify(text) {
-            Command::Other => false,
-            Command::Named => true,
+    /// Looks at a query text for the commands that touch prepared statements and for state
+    /// that cannot be confined to the client; says why when it must be refused.
+    fn sql(&mut self, text: &[u8]) -> Option<Refusal> {
+        let (command, _mentions) = examine(text);
+        match command {
+            Command::Other => None,
+            Command::Named => Some(Refusal::SqlCommand),
+            Command::Unconfined(what) => Some(Refusal::Unconfined(what)),
             Command::DropsAll => {
                 // Safe whatever becomes of the command: a statement the cache wrongly counts
                 // as absent is closed before it is prepared again.
@@ -224,14 +229,14 @@ impl Rewrite<'_> {
                 if self.status != b'E' {
                     self.client.by_name.clear();
                 }
-                false
+                None
             }
         }
     }
 
     fn parse(&mut self, parse: Parse<'_>, range: &Range<usize>) {
-        if self.sql(parse.query) {
-            self.refuse(range, Refusal::SqlCommand, true);
+        if let Some(refusal) = self.sql(parse.query) {
+            self.refuse(range, refusal, true);
             return;
         }
         if self.client.full_for(parse.name) && !parse.name.is_empty() {

@@ -151,3 +151,52 @@ fn refusal_messages_are_postgresqls() {
     );
     assert_eq!(Refusal::SqlCommand.code(), "0A000");
 }
+
+#[test]
+fn state_that_cannot_follow_the_client_is_refused_with_0a000_before_anything_runs() {
+    let mut c = Client::new();
+    let mut up = Upstream::new(10);
+    for (text, names) in [
+        (
+            "insert into t values (1); select pg_advisory_lock(1)",
+            "advisory",
+        ),
+        ("declare c cursor with hold for select 1", "WITH HOLD"),
+        ("create temp table t (a int)", "ON COMMIT DROP"),
+        ("set session authorization alice", "SESSION AUTHORIZATION"),
+    ] {
+        let (heard, sent) = c.exchange_only(&mut up, &Req::new().query(text));
+        assert_eq!(tags(&heard), "EZ", "{text}");
+        // The whole Query was replaced by the probe: nothing of it reached the upstream.
+        assert_eq!(
+            frames(&sent),
+            [('Q', "pglease refused this query\0".into())]
+        );
+        let (_, error) = &frames(&heard)[0];
+        assert!(error.contains("C0A000"), "{error}");
+        assert!(error.contains(names), "{error}");
+        assert!(error.contains("transaction mode"), "{error}");
+    }
+    // In a Parse, the rest of the batch is skipped to Sync.
+    let request = Req::new()
+        .parse("", "select pg_try_advisory_lock_shared(1)")
+        .bind("", "")
+        .execute("")
+        .sync();
+    let heard = c.send_only(&mut up, &request);
+    assert_eq!(tags(&heard), "EZ");
+    assert!(frames(&heard)[0].1.contains("C0A000"));
+    assert!(up.pg.received.iter().all(|&t| t != b'B' && t != b'E'));
+    // What is confined to the transaction passes.
+    for text in [
+        "select pg_advisory_xact_lock(1)",
+        "create temp table t (a int) on commit drop",
+        "reset session authorization",
+    ] {
+        assert_eq!(
+            tags(&c.send_only(&mut up, &Req::new().query(text))),
+            "CZ",
+            "{text}"
+        );
+    }
+}
