@@ -260,3 +260,93 @@ async fn session_mode_keeps_its_own_state() {
     let admin = superuser().await;
     assert_eq!(advisory_locks(&admin, &db).await, 1);
 }
+
+/// Polls `probe` until it returns `want`, for at most 15 s (a closed upstream's backend exits
+/// on its own time).
+async fn eventually<F, Fut>(want: i64, mut probe: F) -> i64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let got = probe().await;
+        if got == want || tokio::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn backend_pid(client: &Client) -> String {
+    one_text(client, "select pg_backend_pid()").await
+}
+
+#[tokio::test]
+async fn a_lock_taken_where_the_lexer_cannot_see_never_reaches_the_next_client() {
+    // Without the check at release, the DO block's lock stays on the one upstream and the next
+    // client is served there with it.
+    let (db, proxy) = one_upstream("confdo", "transaction").await;
+    let admin = superuser().await;
+    let a = connect_app(&proxy, &db).await;
+    let first_pid = backend_pid(&a).await;
+    a.batch_execute("do $$ begin perform pg_advisory_lock(42); end $$")
+        .await
+        .unwrap_or_else(|e| panic!("DO: {}", describe(&e)));
+    let left = eventually(0, || advisory_locks(&admin, &db)).await;
+    assert_eq!(left, 0, "the lock outlived the client's transaction");
+    let b = connect_app(&proxy, &db).await;
+    assert_ne!(
+        backend_pid(&b).await,
+        first_pid,
+        "served on the upstream that held it"
+    );
+    let seen = one_text(
+        &b,
+        "select count(*) from pg_locks where locktype = 'advisory'",
+    )
+    .await;
+    assert_eq!(seen, "0");
+}
+
+#[tokio::test]
+async fn a_temp_table_made_by_a_prepared_do_block_never_reaches_the_next_client() {
+    // The extended protocol prepares the DO block in one request and runs it in the next:
+    // the statement's text, not the request's, calls for the check.
+    let (db, proxy) = one_upstream("confdox", "transaction").await;
+    let a = connect_app(&proxy, &db).await;
+    a.execute(
+        "do $$ begin execute 'create temp table leak (a int)'; end $$",
+        &[],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("DO: {}", describe(&e)));
+    let b = connect_app(&proxy, &db).await;
+    let leaks = eventually(0, || async {
+        let n = one_text(&b, "select count(*) from pg_class where relname = 'leak'").await;
+        n.parse().unwrap_or(-1)
+    })
+    .await;
+    assert_eq!(
+        leaks, 0,
+        "the temporary table outlived the client's transaction"
+    );
+}
+
+#[tokio::test]
+async fn a_check_that_finds_nothing_keeps_the_upstream() {
+    // The check must not close upstreams whose state ended with the transaction.
+    let (db, proxy) = one_upstream("confkeep", "transaction").await;
+    let a = connect_app(&proxy, &db).await;
+    let pid = backend_pid(&a).await;
+    for text in [
+        "do $$ begin perform pg_advisory_xact_lock(1); end $$",
+        "select 'pg_advisory_lock(1) in a string'",
+        "begin; create temp table t (a int) on commit drop; commit",
+    ] {
+        a.batch_execute(text)
+            .await
+            .unwrap_or_else(|e| panic!("{text}: {}", describe(&e)));
+        assert_eq!(backend_pid(&a).await, pid, "closed after {text}");
+    }
+}

@@ -24,6 +24,7 @@ use crate::protocol::backend::{self, Severity};
 /// How long cleanup statements (ROLLBACK, the reset query) may take before the upstream is
 /// closed instead.
 mod cleanup;
+mod release;
 
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -120,7 +121,7 @@ impl Session {
                     // Not handed on while a cancel this client sent may still reach it.
                     up.discard(CloseReason::CancelUnsettled);
                 } else {
-                    drop(up);
+                    self.release(up).await;
                 }
                 self.flush_client().await?;
                 self.shrink_buffers();

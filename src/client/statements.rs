@@ -84,8 +84,8 @@ mod sql;
 mod tests;
 mod upstream;
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
@@ -169,6 +169,15 @@ pub struct ClientStatements {
     by_name: HashMap<Box<[u8]>, Statement>,
     /// A refusal was answered and the rest of the batch is not sent until the client's Sync.
     skipping: bool,
+    /// Since the last [`ClientStatements::take_state_check`], a request ran text that mentions
+    /// unconfined session state (see [`sql::Mentions`]) or a fast-path function call: state the
+    /// lexer did not see may be left on the upstream.
+    check_state: bool,
+    /// The client's statements whose text mentions unconfined session state: running one
+    /// later, in another transaction, calls for the check too.
+    mentioning: HashSet<Box<[u8]>>,
+    /// The same for the unnamed statement the client parsed last.
+    unnamed_mentions: bool,
 }
 
 impl Default for ClientStatements {
@@ -184,6 +193,9 @@ impl ClientStatements {
             id: rand::random(),
             by_name: HashMap::new(),
             skipping: false,
+            check_state: false,
+            mentioning: HashSet::new(),
+            unnamed_mentions: false,
         }
     }
 
@@ -207,12 +219,29 @@ impl ClientStatements {
         self.by_name.iter().map(|(n, s)| (&n[..], s))
     }
 
+    /// True (once) when the requests since the last call ran text that may have left session
+    /// state on the upstream where the lexer could not see it: a `DO` block or function body
+    /// mentioning advisory locks, `WITH HOLD`, temporary objects or `SESSION AUTHORIZATION`,
+    /// or a fast-path function call. The upstream is then checked before it is handed on.
+    pub fn take_state_check(&mut self) -> bool {
+        std::mem::take(&mut self.check_state)
+    }
+
+    /// Forgets that statement `name`'s text mentions unconfined state (it was closed or
+    /// replaced); free while no statement does.
+    fn forget_mention(&mut self, name: &[u8]) {
+        if !self.mentioning.is_empty() {
+            self.mentioning.remove(name);
+        }
+    }
+
     /// True when recording `name` would take the client past [`MAX_CLIENT_STATEMENTS`].
     fn full_for(&self, name: &[u8]) -> bool {
         self.by_name.len() >= MAX_CLIENT_STATEMENTS && !self.by_name.contains_key(name)
     }
 
     fn insert(&mut self, name: &[u8], query: &[u8], raw_types: &[u8]) -> &Statement {
+        self.forget_mention(name);
         let statement = Statement {
             query: query.into(),
             raw_types: raw_types.into(),

@@ -27,6 +27,9 @@ pub enum CloseReason {
     CancelUnsettled,
     /// A session move could not recreate the session's state on it.
     MoveFailed,
+    /// Transaction mode: its client left session state on it (an advisory lock, a cursor WITH
+    /// HOLD, a temporary object) that the next client must not find, or the check failed.
+    SessionStateLeft,
     /// A replacement the pool had no use for any more.
     NotNeeded,
     /// Its lease reached its hard deadline while a client still used it.
@@ -51,6 +54,7 @@ impl CloseReason {
             CloseReason::CleanupFailed => "cleanup_failed",
             CloseReason::CancelUnsettled => "cancel_unsettled",
             CloseReason::MoveFailed => "move_failed",
+            CloseReason::SessionStateLeft => "session_state_left",
             CloseReason::NotNeeded => "not_needed",
             CloseReason::Deadline => "deadline",
             CloseReason::Shutdown => "shutdown",
@@ -82,6 +86,7 @@ mod tests {
             CloseReason::CleanupFailed,
             CloseReason::CancelUnsettled,
             CloseReason::MoveFailed,
+            CloseReason::SessionStateLeft,
             CloseReason::NotNeeded,
             CloseReason::Deadline,
             CloseReason::Shutdown,

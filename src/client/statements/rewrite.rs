@@ -201,10 +201,14 @@ impl Rewrite<'_> {
                 };
                 if tag == b'Q' {
                     let text = body.strip_suffix(&[0]).unwrap_or(body);
-                    if let Some(refusal) = self.sql(text) {
+                    if let Err(refusal) = self.sql(text) {
                         self.refuse(&range, refusal, false);
                         return Ok(());
                     }
+                }
+                if tag == b'F' {
+                    // A function called by OID: the lexer cannot tell which.
+                    self.client.check_state = true;
                 }
                 self.push(step);
             }
@@ -215,35 +219,43 @@ impl Rewrite<'_> {
     }
 
     /// Looks at a query text for the commands that touch prepared statements and for state
-    /// that cannot be confined to the client; says why when it must be refused.
-    fn sql(&mut self, text: &[u8]) -> Option<Refusal> {
-        let (command, _mentions) = examine(text);
+    /// that cannot be confined to the client; says why when it must be refused. Otherwise
+    /// says whether the text mentions unconfined state anywhere (and notes that the upstream
+    /// must be checked at release).
+    fn sql(&mut self, text: &[u8]) -> Result<bool, Refusal> {
+        let (command, mentions) = examine(text);
+        self.client.check_state |= mentions;
         match command {
-            Command::Other => None,
-            Command::Named => Some(Refusal::SqlCommand),
-            Command::Unconfined(what) => Some(Refusal::Unconfined(what)),
+            Command::Other => Ok(mentions),
+            Command::Named => Err(Refusal::SqlCommand),
+            Command::Unconfined(what) => Err(Refusal::Unconfined(what)),
             Command::DropsAll => {
                 // Safe whatever becomes of the command: a statement the cache wrongly counts
                 // as absent is closed before it is prepared again.
                 self.up.present.clear();
                 if self.status != b'E' {
                     self.client.by_name.clear();
+                    self.client.mentioning.clear();
                 }
-                None
+                Ok(mentions)
             }
         }
     }
 
     fn parse(&mut self, parse: Parse<'_>, range: &Range<usize>) {
-        if let Some(refusal) = self.sql(parse.query) {
-            self.refuse(range, refusal, true);
-            return;
-        }
+        let mentions = match self.sql(parse.query) {
+            Ok(mentions) => mentions,
+            Err(refusal) => {
+                self.refuse(range, refusal, true);
+                return;
+            }
+        };
         if self.client.full_for(parse.name) && !parse.name.is_empty() {
             self.refuse(range, Refusal::TooMany, true);
             return;
         }
         if parse.name.is_empty() {
+            self.client.unnamed_mentions = mentions;
             self.up.present.unnamed_owner = Some(self.client.id);
             self.push(Step::Parse {
                 id: None,
@@ -255,6 +267,9 @@ impl Rewrite<'_> {
             .client
             .insert(parse.name, parse.query, parse.raw_types())
             .id;
+        if mentions {
+            self.client.mentioning.insert(parse.name.into());
+        }
         self.splice(range);
         // In a failed transaction PostgreSQL refuses the Parse (25P02): it is sent, so the
         // client hears that, and the cache forgets the statement the added Close dropped.
@@ -275,6 +290,7 @@ impl Rewrite<'_> {
     ) {
         if name.is_empty() {
             if self.up.present.unnamed_owner == Some(self.client.id) {
+                self.client.check_state |= self.client.unnamed_mentions;
                 self.push(Step::Pass(1));
             } else {
                 self.refuse(range, Refusal::MissingUnnamed, true);
@@ -285,6 +301,9 @@ impl Rewrite<'_> {
             self.refuse(range, Refusal::Missing(name.into()), true);
             return;
         };
+        if !self.client.mentioning.is_empty() && self.client.mentioning.contains(name) {
+            self.client.check_state = true;
+        }
         self.splice(range);
         if !self.up.present.touch(&id) {
             if let Some(s) = self.client.by_name.get(name) {
@@ -310,6 +329,7 @@ impl Rewrite<'_> {
             } => {
                 // Only the client's name goes: other clients may share the upstream statement.
                 self.client.by_name.remove(name);
+                self.client.forget_mention(name);
                 self.splice(range);
                 self.push(Step::Owed(b'3'));
             }
