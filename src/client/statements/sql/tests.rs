@@ -227,8 +227,13 @@ fn mentions_are_a_cheap_superset_of_what_is_checked() {
         "select f() -- TEMPORARY",
         "select 'set session authorization x'",
         "select 1 from pg_temp.t",
+        "TEMP",
+        "x;HOLD",
     ] {
         assert!(m(t), "{t}");
+    }
+    for t in ["", "hol", "tem", "attempt"] {
+        assert!(!m(t), "{t}");
     }
     for t in [
         "select abalance from pgbench_accounts where aid = $1",
