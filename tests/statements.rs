@@ -259,8 +259,8 @@ async fn a_refused_message_rolls_the_batch_back_like_postgresqls_own_error() {
     let db = fresh_db("stmtsrb").await;
     let mut a = Client::new(&db).await;
     let mut up = Upstream::new(&db, 200).await;
-    a.send(&mut up, &query("create temp table t (x int)"), b'I')
-        .await;
+    // One table for both sessions (a temporary one is refused through the rewrite).
+    exchange(&mut up.conn.stream, &query("create table t (x int)")).await;
     let batch = with_sync(|o| {
         parse(o, "", "insert into t values (1)");
         bind_execute(o, "");

@@ -25,6 +25,7 @@ use crate::protocol::backend::{self, Severity};
 /// closed instead.
 mod cleanup;
 mod settings;
+mod release;
 
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -127,7 +128,7 @@ impl Session {
                     // Not handed on while a cancel this client sent may still reach it.
                     up.discard(CloseReason::CancelUnsettled);
                 } else {
-                    self.learn_settings(up).await;
+                    self.release(up).await;
                 }
                 self.flush_client().await?;
                 self.shrink_buffers();

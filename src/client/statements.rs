@@ -23,8 +23,11 @@
 //!   replies are swallowed. A full cache first closes its least recently used statement;
 //! - client names are replaced by upstream names; a Close of a client statement only forgets
 //!   it, and the proxy answers CloseComplete, because other clients may share it upstream;
-//! - a Bind or Describe of a name the client never prepared, and SQL `PREPARE`, `EXECUTE` and
-//!   `DEALLOCATE name`, are refused: a probe that fails on the upstream takes their place, so
+//! - a Bind or Describe of a name the client never prepared, SQL `PREPARE`, `EXECUTE` and
+//!   `DEALLOCATE name`, and session state that would outlive the client's transaction
+//!   ([`Unconfined`]: session advisory locks, cursors `WITH HOLD`, temporary objects,
+//!   `SET SESSION AUTHORIZATION`) are refused: a probe that fails on the upstream takes their
+//!   place, so
 //!   the upstream rolls back and skips to Sync exactly as PostgreSQL would for the client's own
 //!   error, and the proxy swaps the probe's error for PostgreSQL's 26000 (or for 0A000). The
 //!   rest of the batch up to Sync is not sent. The unnamed statement belongs to the client
@@ -66,7 +69,8 @@
 //! # Cost per request
 //!
 //! One pass over the frame headers and, for Parse, Bind, Describe and Close, over the names
-//! (plus a lexer pass over Query and Parse texts, looking for the four commands above). The
+//! (plus a byte pass and a lexer pass over Query and Parse texts, looking for the commands
+//! above). The
 //! unnamed statement path allocates nothing and copies nothing; a named statement costs one
 //! hash map lookup per use and a SHA-256 of its text per Parse. The reply side costs one match
 //! per reply frame while replies are outstanding ([`UpstreamStatements::idle`] says when it
@@ -80,14 +84,14 @@ mod sql;
 mod tests;
 mod upstream;
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
 pub use replies::{ReplyError, Verdict};
 pub use rewrite::Refusal;
-pub use sql::{Command, classify};
+pub use sql::{Command, Unconfined, classify};
 pub use upstream::UpstreamStatements;
 
 pub use crate::config::DEFAULT_MAX_PREPARED_STATEMENTS;
@@ -165,6 +169,15 @@ pub struct ClientStatements {
     by_name: HashMap<Box<[u8]>, Statement>,
     /// A refusal was answered and the rest of the batch is not sent until the client's Sync.
     skipping: bool,
+    /// Since the last [`ClientStatements::take_state_check`], a request ran text that mentions
+    /// unconfined session state (see [`sql::Mentions`]) or a fast-path function call: state the
+    /// lexer did not see may be left on the upstream.
+    check_state: bool,
+    /// The client's statements whose text mentions unconfined session state: running one
+    /// later, in another transaction, calls for the check too.
+    mentioning: HashSet<Box<[u8]>>,
+    /// The same for the unnamed statement the client parsed last.
+    unnamed_mentions: bool,
 }
 
 impl Default for ClientStatements {
@@ -180,6 +193,9 @@ impl ClientStatements {
             id: rand::random(),
             by_name: HashMap::new(),
             skipping: false,
+            check_state: false,
+            mentioning: HashSet::new(),
+            unnamed_mentions: false,
         }
     }
 
@@ -203,12 +219,29 @@ impl ClientStatements {
         self.by_name.iter().map(|(n, s)| (&n[..], s))
     }
 
+    /// True (once) when the requests since the last call ran text that may have left session
+    /// state on the upstream where the lexer could not see it: a `DO` block or function body
+    /// mentioning advisory locks, `WITH HOLD`, temporary objects or `SESSION AUTHORIZATION`,
+    /// or a fast-path function call. The upstream is then checked before it is handed on.
+    pub fn take_state_check(&mut self) -> bool {
+        std::mem::take(&mut self.check_state)
+    }
+
+    /// Forgets that statement `name`'s text mentions unconfined state (it was closed or
+    /// replaced); free while no statement does.
+    fn forget_mention(&mut self, name: &[u8]) {
+        if !self.mentioning.is_empty() {
+            self.mentioning.remove(name);
+        }
+    }
+
     /// True when recording `name` would take the client past [`MAX_CLIENT_STATEMENTS`].
     fn full_for(&self, name: &[u8]) -> bool {
         self.by_name.len() >= MAX_CLIENT_STATEMENTS && !self.by_name.contains_key(name)
     }
 
     fn insert(&mut self, name: &[u8], query: &[u8], raw_types: &[u8]) -> &Statement {
+        self.forget_mention(name);
         let statement = Statement {
             query: query.into(),
             raw_types: raw_types.into(),

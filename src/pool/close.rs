@@ -32,6 +32,9 @@ pub enum CloseReason {
     SettingsUnknown,
     /// Putting a client's settings on it failed.
     SettingsFailed,
+    /// Transaction mode: its client left session state on it (an advisory lock, a cursor WITH
+    /// HOLD, a temporary object) that the next client must not find, or the check failed.
+    SessionStateLeft,
     /// A replacement the pool had no use for any more.
     NotNeeded,
     /// Its lease reached its hard deadline while a client still used it.
@@ -58,6 +61,7 @@ impl CloseReason {
             CloseReason::MoveFailed => "move_failed",
             CloseReason::SettingsUnknown => "settings_unknown",
             CloseReason::SettingsFailed => "settings_failed",
+            CloseReason::SessionStateLeft => "session_state_left",
             CloseReason::NotNeeded => "not_needed",
             CloseReason::Deadline => "deadline",
             CloseReason::Shutdown => "shutdown",
@@ -91,6 +95,7 @@ mod tests {
             CloseReason::MoveFailed,
             CloseReason::SettingsUnknown,
             CloseReason::SettingsFailed,
+            CloseReason::SessionStateLeft,
             CloseReason::NotNeeded,
             CloseReason::Deadline,
             CloseReason::Shutdown,

@@ -1,8 +1,10 @@
 //! Connections from pglease to PostgreSQL: opening one with a lease ([`connect`]), the few
-//! things the proxy itself runs on one ([`maintenance`]: rollback and reset), and recreating a
-//! session's state on another when its lease is retired ([`migrate`]).
+//! things the proxy itself runs on one ([`maintenance`]: rollback and reset; [`leftover`]:
+//! session state a client left), and recreating a session's state on another when its lease is
+//! retired ([`migrate`]).
 
 pub mod connect;
+pub mod leftover;
 pub mod maintenance;
 pub mod migrate;
 

@@ -65,6 +65,8 @@ impl Session {
         }
         if up.upstream().has_unsolicited_input() {
             up.discard(CloseReason::UnsolicitedInput);
+        } else {
+            self.release(up).await;
         }
     }
 }

@@ -12,7 +12,7 @@
 use bytes::BytesMut;
 
 use super::ClientStatements;
-use super::sql::{Command, classify};
+use super::sql::{Command, examine};
 use crate::protocol::backend;
 use crate::protocol::extended::Parse;
 use crate::protocol::frame::header;
@@ -53,7 +53,7 @@ impl ClientStatements {
 }
 
 /// True when `request` is whole, well-formed Parse frames of named statements that touch no
-/// SQL-level prepared statement, and Syncs, the last frame a Sync.
+/// SQL-level prepared statement nor mention unconfined state, and Syncs, the last frame a Sync.
 fn only_named_parses(request: &[u8]) -> bool {
     let mut at = 0;
     let mut last = 0;
@@ -64,7 +64,9 @@ fn only_named_parses(request: &[u8]) -> bool {
         match tag {
             b'S' => {}
             b'P' => match Parse::read(body) {
-                Ok(p) if !p.name.is_empty() && classify(p.query) == Command::Other => {}
+                // A text mentioning unconfined state is recorded by the rewrite, which
+                // notes it for the check at release.
+                Ok(p) if !p.name.is_empty() && examine(p.query) == (Command::Other, false) => {}
                 _ => return false,
             },
             _ => return false,

@@ -6,7 +6,7 @@ use std::ops::Range;
 use bytes::BytesMut;
 
 use super::replies::Step;
-use super::sql::{Command, classify};
+use super::sql::{Command, Unconfined, examine};
 use super::{ClientStatements, StatementId, UpstreamStatements};
 use crate::protocol::ProtocolError;
 use crate::protocol::extended::{
@@ -37,6 +37,8 @@ pub enum Refusal {
     MissingUnnamed,
     /// SQL `PREPARE`, `EXECUTE` or `DEALLOCATE name` in transaction mode.
     SqlCommand,
+    /// Session state that would outlive the client's transaction on a shared upstream.
+    Unconfined(Unconfined),
     /// A new name from a client that already holds [`super::MAX_CLIENT_STATEMENTS`].
     TooMany,
 }
@@ -46,7 +48,7 @@ impl Refusal {
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::Missing(_) | Refusal::MissingUnnamed => INVALID_SQL_STATEMENT_NAME,
-            Refusal::SqlCommand => FEATURE_NOT_SUPPORTED,
+            Refusal::SqlCommand | Refusal::Unconfined(_) => FEATURE_NOT_SUPPORTED,
             Refusal::TooMany => "53400",
         }
     }
@@ -63,6 +65,7 @@ impl Refusal {
                                     are not supported in transaction mode: use your driver's \
                                     protocol-level prepared statements, or session mode"
                 .into(),
+            Refusal::Unconfined(what) => what.message().into(),
             Refusal::TooMany => format!(
                 "too many prepared statements: a client may hold at most {}; close the ones \
                  it no longer uses",
@@ -198,10 +201,14 @@ impl Rewrite<'_> {
                 };
                 if tag == b'Q' {
                     let text = body.strip_suffix(&[0]).unwrap_or(body);
-                    if self.sql(text) {
-                        self.refuse(&range, Refusal::SqlCommand, false);
+                    if let Err(refusal) = self.sql(text) {
+                        self.refuse(&range, refusal, false);
                         return Ok(());
                     }
+                }
+                if tag == b'F' {
+                    // A function called by OID: the lexer cannot tell which.
+                    self.client.check_state = true;
                 }
                 self.push(step);
             }
@@ -211,34 +218,44 @@ impl Rewrite<'_> {
         Ok(())
     }
 
-    /// Looks at a query text for the commands that touch prepared statements; true when it
-    /// must be refused.
-    fn sql(&mut self, text: &[u8]) -> bool {
-        match classify(text) {
-            Command::Other => false,
-            Command::Named => true,
+    /// Looks at a query text for the commands that touch prepared statements and for state
+    /// that cannot be confined to the client; says why when it must be refused. Otherwise
+    /// says whether the text mentions unconfined state anywhere (and notes that the upstream
+    /// must be checked at release).
+    fn sql(&mut self, text: &[u8]) -> Result<bool, Refusal> {
+        let (command, mentions) = examine(text);
+        self.client.check_state |= mentions;
+        match command {
+            Command::Other => Ok(mentions),
+            Command::Named => Err(Refusal::SqlCommand),
+            Command::Unconfined(what) => Err(Refusal::Unconfined(what)),
             Command::DropsAll => {
                 // Safe whatever becomes of the command: a statement the cache wrongly counts
                 // as absent is closed before it is prepared again.
                 self.up.present.clear();
                 if self.status != b'E' {
                     self.client.by_name.clear();
+                    self.client.mentioning.clear();
                 }
-                false
+                Ok(mentions)
             }
         }
     }
 
     fn parse(&mut self, parse: Parse<'_>, range: &Range<usize>) {
-        if self.sql(parse.query) {
-            self.refuse(range, Refusal::SqlCommand, true);
-            return;
-        }
+        let mentions = match self.sql(parse.query) {
+            Ok(mentions) => mentions,
+            Err(refusal) => {
+                self.refuse(range, refusal, true);
+                return;
+            }
+        };
         if self.client.full_for(parse.name) && !parse.name.is_empty() {
             self.refuse(range, Refusal::TooMany, true);
             return;
         }
         if parse.name.is_empty() {
+            self.client.unnamed_mentions = mentions;
             self.up.present.unnamed_owner = Some(self.client.id);
             self.push(Step::Parse {
                 id: None,
@@ -250,6 +267,9 @@ impl Rewrite<'_> {
             .client
             .insert(parse.name, parse.query, parse.raw_types())
             .id;
+        if mentions {
+            self.client.mentioning.insert(parse.name.into());
+        }
         self.splice(range);
         // In a failed transaction PostgreSQL refuses the Parse (25P02): it is sent, so the
         // client hears that, and the cache forgets the statement the added Close dropped.
@@ -270,6 +290,7 @@ impl Rewrite<'_> {
     ) {
         if name.is_empty() {
             if self.up.present.unnamed_owner == Some(self.client.id) {
+                self.client.check_state |= self.client.unnamed_mentions;
                 self.push(Step::Pass(1));
             } else {
                 self.refuse(range, Refusal::MissingUnnamed, true);
@@ -280,6 +301,9 @@ impl Rewrite<'_> {
             self.refuse(range, Refusal::Missing(name.into()), true);
             return;
         };
+        if !self.client.mentioning.is_empty() && self.client.mentioning.contains(name) {
+            self.client.check_state = true;
+        }
         self.splice(range);
         if !self.up.present.touch(&id) {
             if let Some(s) = self.client.by_name.get(name) {
@@ -305,6 +329,7 @@ impl Rewrite<'_> {
             } => {
                 // Only the client's name goes: other clients may share the upstream statement.
                 self.client.by_name.remove(name);
+                self.client.forget_mention(name);
                 self.splice(range);
                 self.push(Step::Owed(b'3'));
             }

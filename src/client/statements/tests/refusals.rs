@@ -151,3 +151,95 @@ fn refusal_messages_are_postgresqls() {
     );
     assert_eq!(Refusal::SqlCommand.code(), "0A000");
 }
+
+#[test]
+fn state_that_cannot_follow_the_client_is_refused_with_0a000_before_anything_runs() {
+    let mut c = Client::new();
+    let mut up = Upstream::new(10);
+    for (text, names) in [
+        (
+            "insert into t values (1); select pg_advisory_lock(1)",
+            "advisory",
+        ),
+        ("declare c cursor with hold for select 1", "WITH HOLD"),
+        ("create temp table t (a int)", "ON COMMIT DROP"),
+        ("set session authorization alice", "SESSION AUTHORIZATION"),
+    ] {
+        let (heard, sent) = c.exchange_only(&mut up, &Req::new().query(text));
+        assert_eq!(tags(&heard), "EZ", "{text}");
+        // The whole Query was replaced by the probe: nothing of it reached the upstream.
+        assert_eq!(
+            frames(&sent),
+            [('Q', "pglease refused this query\0".into())]
+        );
+        let (_, error) = &frames(&heard)[0];
+        assert!(error.contains("C0A000"), "{error}");
+        assert!(error.contains(names), "{error}");
+        assert!(error.contains("transaction mode"), "{error}");
+    }
+    // In a Parse, the rest of the batch is skipped to Sync.
+    let request = Req::new()
+        .parse("", "select pg_try_advisory_lock_shared(1)")
+        .bind("", "")
+        .execute("")
+        .sync();
+    let heard = c.send_only(&mut up, &request);
+    assert_eq!(tags(&heard), "EZ");
+    assert!(frames(&heard)[0].1.contains("C0A000"));
+    assert!(up.pg.received.iter().all(|&t| t != b'B' && t != b'E'));
+    // What is confined to the transaction passes.
+    for text in [
+        "select pg_advisory_xact_lock(1)",
+        "create temp table t (a int) on commit drop",
+        "reset session authorization",
+    ] {
+        assert_eq!(
+            tags(&c.send_only(&mut up, &Req::new().query(text))),
+            "CZ",
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn text_the_lexer_cannot_judge_calls_for_a_check_at_release() {
+    let mut c = Client::new();
+    let mut up = Upstream::new(10);
+    let check = |c: &mut Client| c.statements.take_state_check();
+    c.send_only(
+        &mut up,
+        &Req::new().query("select abalance from t where aid = 1"),
+    );
+    assert!(!check(&mut c), "an ordinary query costs no check");
+    c.send_only(
+        &mut up,
+        &Req::new().query("do $$ begin perform pg_advisory_lock(1); end $$"),
+    );
+    assert!(check(&mut c));
+    assert!(!check(&mut c), "once per mention");
+    // A named statement prepared now and run in a later transaction: its run is checked.
+    let body = "do $$ begin execute 'create temp table t (a int)'; end $$";
+    c.send_only(&mut up, &Req::new().parse("s", body).sync());
+    assert!(check(&mut c));
+    let run = Req::new().bind("", "s").execute("").sync();
+    c.send_only(&mut up, &run);
+    assert!(check(&mut c));
+    // Replaced by a harmless text, it no longer is.
+    c.send_only(&mut up, &Req::new().parse("s", "select 1").sync());
+    check(&mut c);
+    c.send_only(&mut up, &run);
+    assert!(!check(&mut c));
+    // The unnamed statement, bound again later by the client that parsed it.
+    c.send_only(&mut up, &Req::new().parse("", body).sync());
+    check(&mut c);
+    c.send_only(&mut up, &Req::new().bind("", "").execute("").sync());
+    assert!(check(&mut c));
+    // A fast-path function call names its function by OID only.
+    let mut call = BytesMut::from(&[b'F', 0, 0, 0, 14, 0, 0, 11, 32, 0, 0, 0, 0, 0, 0][..]);
+    call.extend_from_slice(&Req::new().sync());
+    let (mut out, mut heard) = (BytesMut::new(), BytesMut::new());
+    c.statements
+        .rewrite(&call, b'I', &mut up.state, &mut out, &mut heard)
+        .expect("rewrite");
+    assert!(check(&mut c));
+}
