@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 
 use super::ClientError;
 use super::handshake::Login;
+use super::notify::ClientNotify;
 use super::relay::{Buffers, RelayEnd, Signals, Tracker, relay};
 use super::shared::{PoolEntry, Shared};
 use super::statements::{ClientStatements, UpstreamStatements};
@@ -49,6 +50,8 @@ pub struct Session {
     /// Transaction mode with `max_prepared_statements` above 0: the client's named prepared
     /// statements, recreated on whichever upstream serves it.
     statements: Option<ClientStatements>,
+    /// Transaction mode: the client's LISTEN channels on the pool's listener.
+    notify: Option<ClientNotify>,
     /// Session mode: why the last move was refused, named in the error the session ends with
     /// if its lease reaches its hard deadline.
     pinned_by: Option<String>,
@@ -71,9 +74,10 @@ impl Session {
         bufs.c2u.reserve(8 * 1024);
         bufs.u2c.reserve(8 * 1024);
         let registration = shared.clients.register();
-        let tracked =
-            login.pool.mode == PoolMode::Transaction && shared.max_prepared_statements > 0;
+        let transaction = login.pool.mode == PoolMode::Transaction;
+        let tracked = transaction && shared.max_prepared_statements > 0;
         Session {
+            notify: transaction.then(|| ClientNotify::new(login.pool.pool.clone())),
             statements: tracked.then(ClientStatements::new),
             registration,
             pinned_by: None,
@@ -102,7 +106,7 @@ impl Session {
                         .await);
                 }
             }
-            if self.answer_without_upstream().await? {
+            if self.answer_listen().await? || self.answer_without_upstream().await? {
                 continue;
             }
             let up = match self.entry().pool.checkout().await {
@@ -124,6 +128,7 @@ impl Session {
                 }
                 self.flush_client().await?;
                 self.shrink_buffers();
+                self.deliver_notifications().await?;
             } else {
                 return Ok(());
             }
@@ -327,21 +332,61 @@ impl Session {
                 self.bufs.c2u.reserve(frame.saturating_sub(unscanned));
             }
             let idle = self.bufs.c2u.is_empty() && self.track.status == b'I';
-            let read = self.client.read_buf(&mut self.bufs.c2u);
-            let n = if idle {
-                // Idle between transactions: the moment a shutdown may end the session.
-                tokio::select! {
-                    biased;
-                    r = read => r?,
-                    () = self.registration.stop.stopped() => return Ok(Next::Stopped),
+            // Between requests, outside a transaction: where notifications are delivered.
+            let deliverable = self.track.status == b'I' && self.track.pending == 0;
+            let subscription = self.notify.as_ref().and_then(|n| n.subscription());
+            let notified = async {
+                match subscription {
+                    Some(s) => s.ready().await,
+                    None => std::future::pending().await,
                 }
-            } else {
-                read.await?
+            };
+            let read = self.client.read_buf(&mut self.bufs.c2u);
+            let n = tokio::select! {
+                biased;
+                r = read => r?,
+                // Idle between transactions: the moment a shutdown may end the session.
+                () = self.registration.stop.stopped(), if idle => return Ok(Next::Stopped),
+                () = notified, if deliverable => {
+                    self.deliver_notifications().await?;
+                    continue;
+                }
             };
             if n == 0 {
                 return Ok(Next::Closed);
             }
         }
+    }
+
+    /// Transaction mode: answers a LISTEN / UNLISTEN request through the pool's listener (see
+    /// [`ClientNotify::answer`]). True when it was answered.
+    async fn answer_listen(&mut self) -> Result<bool, ClientError> {
+        let Some(notify) = self.notify.as_mut() else {
+            return Ok(false);
+        };
+        let request = &self.bufs.c2u[..self.bufs.fscan.forwardable()];
+        let status = self.track.status;
+        let Some(syncs) = notify.answer(request, status, &mut self.bufs.u2c).await else {
+            return Ok(false);
+        };
+        self.bufs.fscan.discard_scanned(&mut self.bufs.c2u);
+        self.request_ready = false;
+        self.track.pending = self.track.pending.saturating_sub(syncs);
+        self.flush_client().await?;
+        Ok(true)
+    }
+
+    /// Transaction mode: writes the notifications waiting for the client. A client that let
+    /// too many pile up is ended (see [`crate::pool::listener`]).
+    async fn deliver_notifications(&mut self) -> Result<(), ClientError> {
+        let Some(notify) = &self.notify else {
+            return Ok(());
+        };
+        if let Err(e) = notify.deliver(&mut self.bufs.u2c) {
+            let e = ClientError::refused("54000", format!("terminating connection: {e}"));
+            return Err(self.fatal(e).await);
+        }
+        self.flush_client().await
     }
 
     /// Answers a request that could not get an upstream: one error, and a ReadyForQuery for

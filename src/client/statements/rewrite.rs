@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use super::replies::Step;
 use super::sql::{Command, classify};
 use super::{ClientStatements, StatementId, UpstreamStatements};
+use crate::client::notify::mentions_listen;
 use crate::protocol::ProtocolError;
 use crate::protocol::extended::{
     Bind, Execute, Kind, Parse, Target, write_bind, write_close_statement,
@@ -39,6 +40,9 @@ pub enum Refusal {
     SqlCommand,
     /// A new name from a client that already holds [`super::MAX_CLIENT_STATEMENTS`].
     TooMany,
+    /// LISTEN or UNLISTEN anywhere but on its own outside a transaction block (see
+    /// [`crate::client::notify`]).
+    Listen,
 }
 
 impl Refusal {
@@ -46,7 +50,7 @@ impl Refusal {
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::Missing(_) | Refusal::MissingUnnamed => INVALID_SQL_STATEMENT_NAME,
-            Refusal::SqlCommand => FEATURE_NOT_SUPPORTED,
+            Refusal::SqlCommand | Refusal::Listen => FEATURE_NOT_SUPPORTED,
             Refusal::TooMany => "53400",
         }
     }
@@ -63,6 +67,7 @@ impl Refusal {
                                     are not supported in transaction mode: use your driver's \
                                     protocol-level prepared statements, or session mode"
                 .into(),
+            Refusal::Listen => crate::client::notify::REFUSED.into(),
             Refusal::TooMany => format!(
                 "too many prepared statements: a client may hold at most {}; close the ones \
                  it no longer uses",
@@ -202,6 +207,10 @@ impl Rewrite<'_> {
                         self.refuse(&range, Refusal::SqlCommand, false);
                         return Ok(());
                     }
+                    if mentions_listen(text) {
+                        self.refuse(&range, Refusal::Listen, false);
+                        return Ok(());
+                    }
                 }
                 self.push(step);
             }
@@ -232,6 +241,10 @@ impl Rewrite<'_> {
     fn parse(&mut self, parse: Parse<'_>, range: &Range<usize>) {
         if self.sql(parse.query) {
             self.refuse(range, Refusal::SqlCommand, true);
+            return;
+        }
+        if mentions_listen(parse.query) {
+            self.refuse(range, Refusal::Listen, true);
             return;
         }
         if self.client.full_for(parse.name) && !parse.name.is_empty() {
