@@ -175,16 +175,24 @@ impl Session {
                 }
                 RelayEnd::Rotated => {
                     let current = self.entry().pool.credentials().generation();
-                    let pool = &self.entry().pool;
+                    let pool = &self.login.pool.pool;
                     let max = self.shared.max_message_size;
-                    let (next, moved) = match pool.move_session(up, max, CLEANUP_TIMEOUT).await {
+                    let forward = &mut self.bufs.u2c;
+                    let moved = pool.move_session(up, max, CLEANUP_TIMEOUT, forward).await;
+                    let (next, moved) = match moved {
                         Ok(next) => next,
                         Err(e) => {
+                            let _ = self.flush_client().await;
                             let e = ClientError::refused("08006", e.to_string());
                             return Err(self.fatal(e).await);
                         }
                     };
                     up = next;
+                    // Notifications the move read off either upstream, before any later one.
+                    if let Err(e) = self.flush_client().await {
+                        self.cleanup(up).await;
+                        return Err(e);
+                    }
                     match moved {
                         Move::Moved => {
                             examined = up.generation();
