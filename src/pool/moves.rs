@@ -108,7 +108,7 @@ impl Pool {
                             warn!(error = %e, "the session's upstream failed during a move");
                             replacement.discard(CloseReason::MoveFailed);
                             old.discard(CloseReason::Broken);
-                            return Err(MoveError::Capture(e.into()));
+                            return Err(MoveError::Capture(e));
                         }
                     }
                 }

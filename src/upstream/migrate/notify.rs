@@ -126,10 +126,10 @@ fn before_marker(frames: &[u8], marker: &Marker<'_>) -> Result<BytesMut, Upstrea
     Ok(BytesMut::from(before))
 }
 
-fn split<'f>(
-    frames: &'f [u8],
-    marker: &Marker<'_>,
-) -> Result<Option<(&'f [u8], &'f [u8])>, UpstreamError> {
+/// The frames before the marker and those after it.
+type Halves<'f> = (&'f [u8], &'f [u8]);
+
+fn split<'f>(frames: &'f [u8], marker: &Marker<'_>) -> Result<Option<Halves<'f>>, UpstreamError> {
     let mut at = 0;
     while at < frames.len() {
         let (tag, len) = crate::protocol::frame::header(&frames[at..]).ok_or_else(unexpected)?;
