@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use common::{TestDb, fresh_db, proxy_toml, start_proxy, upstream_addr};
 
-/// Checks transaction mode cannot pass yet: session-level `SET` and LISTEN/NOTIFY. Named
-/// prepared statements run there with every driver's defaults (no transaction-pooler
-/// settings). Remove a name to switch its check on in transaction mode.
-const NOT_YET_IN_TRANSACTION_MODE: &[&str] = &["set_isolation", "listen_notify"];
+/// Checks transaction mode cannot pass yet: session-level `SET`. Named prepared statements
+/// run there with every driver's defaults (no transaction-pooler settings), and LISTEN/NOTIFY
+/// through the pool's listener connection. Remove a name to switch its check on in
+/// transaction mode.
+const NOT_YET_IN_TRANSACTION_MODE: &[&str] = &["set_isolation"];
 
 /// While this check is left out, the drivers are configured for a transaction pooler
 /// (asyncpg `statement_cache_size=0`, pgjdbc `prepareThreshold=0`, psycopg

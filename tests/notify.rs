@@ -208,16 +208,11 @@ async fn listen_where_it_cannot_be_exact_is_refused() {
             "{mixed}: {e:?}"
         );
     }
-    // tokio-postgres prepares by name, which is refused the same way.
-    let e = client
+    // tokio-postgres prepares by name (as asyncpg does): answered by the proxy too.
+    client
         .execute("LISTEN chan", &[])
         .await
-        .expect_err("named LISTEN");
-    assert_eq!(
-        e.as_db_error().map(|d| d.code().code()),
-        Some("0A000"),
-        "{e:?}"
-    );
+        .expect("a named LISTEN");
     let row = client
         .query_one("SELECT 1", &[])
         .await

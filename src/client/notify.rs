@@ -10,12 +10,16 @@
 //! portal (pgjdbc's form), ParseComplete, BindComplete, ParameterDescription / NoData for
 //! Describe, CommandComplete for Execute, ReadyForQuery for Sync. A LISTEN is answered once the
 //! listener's own LISTEN committed, so notifications committed after the reply reach the
-//! client. A LISTEN anywhere else (inside a transaction block, beside other statements) cannot
+//! client. Named statements of LISTEN / UNLISTEN (asyncpg and tokio-postgres prepare every
+//! statement by name) are kept here, so their Bind, Describe, Execute and Close are answered
+//! the same way. A LISTEN anywhere else (inside a transaction block, beside other statements) cannot
 //! be made exact and is refused with 0A000: a lone Query here, anything else by the statement
 //! tracking's rewrite ([`crate::client::statements`]), which sees every request in a
 //! transaction.
 
 pub mod sql;
+
+use std::collections::HashMap;
 
 use bytes::BytesMut;
 
@@ -42,7 +46,13 @@ pub struct ClientNotify {
     pool: Pool,
     /// Made at the client's first LISTEN; dropping it lets go of every channel.
     subscription: Option<Subscription>,
+    /// LISTEN / UNLISTEN statements the client prepared under a name (asyncpg prepares every
+    /// statement by name), answered here like the unnamed ones; at most [`MAX_NAMED`].
+    named: HashMap<Vec<u8>, Statement>,
 }
+
+/// Most named LISTEN / UNLISTEN statements one client may hold.
+const MAX_NAMED: usize = 100;
 
 impl ClientNotify {
     /// Nothing listened on yet, for a client of `pool`.
@@ -50,6 +60,7 @@ impl ClientNotify {
         ClientNotify {
             pool,
             subscription: None,
+            named: HashMap::new(),
         }
     }
 
@@ -73,7 +84,7 @@ impl ClientNotify {
         if status != b'I' {
             return None;
         }
-        match read(request)? {
+        match read(request, &self.named)? {
             Plan::Refuse => {
                 backend::error_response(out, Severity::Error, FEATURE_NOT_SUPPORTED, REFUSED);
                 backend::ready_for_query(out, status);
@@ -112,7 +123,8 @@ impl ClientNotify {
     async fn extended(&mut self, frames: &[Frame], out: &mut BytesMut) -> u32 {
         let mut syncs = 0;
         let mut failed = false;
-        let mut statement = None;
+        let mut unnamed = None;
+        let mut bound = None;
         for frame in frames {
             match frame {
                 Frame::Sync => {
@@ -121,19 +133,34 @@ impl ClientNotify {
                     backend::ready_for_query(out, b'I');
                 }
                 _ if failed => {}
-                Frame::Parse(s) => {
-                    statement = Some(s);
+                Frame::Parse(name, s) if name.is_empty() => {
+                    unnamed = Some(s.clone());
                     backend::empty_reply(out, b'1');
                 }
-                Frame::Bind => backend::empty_reply(out, b'2'),
+                Frame::Parse(name, s) => {
+                    self.named.insert(name.clone(), s.clone());
+                    backend::empty_reply(out, b'1');
+                }
+                Frame::Bind(name) => {
+                    bound = if name.is_empty() {
+                        unnamed.clone()
+                    } else {
+                        self.named.get(name).cloned()
+                    };
+                    backend::empty_reply(out, b'2');
+                }
+                Frame::Close(name) => {
+                    self.named.remove(name);
+                    backend::empty_reply(out, b'3');
+                }
                 Frame::Describe(Kind::Statement) => {
                     backend::empty_reply(out, b't');
                     backend::empty_reply(out, b'n');
                 }
                 Frame::Describe(Kind::Portal) => backend::empty_reply(out, b'n'),
                 Frame::Execute => {
-                    let Some(s) = statement else { continue };
-                    match self.run(s).await {
+                    let Some(s) = bound.clone() else { continue };
+                    match self.run(&s).await {
                         Ok(()) => backend::command_complete(out, s.tag()),
                         Err(e) => {
                             let message = e.to_string();
@@ -202,16 +229,21 @@ enum Plan {
 
 /// One extended-protocol message of a LISTEN request, as far as its reply needs.
 enum Frame {
-    Parse(Statement),
-    Bind,
+    /// The statement's name (empty: unnamed) and what it does.
+    Parse(Vec<u8>, Statement),
+    /// Binds the unnamed portal to the statement of that name.
+    Bind(Vec<u8>),
+    /// Closes a named LISTEN statement.
+    Close(Vec<u8>),
     Describe(Kind),
     Execute,
     Flush,
     Sync,
 }
 
-/// Reads a request into a plan, or `None` when it is not one this file answers.
-fn read(request: &[u8]) -> Option<Plan> {
+/// Reads a request into a plan, or `None` when it is not one this file answers. `named` are
+/// the client's named LISTEN statements from earlier requests.
+fn read(request: &[u8], named: &HashMap<Vec<u8>, Statement>) -> Option<Plan> {
     let (tag, len) = header(request)?;
     if tag == b'Q' {
         if request.len() != 1 + len {
@@ -230,32 +262,52 @@ fn read(request: &[u8]) -> Option<Plan> {
     while let Some((tag, len)) = header(&request[at..]) {
         let body = request.get(at + 5..at + 1 + len)?;
         at += 1 + len;
-        // What a Bind, Describe or Execute uses must be a LISTEN parsed in this request.
-        let parsed = frames.iter().any(|f| matches!(f, Frame::Parse(_)));
-        if matches!(tag, b'B' | b'D' | b'E') && !parsed {
-            return None;
-        }
+        // A statement used here must be a LISTEN parsed in this request or named earlier.
+        let ours = |name: &[u8]| {
+            (!name.is_empty() && named.contains_key(name))
+                || frames
+                    .iter()
+                    .any(|f| matches!(f, Frame::Parse(n, _) if n.as_slice() == name))
+        };
+        let bound = frames.iter().any(|f| matches!(f, Frame::Bind(_)));
         frames.push(match tag {
             b'P' => {
                 let parse = Parse::read(body).ok()?;
-                match (parse.name.is_empty(), find(parse.query)) {
-                    (true, Finding::Only(mut one)) if one.len() == 1 => Frame::Parse(one.pop()?),
+                let room = parse.name.is_empty() || named.len() < MAX_NAMED;
+                match find(parse.query) {
+                    Finding::Only(mut one) if one.len() == 1 && room => {
+                        Frame::Parse(parse.name.to_vec(), one.pop()?)
+                    }
                     _ => return None,
                 }
             }
             b'B' => {
                 let bind = Bind::read(body).ok()?;
-                if !bind.portal.is_empty() || !bind.statement.is_empty() {
+                if !bind.portal.is_empty() || !ours(bind.statement) {
                     return None;
                 }
-                Frame::Bind
+                Frame::Bind(bind.statement.to_vec())
             }
+            b'C' => match Target::read(body).ok()? {
+                Target {
+                    kind: Kind::Statement,
+                    name,
+                } if !name.is_empty() && ours(name) => Frame::Close(name.to_vec()),
+                _ => return None,
+            },
             b'D' => match Target::read(body).ok()? {
-                Target { kind, name: [] } => Frame::Describe(kind),
+                Target {
+                    kind: Kind::Statement,
+                    name,
+                } if ours(name) => Frame::Describe(Kind::Statement),
+                Target {
+                    kind: Kind::Portal,
+                    name: [],
+                } if bound => Frame::Describe(Kind::Portal),
                 _ => return None,
             },
             b'E' => match Execute::read(body).ok()? {
-                Execute { portal: [], .. } => Frame::Execute,
+                Execute { portal: [], .. } if bound => Frame::Execute,
                 _ => return None,
             },
             b'H' => Frame::Flush,
@@ -263,7 +315,9 @@ fn read(request: &[u8]) -> Option<Plan> {
             _ => return None,
         });
     }
-    let parsed = frames.iter().any(|f| matches!(f, Frame::Parse(_)));
     let ends_in_sync = matches!(frames.last(), Some(Frame::Sync));
-    (parsed && ends_in_sync && at == request.len()).then_some(Plan::Extended(frames))
+    let listens = frames
+        .iter()
+        .any(|f| !matches!(f, Frame::Sync | Frame::Flush));
+    (listens && ends_in_sync && at == request.len()).then_some(Plan::Extended(frames))
 }

@@ -21,11 +21,12 @@
 //!    and what the new one kept is dispatched, in order, after them.
 //!
 //! Every entry thus comes from exactly one connection: before the marker from the old one,
-//! after it from the new one. Meanwhile the old connection keeps delivering (its bytes wait in
-//! its socket while the new one's LISTEN runs), so nothing stops flowing during a rotation. If
-//! the new connection fails, the old one stays (it has dispatched up to the marker and goes on
-//! from there) and the handover is tried again later; if the old one fails, the new one takes
-//! over as after a lost connection (notifications in between may be lost).
+//! after it from the new one. Meanwhile the old connection's notifications wait in its socket
+//! while the new one's LISTEN runs (a round trip), and are dispatched in order after it. If the
+//! new connection fails before its marker came back, the old one stays untouched (the marker
+//! LISTEN left on it is never notified again) and the handover is tried again later with
+//! backoff; if the old one fails, the new one takes over as after a lost connection
+//! (notifications in between may be lost).
 
 use std::time::Duration;
 
