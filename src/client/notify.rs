@@ -315,7 +315,8 @@ fn read(request: &[u8], named: &HashMap<Vec<u8>, Statement>) -> Option<Plan> {
             _ => return None,
         });
     }
-    let ends_in_sync = matches!(frames.last(), Some(Frame::Sync));
+    // asyncpg prepares with Parse, Describe, Flush and binds in a request of its own.
+    let ends_in_sync = matches!(frames.last(), Some(Frame::Sync | Frame::Flush));
     let listens = frames
         .iter()
         .any(|f| !matches!(f, Frame::Sync | Frame::Flush));
