@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use common::{TestDb, fresh_db, proxy_toml, start_proxy, upstream_addr};
 
-/// Checks transaction mode cannot pass yet: LISTEN/NOTIFY. Named
-/// prepared statements run there with every driver's defaults (no transaction-pooler
-/// settings). Remove a name to switch its check on in transaction mode.
-const NOT_YET_IN_TRANSACTION_MODE: &[&str] = &["listen_notify"];
+/// Checks transaction mode cannot pass yet (none: named prepared statements run there with
+/// every driver's defaults, session `SET` follows its client, and LISTEN/NOTIFY goes through
+/// the pool's listener connection). A name here switches its check off in transaction mode.
+const NOT_YET_IN_TRANSACTION_MODE: &[&str] = &[];
 
 /// While this check is left out, the drivers are configured for a transaction pooler
 /// (asyncpg `statement_cache_size=0`, pgjdbc `prepareThreshold=0`, psycopg

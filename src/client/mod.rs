@@ -5,6 +5,7 @@
 
 pub mod cancel;
 pub mod handshake;
+pub mod notify;
 pub mod relay;
 pub mod session;
 pub mod settings;

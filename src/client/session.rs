@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 
 use super::ClientError;
 use super::handshake::Login;
+use super::notify::ClientNotify;
 use super::relay::{Buffers, RelayEnd, Signals, Tracker, relay};
 use super::shared::{PoolEntry, Shared};
 use super::statements::{ClientStatements, UpstreamStatements};
@@ -24,8 +25,8 @@ use crate::protocol::backend::{self, Severity};
 /// How long cleanup statements (ROLLBACK, the reset query) may take before the upstream is
 /// closed instead.
 mod cleanup;
-mod settings;
 mod release;
+mod settings;
 
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,6 +54,8 @@ pub struct Session {
     statements: Option<ClientStatements>,
     /// The client's session settings, put on every upstream before it serves the client.
     settings: super::settings::ClientSettings,
+    /// Transaction mode: the client's LISTEN channels on the pool's listener.
+    notify: Option<ClientNotify>,
     /// Session mode: why the last move was refused, named in the error the session ends with
     /// if its lease reaches its hard deadline.
     pinned_by: Option<String>,
@@ -75,10 +78,11 @@ impl Session {
         bufs.c2u.reserve(8 * 1024);
         bufs.u2c.reserve(8 * 1024);
         let registration = shared.clients.register();
-        let tracked =
-            login.pool.mode == PoolMode::Transaction && shared.max_prepared_statements > 0;
+        let transaction = login.pool.mode == PoolMode::Transaction;
+        let tracked = transaction && shared.max_prepared_statements > 0;
         Session {
             settings: std::mem::take(&mut login.settings),
+            notify: transaction.then(|| ClientNotify::new(login.pool.pool.clone())),
             statements: tracked.then(ClientStatements::new),
             registration,
             pinned_by: None,
@@ -107,7 +111,7 @@ impl Session {
                         .await);
                 }
             }
-            if self.answer_without_upstream().await? {
+            if self.answer_listen().await? || self.answer_without_upstream().await? {
                 continue;
             }
             let up = match self.entry().pool.checkout().await {
@@ -132,6 +136,7 @@ impl Session {
                 }
                 self.flush_client().await?;
                 self.shrink_buffers();
+                self.deliver_notifications().await?;
             } else {
                 return Ok(());
             }
@@ -178,16 +183,24 @@ impl Session {
                 }
                 RelayEnd::Rotated => {
                     let current = self.entry().pool.credentials().generation();
-                    let pool = &self.entry().pool;
+                    let pool = &self.login.pool.pool;
                     let max = self.shared.max_message_size;
-                    let (next, moved) = match pool.move_session(up, max, CLEANUP_TIMEOUT).await {
+                    let forward = &mut self.bufs.u2c;
+                    let moved = pool.move_session(up, max, CLEANUP_TIMEOUT, forward).await;
+                    let (next, moved) = match moved {
                         Ok(next) => next,
                         Err(e) => {
+                            let _ = self.flush_client().await;
                             let e = ClientError::refused("08006", e.to_string());
                             return Err(self.fatal(e).await);
                         }
                     };
                     up = next;
+                    // Notifications the move read off either upstream, before any later one.
+                    if let Err(e) = self.flush_client().await {
+                        self.cleanup(up).await;
+                        return Err(e);
+                    }
                     match moved {
                         Move::Moved => {
                             // The move recreated the session's settings on the new upstream.
@@ -337,21 +350,61 @@ impl Session {
                 self.bufs.c2u.reserve(frame.saturating_sub(unscanned));
             }
             let idle = self.bufs.c2u.is_empty() && self.track.status == b'I';
-            let read = self.client.read_buf(&mut self.bufs.c2u);
-            let n = if idle {
-                // Idle between transactions: the moment a shutdown may end the session.
-                tokio::select! {
-                    biased;
-                    r = read => r?,
-                    () = self.registration.stop.stopped() => return Ok(Next::Stopped),
+            // Between requests, outside a transaction: where notifications are delivered.
+            let deliverable = self.track.status == b'I' && self.track.pending == 0;
+            let subscription = self.notify.as_ref().and_then(|n| n.subscription());
+            let notified = async {
+                match subscription {
+                    Some(s) => s.ready().await,
+                    None => std::future::pending().await,
                 }
-            } else {
-                read.await?
+            };
+            let read = self.client.read_buf(&mut self.bufs.c2u);
+            let n = tokio::select! {
+                biased;
+                r = read => r?,
+                // Idle between transactions: the moment a shutdown may end the session.
+                () = self.registration.stop.stopped(), if idle => return Ok(Next::Stopped),
+                () = notified, if deliverable => {
+                    self.deliver_notifications().await?;
+                    continue;
+                }
             };
             if n == 0 {
                 return Ok(Next::Closed);
             }
         }
+    }
+
+    /// Transaction mode: answers a LISTEN / UNLISTEN request through the pool's listener (see
+    /// [`ClientNotify::answer`]). True when it was answered.
+    async fn answer_listen(&mut self) -> Result<bool, ClientError> {
+        let Some(notify) = self.notify.as_mut() else {
+            return Ok(false);
+        };
+        let request = &self.bufs.c2u[..self.bufs.fscan.forwardable()];
+        let status = self.track.status;
+        let Some(syncs) = notify.answer(request, status, &mut self.bufs.u2c).await else {
+            return Ok(false);
+        };
+        self.bufs.fscan.discard_scanned(&mut self.bufs.c2u);
+        self.request_ready = false;
+        self.track.pending = self.track.pending.saturating_sub(syncs);
+        self.flush_client().await?;
+        Ok(true)
+    }
+
+    /// Transaction mode: writes the notifications waiting for the client. A client that let
+    /// too many pile up is ended (see [`crate::pool::listener`]).
+    async fn deliver_notifications(&mut self) -> Result<(), ClientError> {
+        let Some(notify) = &self.notify else {
+            return Ok(());
+        };
+        if let Err(e) = notify.deliver(&mut self.bufs.u2c) {
+            let e = ClientError::refused("54000", format!("terminating connection: {e}"));
+            return Err(self.fatal(e).await);
+        }
+        self.flush_client().await
     }
 
     /// Answers a request that could not get an upstream: one error, and a ReadyForQuery for

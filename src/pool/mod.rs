@@ -19,6 +19,7 @@ mod checkout;
 mod close;
 mod drain;
 mod idle;
+pub mod listener;
 mod manager;
 mod moves;
 mod prove;
@@ -72,11 +73,14 @@ pub enum CheckoutError {
 pub struct Pool {
     inner: managed::Pool<Manager>,
     settings: Arc<PoolSettings>,
+    /// Transaction mode's LISTEN/NOTIFY ([`listener`]); opens nothing until the first LISTEN.
+    listener: listener::Listener,
 }
 
 impl Pool {
     /// A pool that logs in to `target` with the current lease of `credentials`.
     pub fn new(target: UpstreamTarget, credentials: Credentials, settings: PoolSettings) -> Pool {
+        let listener = listener::Listener::new(target.clone(), credentials.clone());
         let manager = Manager::new(target, credentials, settings.idle_timeout);
         let inner = managed::Pool::builder(manager)
             .max_size(settings.size)
@@ -88,6 +92,7 @@ impl Pool {
         Pool {
             inner,
             settings: Arc::new(settings),
+            listener,
         }
     }
 
@@ -233,11 +238,17 @@ impl Pool {
         (s.size, s.available, s.waiting)
     }
 
-    /// Closes the pool: waiting and future checkouts fail, idle upstreams and ready
-    /// replacements are closed.
+    /// Closes the pool: waiting and future checkouts fail, idle upstreams, ready
+    /// replacements and the listener connection are closed.
     pub fn close(&self) {
         self.inner.close();
+        self.listener.close();
         self.inner.manager().replacements.clear();
+    }
+
+    /// The pool's listener, which transaction-mode clients' LISTENs subscribe to.
+    pub fn listener(&self) -> &listener::Listener {
+        &self.listener
     }
 
     /// The credentials entry this pool logs in with.

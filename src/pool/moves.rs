@@ -13,12 +13,13 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
 use thiserror::Error;
 use tracing::{info, warn};
 
 use super::{Checkout, CheckoutError, CloseReason, MOVE_BEFORE_DEADLINE, Pool, Replacement};
 use crate::upstream::UpstreamError;
-use crate::upstream::migrate::{self, SessionState};
+use crate::upstream::migrate::{self, HandOverError, SessionState};
 
 /// What became of a session asked to move to the newest lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,12 +50,14 @@ pub enum MoveError {
 impl Pool {
     /// Moves the idle session on `old` to the newest lease, if a replacement is ready for it
     /// or its lease's deadline is near. `max_message_size` bounds what the capture reads;
-    /// `timeout` bounds each exchange.
+    /// `timeout` bounds each exchange. Notifications for a session that LISTENs, read off
+    /// either upstream during the move, are appended to `forward` for its client, each once.
     pub async fn move_session(
         &self,
         mut old: Checkout,
         max_message_size: usize,
         timeout: Duration,
+        forward: &mut BytesMut,
     ) -> Result<(Checkout, Move), MoveError> {
         if old.generation() >= self.credentials().generation() {
             return Ok((old, Move::Moved));
@@ -67,7 +70,8 @@ impl Pool {
         if replacement.is_none() && !near_deadline() {
             return Ok((old, Move::NotYet));
         }
-        let state = match migrate::capture(old.upstream_mut(), max_message_size, timeout).await {
+        let mut state = match migrate::capture(old.upstream_mut(), max_message_size, timeout).await
+        {
             Ok(state) => state,
             Err(e) => {
                 warn!(error = %e, "reading session state for a move failed");
@@ -76,6 +80,7 @@ impl Pool {
                 return Err(MoveError::Capture(e));
             }
         };
+        forward.extend_from_slice(&std::mem::take(&mut state.notifications));
         if !state.pinned_by.is_empty() {
             info!(pinned_by = %state.pin_reasons(), generation = old.generation(), "session stays on its retiring lease");
             self.give_back(replacement);
@@ -89,6 +94,23 @@ impl Pool {
                     // The replacement holds part of the state now: it is closed, never kept.
                     replacement.discard(CloseReason::MoveFailed);
                     return Ok((old, not_recreated(&e, from)));
+                }
+                if !state.listens.is_empty() {
+                    let (from_up, to_up) = (old.upstream_mut(), replacement.upstream_mut());
+                    match migrate::hand_over(from_up, to_up, timeout, forward).await {
+                        Ok(()) => {}
+                        Err(HandOverError::New(e)) => {
+                            warn!(error = %e, "handing notifications over to a replacement failed");
+                            replacement.discard(CloseReason::MoveFailed);
+                            return Ok((old, Move::NotYet));
+                        }
+                        Err(HandOverError::Old(e)) => {
+                            warn!(error = %e, "the session's upstream failed during a move");
+                            replacement.discard(CloseReason::MoveFailed);
+                            old.discard(CloseReason::Broken);
+                            return Err(MoveError::Capture(e));
+                        }
+                    }
                 }
                 // The old connection closes here, which lets its lease drain.
                 old.swap(replacement);

@@ -95,6 +95,22 @@ pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     message(buf, b'Z', |b| b.put_u8(status));
 }
 
+/// CommandComplete with its tag (`LISTEN`, `UNLISTEN`), for statements the proxy answers.
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    message(buf, b'C', |b| cstr(b, tag));
+}
+
+/// The replies to the extended-protocol messages of a statement the proxy answers itself:
+/// ParseComplete (`1`), BindComplete (`2`), NoData (`n`), and ParameterDescription (`t`) with
+/// no parameters.
+pub fn empty_reply(buf: &mut BytesMut, tag: u8) {
+    message(buf, tag, |b| {
+        if tag == b't' {
+            b.put_u16(0);
+        }
+    });
+}
+
 /// How bad an error the proxy reports is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {

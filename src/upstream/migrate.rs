@@ -34,6 +34,7 @@
 //!   lease's login role, so a move grants nothing the client could not `SET` itself.
 
 mod exchange;
+mod notify;
 mod prepare_text;
 
 use std::time::Duration;
@@ -42,6 +43,7 @@ use bytes::BytesMut;
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use postgres_protocol::message::frontend;
 
+pub use notify::{HandOverError, hand_over};
 pub use prepare_text::{Found, depends_on_conforming_strings, find_prepare};
 
 use super::{Upstream, UpstreamError};
@@ -162,6 +164,9 @@ pub struct SessionState {
     pub prepared: Vec<Prepared>,
     /// Channels the session LISTENs on.
     pub listens: Vec<String>,
+    /// Notifications the old upstream delivered while its state was read, whole
+    /// NotificationResponse frames for the client.
+    pub notifications: BytesMut,
     /// Some statement's text holds a `'…'` string with a backslash.
     depends_on_conforming_strings: bool,
 }
@@ -255,7 +260,10 @@ pub async fn capture(
     let mut request = BytesMut::new();
     frontend::query(CAPTURE, &mut request)?;
     let reply = bounded(up, &request, limit, timeout).await?;
-    let mut state = SessionState::default();
+    let mut state = SessionState {
+        notifications: reply.notifications,
+        ..SessionState::default()
+    };
     for row in reply.rows {
         state.add(row, &up.lease.username)?;
     }

@@ -78,6 +78,12 @@ impl Wire {
         }
     }
 
+    /// Writes raw frontend messages.
+    #[allow(dead_code)]
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
     /// The next message, or `None` at end of file.
     pub async fn next(&mut self) -> Option<Message> {
         loop {

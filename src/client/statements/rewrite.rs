@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use super::replies::Step;
 use super::sql::{Command, Unconfined, examine};
 use super::{ClientStatements, StatementId, UpstreamStatements};
+use crate::client::notify::mentions_listen;
 use crate::protocol::ProtocolError;
 use crate::protocol::extended::{
     Bind, Execute, Kind, Parse, Target, write_bind, write_close_statement,
@@ -41,6 +42,9 @@ pub enum Refusal {
     Unconfined(Unconfined),
     /// A new name from a client that already holds [`super::MAX_CLIENT_STATEMENTS`].
     TooMany,
+    /// LISTEN or UNLISTEN anywhere but on its own outside a transaction block (see
+    /// [`crate::client::notify`]).
+    Listen,
 }
 
 impl Refusal {
@@ -48,7 +52,7 @@ impl Refusal {
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::Missing(_) | Refusal::MissingUnnamed => INVALID_SQL_STATEMENT_NAME,
-            Refusal::SqlCommand | Refusal::Unconfined(_) => FEATURE_NOT_SUPPORTED,
+            Refusal::SqlCommand | Refusal::Unconfined(_) | Refusal::Listen => FEATURE_NOT_SUPPORTED,
             Refusal::TooMany => "53400",
         }
     }
@@ -66,6 +70,7 @@ impl Refusal {
                                     protocol-level prepared statements, or session mode"
                 .into(),
             Refusal::Unconfined(what) => what.message().into(),
+            Refusal::Listen => crate::client::notify::REFUSED.into(),
             Refusal::TooMany => format!(
                 "too many prepared statements: a client may hold at most {}; close the ones \
                  it no longer uses",
@@ -205,6 +210,10 @@ impl Rewrite<'_> {
                         self.refuse(&range, refusal, false);
                         return Ok(());
                     }
+                    if mentions_listen(text) {
+                        self.refuse(&range, Refusal::Listen, false);
+                        return Ok(());
+                    }
                 }
                 if tag == b'F' {
                     // A function called by OID: the lexer cannot tell which.
@@ -250,6 +259,10 @@ impl Rewrite<'_> {
                 return;
             }
         };
+        if mentions_listen(parse.query) {
+            self.refuse(range, Refusal::Listen, true);
+            return;
+        }
         if self.client.full_for(parse.name) && !parse.name.is_empty() {
             self.refuse(range, Refusal::TooMany, true);
             return;

@@ -1,6 +1,10 @@
 //! The few exchanges a session move has with an upstream: a simple query, a prepared
 //! statement's recreation through the extended protocol, each reply read to its
 //! ReadyForQuery with every message's length checked.
+//!
+//! Messages are read one by one, never past the last one asked for: what PostgreSQL sends
+//! after a ReadyForQuery (a notification for a session that LISTENs) stays in the socket for
+//! whoever reads next. Notifications read during an exchange are kept whole, for the client.
 
 use std::time::Duration;
 
@@ -9,11 +13,12 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::IsNull;
 use postgres_protocol::message::backend::{DataRowBody, Message};
 use postgres_protocol::message::frontend::{self, BindError};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Prepared, malformed};
 use crate::protocol::ProtocolError;
-use crate::upstream::connect::{read_message, refused};
+use crate::protocol::frame::header;
+use crate::upstream::connect::refused;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Largest reply message read while recreating state (errors and command tags only).
@@ -93,6 +98,8 @@ fn bind_error(e: BindError) -> UpstreamError {
 pub(super) struct Reply {
     pub(super) rows: Vec<Vec<Option<String>>>,
     tags: Vec<String>,
+    /// NotificationResponse frames read before the ReadyForQuery, whole.
+    pub(super) notifications: BytesMut,
 }
 
 /// Sends `request` and reads the reply, each message at most `limit` bytes, within `timeout`.
@@ -118,11 +125,15 @@ async fn round_trip(
     limit: usize,
 ) -> Result<Reply, UpstreamError> {
     up.stream.write_all(request).await?;
-    let mut buf = BytesMut::with_capacity(1024);
     let mut reply = Reply::default();
     let mut error = None;
     loop {
-        match read_message(&mut up.stream, &mut buf, limit).await? {
+        let mut frame = next_frame(up, limit).await?;
+        if frame.first() == Some(&b'A') {
+            reply.notifications.extend_from_slice(&frame);
+            continue;
+        }
+        match Message::parse(&mut frame)?.ok_or_else(malformed)? {
             Message::DataRow(row) => reply.rows.push(values(&row)?),
             Message::CommandComplete(body) => {
                 let tag = body.tag().map_err(|_| malformed())?;
@@ -143,6 +154,40 @@ async fn round_trip(
             _ => {}
         }
     }
+}
+
+/// Reads exactly one whole message, its length checked against `limit` first.
+pub(super) async fn next_frame(up: &mut Upstream, limit: usize) -> Result<BytesMut, UpstreamError> {
+    let mut head = [0u8; 5];
+    up.stream.read_exact(&mut head).await?;
+    let (tag, len) = header(&head).ok_or_else(malformed)?;
+    if !(4..=limit).contains(&len) {
+        return Err(ProtocolError::TooLarge {
+            tag,
+            len,
+            max: limit,
+        }
+        .into());
+    }
+    let mut frame = BytesMut::with_capacity(1 + len);
+    frame.extend_from_slice(&head);
+    frame.resize(1 + len, 0);
+    up.stream.read_exact(&mut frame[5..]).await?;
+    Ok(frame)
+}
+
+/// Runs `sql` as a simple query; notifications read meanwhile are appended to `into`.
+pub(super) async fn simple_into(
+    up: &mut Upstream,
+    sql: &str,
+    timeout: Duration,
+    into: &mut BytesMut,
+) -> Result<(), UpstreamError> {
+    let mut request = BytesMut::new();
+    frontend::query(sql, &mut request)?;
+    let reply = bounded(up, &request, MAX_REPLY, timeout).await?;
+    into.extend_from_slice(&reply.notifications);
+    Ok(())
 }
 
 fn values(row: &DataRowBody) -> Result<Vec<Option<String>>, UpstreamError> {
