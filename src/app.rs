@@ -24,10 +24,11 @@ use tracing::{info, warn};
 
 use crate::auth::{AuthError, LocalPassword};
 use crate::client::{PoolEntry, Pools, Shared};
-use crate::config::{Config, DatabaseConfig};
+use crate::config::{Config, DatabaseConfig, UpstreamTlsMode};
 use crate::credentials::setup;
 use crate::pool::{Pool, PoolSettings};
-use crate::upstream::UpstreamTarget;
+use crate::tls::client::{ClientTlsFiles, TlsConfigError, client_config};
+use crate::upstream::{UpstreamTarget, UpstreamTls};
 
 /// Why the proxy could not start.
 #[derive(Debug, Error)]
@@ -45,6 +46,13 @@ pub enum AppError {
         name: String,
         #[source]
         source: crate::credentials::SourceError,
+    },
+    /// A database entry's TLS files could not be used.
+    #[error("databases.{database}: {source}")]
+    UpstreamTls {
+        database: String,
+        #[source]
+        source: TlsConfigError,
     },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
@@ -90,6 +98,11 @@ impl Proxy {
             source,
         })?;
         let users = local_users(&config).await?;
+        let targets = config
+            .databases
+            .iter()
+            .map(|db| Ok((db.name.clone(), upstream_target(&config, db)?)))
+            .collect::<Result<HashMap<_, _>, AppError>>()?;
         let shutdown = CancellationToken::new();
         let credentials_stop = CancellationToken::new();
         let background = TaskTracker::new();
@@ -106,12 +119,12 @@ impl Proxy {
                 }
             };
         }
-        let pools = build_pools(&config, &entries, &background, &shutdown);
+        let pools = build_pools(&config, &targets, &entries, &background, &shutdown);
         let mut credentials = HashMap::new();
         for (name, entry) in entries {
             let prove = entry
                 .proves
-                .then(|| proving_pools(&config, &name, &pools))
+                .then(|| proving_pools(&config, &targets, &name, &pools))
                 .flatten()
                 .map(|(target, pools)| crate::pool::prover(target, pools));
             entry
@@ -212,17 +225,18 @@ async fn bind(listen: &str) -> Result<TcpListener, AppError> {
 /// One pool per (database, local user), each with its upkeep task.
 fn build_pools(
     config: &Config,
+    targets: &HashMap<String, UpstreamTarget>,
     entries: &HashMap<String, setup::Entry>,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Pools {
     let mut pools = Pools::default();
     for db in &config.databases {
-        let Some(entry) = entries.get(&db.credentials) else {
+        let (Some(entry), Some(target)) = (entries.get(&db.credentials), targets.get(&db.name))
+        else {
             // Validation guarantees the entry exists; stay total anyway.
             continue;
         };
-        let target = upstream_target(config, db);
         let settings = PoolSettings {
             size: db.pool_size,
             wait_timeout: config.proxy.query_wait_timeout,
@@ -247,6 +261,7 @@ fn build_pools(
 /// database's pools, which take the proving login as their first replacement.
 fn proving_pools(
     config: &Config,
+    targets: &HashMap<String, UpstreamTarget>,
     credentials: &str,
     pools: &Pools,
 ) -> Option<(UpstreamTarget, Vec<Pool>)> {
@@ -258,7 +273,7 @@ fn proving_pools(
         .of_database(&db.name)
         .map(|e| e.pool.clone())
         .collect();
-    Some((upstream_target(config, db), takers))
+    Some((targets.get(&db.name)?.clone(), takers))
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
@@ -301,13 +316,35 @@ async fn local_users(config: &Config) -> Result<HashMap<String, LocalPassword>, 
     parsed.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
-/// Where a database's upstream connections go.
-fn upstream_target(config: &Config, db: &DatabaseConfig) -> UpstreamTarget {
-    UpstreamTarget {
+/// Where a database's upstream connections go, with its TLS configuration built (CA and
+/// client certificate files read) once here.
+fn upstream_target(config: &Config, db: &DatabaseConfig) -> Result<UpstreamTarget, AppError> {
+    let config_for = |mode| {
+        let files = ClientTlsFiles {
+            ca: db.upstream_tls_ca.clone(),
+            cert: db.upstream_tls_cert.clone(),
+            key: db.upstream_tls_key.clone(),
+        };
+        client_config(mode, &files).map_err(|source| AppError::UpstreamTls {
+            database: db.name.clone(),
+            source,
+        })
+    };
+    let tls_config = match db.upstream_tls {
+        UpstreamTlsMode::Disable => None,
+        mode => Some(config_for(mode)?),
+    };
+    Ok(UpstreamTarget {
         host: db.host.clone(),
         port: db.port,
         dbname: db.upstream_dbname().to_owned(),
         application_name: config.proxy.application_name.clone(),
         connect_timeout: config.proxy.connect_timeout,
-    }
+        database: db.name.clone(),
+        tls: UpstreamTls {
+            mode: db.upstream_tls,
+            config: tls_config,
+            allow_plaintext_password: db.allow_plaintext_password,
+        },
+    })
 }

@@ -10,6 +10,7 @@
 //! - [`config`]: the TOML contract, secret indirection (`env:`, `file:`) and validation.
 //! - [`credentials`]: leases, the sources they come from, and the rotator that publishes them.
 //! - [`upstream`]: opening and authenticating a connection to PostgreSQL with a lease.
+//! - [`tls`]: rustls configurations and the maybe-encrypted stream the relay moves bytes on.
 //! - [`pool`]: one pool of upstream connections per (database, user), with its wait queue; the
 //!   checked-out upstream ([`pool::Checkout`]) with the state that lives on the connection and
 //!   the only ways to swap it for a replacement (a connection opened ahead of need on a newer
@@ -37,4 +38,5 @@ pub mod protocol;
 pub mod secret;
 #[cfg(test)]
 mod test_log;
+pub mod tls;
 pub mod upstream;

@@ -15,10 +15,10 @@ use common::{TestDb, cluster, fresh_db, proxy_toml, start_proxy};
 use pglease::client::statements::{ClientStatements, UpstreamStatements, Verdict};
 use pglease::credentials::lease::Lease;
 use pglease::protocol::frame::header;
-use pglease::upstream::{self, UpstreamTarget};
+use pglease::upstream::{self, UpstreamTarget, UpstreamTls};
 use postgres_protocol::IsNull;
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// One logged-in upstream connection, as the pool would open it.
@@ -29,6 +29,8 @@ async fn open(db: &TestDb) -> upstream::Upstream {
         dbname: db.name.clone(),
         application_name: "statements-test".into(),
         connect_timeout: Duration::from_secs(30),
+        database: db.name.clone(),
+        tls: UpstreamTls::default(),
     };
     let lease = Lease {
         id: "test".into(),
@@ -54,12 +56,16 @@ fn sync_points(bytes: &[u8]) -> usize {
 }
 
 /// Sends `bytes` and reads replies through the ReadyForQuery of its last sync point.
-async fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> BytesMut {
+async fn exchange(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), bytes: &[u8]) -> BytesMut {
     exchange_n(stream, bytes, sync_points(bytes)).await
 }
 
 /// Sends `bytes` and reads replies through the `want`-th ReadyForQuery.
-async fn exchange_n(stream: &mut TcpStream, bytes: &[u8], mut want: usize) -> BytesMut {
+async fn exchange_n(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    bytes: &[u8],
+    mut want: usize,
+) -> BytesMut {
     stream.write_all(bytes).await.expect("write");
     let mut buf = BytesMut::new();
     let mut scanned = 0;

@@ -24,8 +24,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::Interest;
-use tokio::net::TcpStream;
 
 use super::settings::mentions_set_config;
 use super::statements::ReplyError;
@@ -33,6 +31,7 @@ use super::tracked::{self, Filter, Tracking};
 use crate::credentials::LeaseEnd;
 use crate::protocol::ProtocolError;
 use crate::protocol::frame::{BackendScanner, FrontendScanner};
+use crate::tls::stream::RelayIo;
 
 /// Most bytes buffered in one direction before reading pauses for the writer to catch up.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -135,8 +134,8 @@ pub struct Signals<'a, 't> {
 
 /// Relays until one of the [`RelayEnd`] conditions.
 pub async fn relay(
-    client: &TcpStream,
-    upstream: &TcpStream,
+    client: &mut impl RelayIo,
+    upstream: &mut impl RelayIo,
     bufs: &mut Buffers,
     track: &mut Tracker,
     release_on_idle: bool,
@@ -164,7 +163,10 @@ pub async fn relay(
         }
         let end = poll_relay(
             cx,
-            Sockets { client, upstream },
+            Sockets {
+                client: &mut *client,
+                upstream: &mut *upstream,
+            },
             bufs,
             track,
             tracking.as_mut(),
@@ -192,14 +194,14 @@ fn at_idle_boundary(b: &Buffers, t: &Tracker) -> bool {
 }
 
 /// The two sockets of a relay run.
-struct Sockets<'a> {
-    client: &'a TcpStream,
-    upstream: &'a TcpStream,
+struct Sockets<'a, C, U> {
+    client: &'a mut C,
+    upstream: &'a mut U,
 }
 
 fn poll_relay(
     cx: &mut Context<'_>,
-    io: Sockets<'_>,
+    io: Sockets<'_, impl RelayIo, impl RelayIo>,
     b: &mut Buffers,
     t: &mut Tracker,
     mut tracking: Option<&mut Tracking<'_>>,
@@ -209,6 +211,14 @@ fn poll_relay(
     let Sockets { client, upstream } = io;
     loop {
         let mut progress = false;
+        // TLS may hold records from an earlier write; pending here only means the socket is
+        // full, and its waker is registered.
+        if let Poll::Ready(Err(e)) = upstream.poll_flush_tls(cx) {
+            return Poll::Ready(RelayEnd::UpstreamIo(e));
+        }
+        if let Poll::Ready(Err(e)) = client.poll_flush_tls(cx) {
+            return Poll::Ready(RelayEnd::ClientIo(e));
+        }
 
         if !t.idle_point && b.u2c.len() < READ_CHUNK {
             match poll_read(upstream, &mut b.u2c, cx) {
@@ -286,7 +296,7 @@ fn poll_relay(
 /// what the rewrite made of them. Ready when something was written.
 fn poll_send(
     cx: &mut Context<'_>,
-    upstream: &TcpStream,
+    upstream: &mut impl RelayIo,
     b: &mut Buffers,
     t: &mut Tracker,
     tracking: Option<&mut Tracking<'_>>,
@@ -364,9 +374,9 @@ fn scan_backend(
     }
 }
 
-/// Reads whatever the socket has into `buf` without waiting for more.
+/// Reads whatever the side has into `buf` without waiting for more.
 fn poll_read(
-    stream: &TcpStream,
+    stream: &mut impl RelayIo,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
@@ -374,36 +384,14 @@ fn poll_read(
         // Reclaims the consumed front of the same allocation when it can.
         buf.reserve(READ_CHUNK);
     }
-    loop {
-        ready!(stream.poll_read_ready(cx))?;
-        let space = buf.capacity() - buf.len();
-        let mut drained = None;
-        // A read that does not fill the buffer emptied the socket, so its readiness is
-        // cleared right away (by answering WouldBlock to `try_io`): the next poll waits for
-        // the next event instead of spending a syscall to learn there is nothing to read.
-        let read = stream.try_io(Interest::READABLE, || {
-            let n = stream.try_read_buf(buf)?;
-            if n > 0 && n < space {
-                drained = Some(n);
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(n)
-        });
-        match (read, drained) {
-            (_, Some(n)) => return Poll::Ready(Ok(n)),
-            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            (other, None) => return Poll::Ready(other),
-        }
-    }
+    stream.poll_read_into(cx, buf)
 }
 
-/// Writes as much of `data` as the socket takes now.
-fn poll_write(stream: &TcpStream, data: &[u8], cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(stream.poll_write_ready(cx))?;
-        match stream.try_write(data) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            other => return Poll::Ready(other),
-        }
-    }
+/// Writes as much of `data` as the side takes now.
+fn poll_write(
+    stream: &mut impl RelayIo,
+    data: &[u8],
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    stream.poll_write_from(cx, data)
 }

@@ -308,8 +308,8 @@ impl Session {
             tracking,
         };
         relay(
-            &self.client,
-            &upstream.stream,
+            &mut self.client,
+            &mut upstream.stream,
             &mut self.bufs,
             &mut self.track,
             release_on_idle,

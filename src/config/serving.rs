@@ -2,6 +2,7 @@
 //! may log in to the proxy) and `[[databases]]` (what they may ask for, and where its pool
 //! reaches PostgreSQL), with the defaults of every key.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::secret::Secret;
@@ -111,6 +112,18 @@ pub struct DatabaseConfig {
     /// Run on an upstream before it is reused after a session-mode client, so no session
     /// state leaks to the next client. Default `DISCARD ALL`; empty disables it.
     pub reset_query: String,
+    /// How pool connections use TLS (`upstream_tls`). Default `prefer`, as libpq.
+    pub upstream_tls: UpstreamTlsMode,
+    /// PEM file of the CAs an upstream's certificate must chain to; the system roots when
+    /// absent. Used by `verify-ca` and `verify-full`.
+    pub upstream_tls_ca: Option<PathBuf>,
+    /// PEM client certificate chain presented to PostgreSQL (with `upstream_tls_key`).
+    pub upstream_tls_cert: Option<PathBuf>,
+    /// PEM private key of `upstream_tls_cert`.
+    pub upstream_tls_key: Option<PathBuf>,
+    /// Lets the upstream login answer a cleartext or md5 password request without TLS.
+    /// Off by default: either exposes the lease (or a replayable hash) to the network.
+    pub allow_plaintext_password: bool,
 }
 
 impl DatabaseConfig {
@@ -125,6 +138,11 @@ impl DatabaseConfig {
             pool_size: 20,
             credentials: credentials.into(),
             reset_query: "DISCARD ALL".to_owned(),
+            upstream_tls: UpstreamTlsMode::default(),
+            upstream_tls_ca: None,
+            upstream_tls_cert: None,
+            upstream_tls_key: None,
+            allow_plaintext_password: false,
         }
     }
 
@@ -142,4 +160,22 @@ pub enum PoolMode {
     Transaction,
     /// `"session"`: when the client disconnects.
     Session,
+}
+
+/// Whether and how a pool connection is encrypted (`upstream_tls`), with libpq's `sslmode`
+/// meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamTlsMode {
+    /// `"disable"`: plaintext only.
+    Disable,
+    /// `"prefer"`: TLS when the server accepts it, without verifying the certificate; plaintext
+    /// when it declines. The default, as in libpq.
+    #[default]
+    Prefer,
+    /// `"require"`: TLS or no connection; the certificate is not verified.
+    Require,
+    /// `"verify-ca"`: TLS with a certificate chaining to a trusted CA; the name is not checked.
+    VerifyCa,
+    /// `"verify-full"`: as `verify-ca`, and the certificate must name `host`.
+    VerifyFull,
 }

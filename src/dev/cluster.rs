@@ -58,6 +58,11 @@ pub struct ClusterOptions {
     /// Extra `postgresql.conf` lines as (name, value); values are written verbatim, so
     /// string values must carry their own single quotes.
     pub settings: Vec<(String, String)>,
+    /// Files written into the data directory before the server starts, as (name, contents),
+    /// readable by the server only (for example `server.key` of `ssl = on`).
+    pub data_files: Vec<(String, Vec<u8>)>,
+    /// `pg_hba.conf` in place of initdb's (SCRAM everywhere), when set.
+    pub hba: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -65,6 +70,8 @@ impl Default for ClusterOptions {
         ClusterOptions {
             max_connections: 200,
             settings: Vec::new(),
+            data_files: Vec::new(),
+            hba: None,
         }
     }
 }
@@ -263,7 +270,31 @@ rm -rf "$root"
             .open(&conf)
             .map_err(io_error(format!("open {}", conf.display())))?;
         file.write_all(server_settings(opts, &self.socket_dir).as_bytes())
-            .map_err(io_error(format!("write {}", conf.display())))
+            .map_err(io_error(format!("write {}", conf.display())))?;
+        let hba = opts
+            .hba
+            .as_ref()
+            .map(|h| ("pg_hba.conf".to_owned(), h.clone().into_bytes()));
+        for (name, contents) in opts.data_files.iter().cloned().chain(hba) {
+            self.write_data_file(&name, &contents)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `name` into the data directory, mode 0600 and owned by the server's OS user
+    /// (PostgreSQL refuses a key file others can read).
+    fn write_data_file(&self, name: &str, contents: &[u8]) -> Result<(), ClusterError> {
+        let path = self.data_dir.join(name);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error(format!("create {}", path.display())))?;
+        file.write_all(contents)
+            .map_err(io_error(format!("write {}", path.display())))?;
+        self.give_to_os_user(&path)
     }
 
     fn launch(&mut self) -> Result<(), ClusterError> {
@@ -405,6 +436,7 @@ mod tests {
         let opts = ClusterOptions {
             max_connections: 42,
             settings: vec![("log_connections".into(), "on".into())],
+            ..ClusterOptions::default()
         };
         let text = server_settings(&opts, Path::new("/tmp/it's"));
         assert!(

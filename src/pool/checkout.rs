@@ -151,9 +151,9 @@ impl Checkout {
 
     /// The connection, its state and its deadline at once, for the relay, which reads the
     /// socket while it updates the statement tracking.
-    pub fn parts(&mut self) -> (&Upstream, &mut UpstreamState, &LeaseEnd) {
+    pub fn parts(&mut self) -> (&mut Upstream, &mut UpstreamState, &LeaseEnd) {
         let pooled = &mut *self.0;
-        (&pooled.up, &mut pooled.state, &pooled.deadline)
+        (&mut pooled.up, &mut pooled.state, &pooled.deadline)
     }
 
     /// Makes `replacement` the connection in this slot (a session move): the old connection

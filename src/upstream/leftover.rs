@@ -90,6 +90,7 @@ async fn round_trip(up: &mut Upstream, sql: &str) -> Result<Option<Leftover>, Up
     let mut buf = BytesMut::with_capacity(512);
     frontend::query(sql, &mut buf)?;
     up.stream.write_all(&buf).await?;
+    up.stream.flush().await?;
     buf.clear();
     let mut found: Option<Option<Leftover>> = None;
     let mut error = None;

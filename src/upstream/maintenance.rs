@@ -33,6 +33,7 @@ async fn run_simple_inner(up: &mut Upstream, sql: &str) -> Result<u8, UpstreamEr
     let mut buf = BytesMut::with_capacity(512);
     frontend::query(sql, &mut buf)?;
     up.stream.write_all(&buf).await?;
+    up.stream.flush().await?;
     buf.clear();
     let mut scan = BackendScanner::default();
     loop {

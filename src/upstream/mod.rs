@@ -5,6 +5,7 @@
 
 pub mod connect;
 pub mod leftover;
+mod login;
 pub mod maintenance;
 pub mod migrate;
 
@@ -13,10 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tokio::net::TcpStream;
+use tokio_rustls::rustls::ClientConfig;
 
+use crate::config::UpstreamTlsMode;
 use crate::credentials::Lease;
 use crate::protocol::ProtocolError;
+use crate::tls::stream::Stream;
 
 pub use connect::connect;
 
@@ -36,6 +39,42 @@ pub struct UpstreamTarget {
     pub application_name: String,
     /// Bound on TCP connect plus login.
     pub connect_timeout: Duration,
+    /// The `[[databases]]` entry these connections serve, named in TLS and login errors.
+    pub database: String,
+    /// Whether and how the connection is encrypted, and what the login may send without it.
+    pub tls: UpstreamTls,
+}
+
+/// A database entry's TLS settings, built once when the proxy starts. The `Default` is
+/// plaintext (`disable`), for targets built in code; configs default to `prefer`.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// `upstream_tls`.
+    pub mode: UpstreamTlsMode,
+    /// The rustls configuration for `mode`; `None` only under `disable`.
+    pub config: Option<Arc<ClientConfig>>,
+    /// `allow_plaintext_password`: cleartext and md5 password requests are answered even
+    /// when the connection is not encrypted.
+    pub allow_plaintext_password: bool,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        UpstreamTls {
+            mode: UpstreamTlsMode::Disable,
+            config: None,
+            allow_plaintext_password: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("mode", &self.mode)
+            .field("allow_plaintext_password", &self.allow_plaintext_password)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The key PostgreSQL gave an upstream connection, and where to send a cancel for it.
@@ -53,8 +92,9 @@ pub struct CancelTarget {
 /// what clients left on it, why it closes) is the pool's: see `pool::Pooled`.
 #[derive(Debug)]
 pub struct Upstream {
-    /// The socket; owned by whichever client holds this upstream, relayed without buffering here.
-    pub stream: TcpStream,
+    /// The socket, plain or TLS; owned by whichever client holds this upstream, relayed
+    /// without buffering here.
+    pub stream: Stream,
     /// The lease this connection logged in with; its generation decides when it is retired.
     pub lease: Arc<Lease>,
     /// ParameterStatus values PostgreSQL reported at login (server_version, TimeZone, ...).
@@ -72,7 +112,14 @@ impl Drop for Upstream {
     /// logs a clean disconnect rather than an unexpected EOF for every retired connection.
     fn drop(&mut self) {
         const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
-        let _ = self.stream.try_write(&TERMINATE);
+        match &mut self.stream {
+            Stream::Plain(tcp) => {
+                let _ = tcp.try_write(&TERMINATE);
+            }
+            // Nothing can be awaited here; the encrypted Terminate is left out and
+            // PostgreSQL sees the end of the TCP connection instead.
+            Stream::Tls(_) => {}
+        }
     }
 }
 
@@ -85,8 +132,9 @@ impl Upstream {
     /// True when PostgreSQL sent something, or hung up, while nobody was using the
     /// connection: it cannot be handed to a client in a known state.
     pub fn has_unsolicited_input(&self) -> bool {
+        // Under TLS the probe reads raw record bytes; any at all mean the same thing.
         let mut probe = [0u8; 1];
-        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        !matches!(self.stream.tcp().try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 
@@ -115,4 +163,25 @@ pub enum UpstreamError {
     /// The connection closed during login or maintenance.
     #[error("upstream closed the connection")]
     Closed,
+    /// TLS could not be set up with the upstream of `database` (refused, unverifiable
+    /// certificate, failed handshake).
+    #[error("TLS to the upstream of database `{database}` failed: {reason}")]
+    Tls { database: String, reason: String },
+    /// The upstream asked for the lease's password in cleartext or as md5 over a connection
+    /// that is not encrypted, and `allow_plaintext_password` is off: nothing was sent.
+    #[error(
+        "upstream of database `{database}` asks for a {method} password over an unencrypted \
+         connection; refused without sending it (use TLS, or set allow_plaintext_password)"
+    )]
+    PlaintextPassword {
+        database: String,
+        method: &'static str,
+    },
+    /// The upstream ended SCRAM without a valid server signature (or skipped to
+    /// AuthenticationOk before it): it did not prove it knows the lease's verifier.
+    #[error("upstream of database `{database}` did not prove its identity: {reason}")]
+    ScramUnverified {
+        database: String,
+        reason: &'static str,
+    },
 }

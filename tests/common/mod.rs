@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
+pub mod tls;
 pub mod vault_standin;
 
 /// What to install when a client program is missing; failing (never skipping) keeps a
@@ -84,6 +85,11 @@ pub struct TestDb {
 /// Creates a new role with LOGIN PASSWORD and a database it owns; `tag` (lowercase ASCII)
 /// makes failures easy to attribute in the server log.
 pub async fn fresh_db(tag: &str) -> TestDb {
+    fresh_db_on(&superuser().await, tag).await
+}
+
+/// [`fresh_db`] on the cluster `admin` is a superuser of.
+pub async fn fresh_db_on(admin: &Client, tag: &str) -> TestDb {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let name = format!("t_{tag}_{id}");
     let db = TestDb {
@@ -93,7 +99,6 @@ pub async fn fresh_db(tag: &str) -> TestDb {
         password: format!("local-{}", Alphanumeric.sample_string(&mut rand::rng(), 12)),
         name,
     };
-    let admin = superuser().await;
     let role = escape_identifier(&db.role);
     let create_role = format!(
         "CREATE ROLE {role} LOGIN PASSWORD {}",

@@ -2,7 +2,7 @@
 //! structs; every key left out keeps the default the struct itself defines.
 
 use super::section::Section;
-use crate::config::{AuthType, DatabaseConfig, PoolMode, ProxyConfig, UserConfig};
+use crate::config::{AuthType, DatabaseConfig, PoolMode, ProxyConfig, UpstreamTlsMode, UserConfig};
 
 /// Reads `[proxy]`; every key is optional.
 pub(super) fn read_proxy(mut s: Section<'_, '_>) -> ProxyConfig {
@@ -57,6 +57,21 @@ pub(super) fn read_database(mut s: Section<'_, '_>) -> DatabaseConfig {
     );
     d.pool_size = s.usize_or("pool_size", d.pool_size);
     d.reset_query = s.string_or("reset_query", &d.reset_query);
+    d.upstream_tls = s.choice(
+        "upstream_tls",
+        &[
+            ("disable", UpstreamTlsMode::Disable),
+            ("prefer", UpstreamTlsMode::Prefer),
+            ("require", UpstreamTlsMode::Require),
+            ("verify-ca", UpstreamTlsMode::VerifyCa),
+            ("verify-full", UpstreamTlsMode::VerifyFull),
+        ],
+        d.upstream_tls,
+    );
+    d.upstream_tls_ca = s.opt_path("upstream_tls_ca");
+    d.upstream_tls_cert = s.opt_path("upstream_tls_cert");
+    d.upstream_tls_key = s.opt_path("upstream_tls_key");
+    d.allow_plaintext_password = s.bool_or("allow_plaintext_password", false);
     s.finish();
     d
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{MAX_IDENTIFIER_BYTES, Problems, credentials_path};
-use crate::config::{Config, DatabaseConfig, ProxyConfig};
+use crate::config::{Config, DatabaseConfig, ProxyConfig, UpstreamTlsMode};
 
 /// Smaller than this and ordinary startup packets or error messages would not fit.
 const MIN_MESSAGE_SIZE: usize = 8 * 1024;
@@ -172,6 +172,36 @@ fn check_database(
         problems.add(
             format_args!("{path}.reset_query"),
             "must not contain a NUL byte",
+        );
+    }
+    check_upstream_tls(path, database, problems);
+}
+
+/// The TLS files of a database entry: a client certificate comes with its key, and no path is
+/// empty. Whether the files parse is found when the proxy builds the TLS configuration.
+fn check_upstream_tls(path: &str, database: &DatabaseConfig, problems: &mut Problems) {
+    let files = [
+        ("upstream_tls_ca", &database.upstream_tls_ca),
+        ("upstream_tls_cert", &database.upstream_tls_cert),
+        ("upstream_tls_key", &database.upstream_tls_key),
+    ];
+    for (key, file) in files {
+        if file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+            problems.add(format_args!("{path}.{key}"), "must not be empty");
+        }
+    }
+    if database.upstream_tls_cert.is_some() != database.upstream_tls_key.is_some() {
+        problems.add(
+            format_args!("{path}.upstream_tls_cert"),
+            "upstream_tls_cert and upstream_tls_key go together",
+        );
+    }
+    if database.upstream_tls == UpstreamTlsMode::Disable
+        && (database.upstream_tls_ca.is_some() || database.upstream_tls_cert.is_some())
+    {
+        problems.add(
+            format_args!("{path}.upstream_tls"),
+            "is \"disable\", so upstream_tls_ca/upstream_tls_cert would never be used",
         );
     }
 }

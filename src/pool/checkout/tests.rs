@@ -28,7 +28,7 @@ async fn pooled(generation: u64, pid: i32, counts: &Replacements) -> (Pooled, Tc
         generation,
     };
     let up = Upstream {
-        stream: stream.unwrap(),
+        stream: stream.unwrap().into(),
         lease: Arc::new(lease),
         params: Arc::from(Vec::new()),
         cancel: CancelTarget {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use postgres_protocol::escape::escape_identifier;
 use postgres_protocol::message::backend::Message;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::credentials::{Credentials, LeaseEnd};
 use crate::protocol::ProtocolError;
@@ -111,6 +111,7 @@ impl Conn {
         let mut request = BytesMut::new();
         postgres_protocol::message::frontend::query(sql, &mut request)?;
         self.up.stream.write_all(&request).await?;
+        self.up.stream.flush().await?;
         let mut error = None;
         loop {
             let (tag, body) = self.next_message().await?;
@@ -169,12 +170,8 @@ impl Conn {
                 }
                 self.buf.reserve(1 + len - self.buf.len());
             }
-            self.up.stream.readable().await?;
-            match self.up.stream.try_read_buf(&mut self.buf) {
-                Ok(0) => return Err(UpstreamError::Closed),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
+            if self.up.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(UpstreamError::Closed);
             }
         }
     }

@@ -125,6 +125,7 @@ async fn round_trip(
     limit: usize,
 ) -> Result<Reply, UpstreamError> {
     up.stream.write_all(request).await?;
+    up.stream.flush().await?;
     let mut reply = Reply::default();
     let mut error = None;
     loop {

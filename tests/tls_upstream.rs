@@ -1,0 +1,320 @@
+//! TLS on pool connections (`upstream_tls`), against a real PostgreSQL with `ssl = on` and
+//! `hostssl`-only TCP rules: verification under `verify-full` and `verify-ca`, the refusals
+//! (wrong CA, wrong host, a server without TLS under `require`) reaching the client and the
+//! log, and the login policy that keeps a lease's password off an unencrypted wire.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::tls::{password_cluster, socket_superuser, tls_world};
+use common::{TestDb, describe, fresh_db, fresh_db_on, start_proxy, try_connect};
+use pglease::app::Proxy;
+use tokio_postgres::Client;
+
+/// A proxy config for `db` whose one database reaches `host:port` with `tls_lines` (the
+/// `upstream_tls*` keys and any other database key).
+fn tls_toml(db: &TestDb, host: &str, port: u16, tls_lines: &str) -> String {
+    format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+shutdown_timeout = "2s"
+connect_timeout = "10s"
+query_wait_timeout = "10s"
+
+[[users]]
+name = "{user}"
+password = "{password}"
+
+[[databases]]
+name = "{name}"
+host = "{host}"
+port = {port}
+pool_mode = "transaction"
+pool_size = 2
+credentials = "upstream"
+{tls_lines}
+
+[credentials.upstream]
+source = "static"
+username = "{role}"
+password = "{role_password}"
+"#,
+        user = db.user,
+        password = db.password,
+        name = db.name,
+        role = db.role,
+        role_password = db.role_password.expose(),
+    )
+}
+
+/// The TLS cluster's `upstream_tls*` lines for `mode`, trusting `ca`.
+fn verify_lines(mode: &str, ca: &std::path::Path) -> String {
+    format!(
+        "upstream_tls = \"{mode}\"\nupstream_tls_ca = \"{}\"",
+        ca.display()
+    )
+}
+
+async fn app_client(proxy: &Proxy, db: &TestDb) -> Result<Client, tokio_postgres::Error> {
+    try_connect(proxy.local_addr(), &db.user, &db.password, &db.name).await
+}
+
+/// `(total, encrypted)` backends of `role`, from pg_stat_activity joined with pg_stat_ssl.
+async fn ssl_backends(admin: &Client, role: &str) -> (i64, i64) {
+    let row = admin
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s USING (pid) WHERE a.usename = $1",
+            &[&role],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("pg_stat_ssl query failed: {}", describe(&e)));
+    (row.get(0), row.get(1))
+}
+
+/// Collects what a test's own log subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Routes this thread's logs here until the guard drops (the test runs on one thread).
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// The client's error for a login through `proxy`, which must fail.
+async fn refused_login(proxy: &Proxy, db: &TestDb) -> String {
+    match app_client(proxy, db).await {
+        Ok(_) => panic!("the login through the proxy succeeded"),
+        Err(e) => describe(&e),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn pool_connections_are_encrypted_and_verified_under_verify_full() {
+    let logs = Captured::default();
+    let _guard = logs.install();
+    let world = tls_world();
+    let admin = socket_superuser(&world.cluster).await;
+    let db = fresh_db_on(&admin, "vfull").await;
+    let lines = verify_lines("verify-full", &world.ca);
+    let proxy = start_proxy(&tls_toml(&db, "localhost", world.cluster.port(), &lines)).await;
+    let a = app_client(&proxy, &db)
+        .await
+        .unwrap_or_else(|e| panic!("login over verify-full failed: {}", describe(&e)));
+    let b = app_client(&proxy, &db).await.expect("second client");
+    // Both pool connections in use at once, and results larger than one TLS record.
+    let (ra, rb) = tokio::join!(
+        a.query_one("SELECT ssl, length(string_agg(md5(i::text), '')) FROM pg_stat_ssl, generate_series(1, 20000) i WHERE pid = pg_backend_pid() GROUP BY ssl", &[]),
+        b.query_one("SELECT ssl, pg_sleep(0.2)::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]),
+    );
+    let ra = ra.unwrap_or_else(|e| panic!("query a: {}", describe(&e)));
+    let rb = rb.unwrap_or_else(|e| panic!("query b: {}", describe(&e)));
+    assert!(ra.get::<_, bool>(0) && rb.get::<_, bool>(0));
+    assert_eq!(ra.get::<_, i32>(1), 20000 * 32);
+    let big = "x".repeat(300_000);
+    let echoed: String = a
+        .query_one("SELECT $1::text", &[&big])
+        .await
+        .expect("large parameter")
+        .get(0);
+    assert_eq!(echoed, big);
+    let (total, encrypted) = ssl_backends(&admin, &db.role).await;
+    assert!(total >= 1, "no pglease backend found");
+    assert_eq!(total, encrypted, "every pglease backend uses TLS");
+    // Channel binding to the certificate PostgreSQL showed: PostgreSQL checked the hash.
+    assert!(
+        logs.text().contains("mechanism=\"SCRAM-SHA-256-PLUS\""),
+        "{}",
+        logs.text()
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_presented_when_configured() {
+    let world = tls_world();
+    let admin = socket_superuser(&world.cluster).await;
+    let db = fresh_db_on(&admin, "ccert").await;
+    let lines = format!(
+        "{}\nupstream_tls_cert = \"{}\"\nupstream_tls_key = \"{}\"",
+        verify_lines("verify-full", &world.ca),
+        world.client_cert.display(),
+        world.client_key.display()
+    );
+    let proxy = start_proxy(&tls_toml(&db, "localhost", world.cluster.port(), &lines)).await;
+    let client = app_client(&proxy, &db)
+        .await
+        .unwrap_or_else(|e| panic!("login with a client certificate: {}", describe(&e)));
+    let dn: Option<String> = client
+        .query_one(
+            "SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("client_dn")
+        .get(0);
+    assert_eq!(dn.as_deref(), Some("/CN=postgres"));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_certificate_from_another_ca_is_refused_under_verify_full_and_verify_ca() {
+    let world = tls_world();
+    let admin = socket_superuser(&world.cluster).await;
+    for mode in ["verify-full", "verify-ca"] {
+        let logs = Captured::default();
+        let _guard = logs.install();
+        let db = fresh_db_on(&admin, "wrongca").await;
+        let lines = verify_lines(mode, &world.other_ca);
+        let proxy = start_proxy(&tls_toml(&db, "localhost", world.cluster.port(), &lines)).await;
+        let error = refused_login(&proxy, &db).await;
+        assert!(error.contains("08006"), "{mode}: {error}");
+        assert!(error.contains("unknown issuer"), "{mode}: {error}");
+        assert!(
+            error.contains(&db.name),
+            "{mode}: names the database: {error}"
+        );
+        let log = logs.text();
+        assert!(
+            log.contains("unknown issuer") && log.contains(&db.name),
+            "{mode}: the log says why:\n{log}"
+        );
+        assert_eq!(ssl_backends(&admin, &db.role).await.0, 0);
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_certificate_for_another_host_is_refused_under_verify_full_only() {
+    let world = tls_world();
+    let admin = socket_superuser(&world.cluster).await;
+    let logs = Captured::default();
+    let _guard = logs.install();
+    // The certificate names `localhost`; 127.0.0.1 is the same server under another name.
+    let db = fresh_db_on(&admin, "wronghost").await;
+    let lines = verify_lines("verify-full", &world.ca);
+    let proxy = start_proxy(&tls_toml(&db, "127.0.0.1", world.cluster.port(), &lines)).await;
+    let error = refused_login(&proxy, &db).await;
+    assert!(error.contains("name mismatch"), "{error}");
+    assert!(error.contains(&db.name), "{error}");
+    assert!(logs.text().contains("name mismatch"), "{}", logs.text());
+    proxy.shutdown().await;
+
+    let lines = verify_lines("verify-ca", &world.ca);
+    let proxy = start_proxy(&tls_toml(&db, "127.0.0.1", world.cluster.port(), &lines)).await;
+    let client = app_client(&proxy, &db)
+        .await
+        .unwrap_or_else(|e| panic!("verify-ca checks no name: {}", describe(&e)));
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("pg_stat_ssl")
+        .get(0);
+    assert!(ssl);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn require_refuses_a_server_without_tls_and_prefer_falls_back() {
+    let db = fresh_db("plainonly").await;
+    let port = common::cluster().port();
+    let proxy = start_proxy(&tls_toml(
+        &db,
+        "127.0.0.1",
+        port,
+        "upstream_tls = \"require\"",
+    ))
+    .await;
+    let error = refused_login(&proxy, &db).await;
+    assert!(error.contains("does not accept TLS"), "{error}");
+    proxy.shutdown().await;
+
+    // `prefer` (the default) is how `pglease dev` and plaintext servers keep working.
+    let proxy = start_proxy(&tls_toml(&db, "127.0.0.1", port, "")).await;
+    let client = app_client(&proxy, &db)
+        .await
+        .unwrap_or_else(|e| panic!("prefer with a plaintext server: {}", describe(&e)));
+    client.simple_query("SELECT 1").await.expect("query");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn require_encrypts_without_verifying() {
+    let world = tls_world();
+    let admin = socket_superuser(&world.cluster).await;
+    let db = fresh_db_on(&admin, "require").await;
+    // The wrong host and no CA: libpq's `require` checks neither.
+    let lines = "upstream_tls = \"require\"";
+    let proxy = start_proxy(&tls_toml(&db, "127.0.0.1", world.cluster.port(), lines)).await;
+    let client = app_client(&proxy, &db)
+        .await
+        .unwrap_or_else(|e| panic!("require: {}", describe(&e)));
+    client.simple_query("SELECT 1").await.expect("query");
+    let (total, encrypted) = ssl_backends(&admin, &db.role).await;
+    assert!(total >= 1 && total == encrypted);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_cleartext_password_request_without_tls_is_refused_unless_allowed() {
+    let cluster = password_cluster();
+    let admin = socket_superuser(cluster).await;
+    let logs = Captured::default();
+    let _guard = logs.install();
+    let db = fresh_db_on(&admin, "cleartext").await;
+    let proxy = start_proxy(&tls_toml(&db, "127.0.0.1", cluster.port(), "")).await;
+    let error = refused_login(&proxy, &db).await;
+    assert!(error.contains("cleartext password"), "{error}");
+    assert!(error.contains("allow_plaintext_password"), "{error}");
+    assert!(
+        logs.text().contains("cleartext password"),
+        "{}",
+        logs.text()
+    );
+    // The password, had it gone out, would have logged in: no backend ever did.
+    let logged_in: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+            &[&db.role],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(logged_in, 0);
+    assert!(!logs.text().contains(db.role_password.expose()));
+    proxy.shutdown().await;
+
+    let opt_in = "allow_plaintext_password = true";
+    let proxy = start_proxy(&tls_toml(&db, "127.0.0.1", cluster.port(), opt_in)).await;
+    let client = app_client(&proxy, &db)
+        .await
+        .unwrap_or_else(|e| panic!("with the opt-in: {}", describe(&e)));
+    client.simple_query("SELECT 1").await.expect("query");
+    proxy.shutdown().await;
+}
