@@ -224,14 +224,4 @@ fn iterations(server_first: &[u8]) -> Option<u32> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn iteration_count_is_read_and_bounded() {
-        assert_eq!(iterations(b"r=abc,s=c2FsdA==,i=4096"), Some(4096));
-        assert_eq!(iterations(b"r=abc,s=c2FsdA=="), None);
-        assert_eq!(iterations(b"r=abc,s=c2FsdA==,i=99999999999"), None);
-        assert!(iterations(b"r=a,s=b,i=20000000").is_some_and(|i| i > MAX_SCRAM_ITERATIONS));
-    }
-}
+mod tests;
