@@ -27,7 +27,7 @@ use tokio_rustls::rustls::{
 use crate::config::UpstreamTlsMode;
 
 /// Where a client configuration's trust and identity come from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClientTlsFiles {
     /// PEM CA bundle; the system's roots when `None`.
     pub ca: Option<PathBuf>,

@@ -30,6 +30,7 @@
 //!   privileges; the grant goes with the role.
 //! - **Connection.** One admin connection, opened lazily and opened again on the next call
 //!   after it drops; a failed connect is [`SourceError::Unreachable`], so the rotator retries.
+//!   TLS follows `sslmode`, `sslrootcert`, `sslcert` and `sslkey` in `admin_url` ([`admin`]).
 //!   SQL errors are [`SourceError::Rejected`].
 //! - **Templates** (`creation_statements`, …) replace the built-in statements; see
 //!   [`statements`] for how placeholders are quoted. `{{password}}` is the verifier on creation
@@ -39,6 +40,7 @@
 //!   revocation template alone decides what happens to owned objects (`on_revoke` does not
 //!   apply).
 
+mod admin;
 mod mark;
 mod reaper;
 mod statements;
@@ -49,7 +51,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use postgres_protocol::escape::escape_literal;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tracing::debug;
 
 use super::source::SourceFuture;
@@ -77,8 +79,9 @@ pub struct IssuerSource {
     entry: String,
     /// The settings; `admin_url` stays a [`Secret`], and `Debug` is not derived.
     config: IssuerConfig,
-    /// Parsed from `admin_url` once, so a bad URL is a start-up error, not a retry loop.
-    admin: tokio_postgres::Config,
+    /// Parsed from `admin_url` once (TLS files read too), so a bad URL is a start-up error,
+    /// not a retry loop.
+    admin: admin::Admin,
     /// The admin connection, if one is open; the lock is only held to read or swap it.
     client: Mutex<Option<Arc<Client>>>,
 }
@@ -105,11 +108,7 @@ impl IssuerSource {
             ));
         }
         check_config(config)?;
-        let admin = config
-            .admin_url
-            .expose()
-            .parse::<tokio_postgres::Config>()
-            .map_err(|_| SourceError::Rejected("admin_url is not a valid PostgreSQL URL".into()))?;
+        let admin = admin::parse(config.admin_url.expose())?;
         Ok(IssuerSource {
             entry: entry.to_owned(),
             config: config.clone(),
@@ -128,7 +127,7 @@ impl IssuerSource {
         if let Some(client) = self.cached().filter(|c| !c.is_closed()) {
             return Ok(client);
         }
-        let connect = self.admin.connect(NoTls);
+        let connect = self.admin.config.connect(self.admin.tls.clone());
         let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => return Err(map_error(&e, &[])),
@@ -344,8 +343,27 @@ fn map_error(e: &tokio_postgres::Error, secrets: &[&str]) -> SourceError {
         Some(db) => {
             SourceError::Rejected(redact(format!("{}: {}", db.code().code(), db.message())))
         }
-        None => SourceError::Unreachable(redact(e.to_string())),
+        None => SourceError::Unreachable(redact(with_causes(e))),
     }
+}
+
+/// tokio-postgres' message with its causes: "error performing TLS handshake" alone does not
+/// say that the certificate was refused, nor why.
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let inner = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<tokio_rustls::rustls::Error>());
+        match inner.or_else(|| c.downcast_ref::<tokio_rustls::rustls::Error>()) {
+            Some(tls) => text.push_str(&format!(": {}", crate::tls::client::describe(tls))),
+            None => text.push_str(&format!(": {c}")),
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn random_suffix() -> String {
