@@ -401,3 +401,46 @@ async fn the_issuer_refuses_a_wrong_ca_and_a_wrong_host() {
         .await
         .unwrap_or_else(|e| panic!("verify-ca: {e}"));
 }
+
+/// A closed pool connection sends Terminate through TLS, as plaintext ones always did.
+#[tokio::test]
+async fn retired_tls_connections_say_goodbye() {
+    let world = tls_world();
+    let admin = socket_superuser(&world.cluster).await;
+    let db = fresh_db_on(&admin, "goodbye").await;
+    let lines = verify_lines("verify-full", &world.ca);
+    let proxy = start_proxy(&tls_toml(&db, "localhost", world.cluster.port(), &lines)).await;
+    let client = app_client(&proxy, &db).await.expect("login");
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    drop(client);
+    proxy.shutdown().await;
+    let gone = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1";
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while admin
+        .query_one(gone, &[&pid])
+        .await
+        .expect("count")
+        .get::<_, i64>(0)
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "backend {pid} never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Without a Terminate inside TLS, PostgreSQL logs "could not receive data from client:
+    // Connection reset by peer" for the backend.
+    let log = std::fs::read_to_string(world.cluster.log_path()).expect("server log");
+    let marker = format!("[{pid}]");
+    let noisy: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&marker))
+        .filter(|l| l.contains("could not receive data") || l.contains("unexpected EOF"))
+        .collect();
+    assert!(noisy.is_empty(), "{}", noisy.join("\n"));
+}

@@ -9,7 +9,7 @@
 //! through [`Stream`] must flush: the relay calls [`Stream::poll_flush_tls`] on every pass,
 //! and the `AsyncWrite` users (`write_all`) call `flush()` after their request.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -17,6 +17,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
+use tokio_rustls::rustls;
 
 /// Plain TCP, or TLS (client or server side) over TCP.
 #[derive(Debug)]
@@ -54,6 +55,26 @@ impl Stream {
         };
         let certs = tls.get_ref().1.peer_certificates()?;
         certs.first().map(|c| c.as_ref())
+    }
+
+    /// Writes `bytes` without waiting, as far as the socket takes them now: for a goodbye
+    /// from a `Drop`, where nothing can be awaited. Under TLS they are encrypted first.
+    pub fn send_now(&mut self, bytes: &[u8]) {
+        match self {
+            Stream::Plain(tcp) => {
+                let _ = tcp.try_write(bytes);
+            }
+            Stream::Tls(tls) => match &mut **tls {
+                TlsStream::Client(c) => {
+                    let (tcp, conn) = c.get_mut();
+                    encrypt_now(tcp, conn, bytes);
+                }
+                TlsStream::Server(s) => {
+                    let (tcp, conn) = s.get_mut();
+                    encrypt_now(tcp, conn, bytes);
+                }
+            },
+        }
     }
 
     /// Reads whatever is available into `buf` without waiting for more; 0 means end of stream.
@@ -95,6 +116,31 @@ impl Stream {
             Stream::Plain(_) => Poll::Ready(Ok(())),
             Stream::Tls(tls) => Pin::new(&mut **tls).poll_flush(cx),
         }
+    }
+}
+
+fn encrypt_now<D>(tcp: &TcpStream, conn: &mut rustls::ConnectionCommon<D>, bytes: &[u8]) {
+    if conn.writer().write_all(bytes).is_err() {
+        return;
+    }
+    let mut socket = NonBlocking(tcp);
+    while conn.wants_write() {
+        if !matches!(conn.write_tls(&mut socket), Ok(n) if n > 0) {
+            return;
+        }
+    }
+}
+
+/// `std::io::Write` over a tokio socket that never waits (WouldBlock is an error).
+struct NonBlocking<'a>(&'a TcpStream);
+
+impl io::Write for NonBlocking<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.try_write(data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

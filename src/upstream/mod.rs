@@ -112,14 +112,7 @@ impl Drop for Upstream {
     /// logs a clean disconnect rather than an unexpected EOF for every retired connection.
     fn drop(&mut self) {
         const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
-        match &mut self.stream {
-            Stream::Plain(tcp) => {
-                let _ = tcp.try_write(&TERMINATE);
-            }
-            // Nothing can be awaited here; the encrypted Terminate is left out and
-            // PostgreSQL sees the end of the TCP connection instead.
-            Stream::Tls(_) => {}
-        }
+        self.stream.send_now(&TERMINATE);
     }
 }
 
