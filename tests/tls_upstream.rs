@@ -6,15 +6,14 @@
 
 mod common;
 
+#[path = "tls_upstream/issuer.rs"]
+mod issuer;
+
 use std::sync::Arc;
 
 use common::tls::{password_cluster, socket_superuser, tls_world};
 use common::{TestDb, describe, fresh_db, fresh_db_on, start_proxy, try_connect};
 use pglease::app::Proxy;
-use pglease::config::IssuerConfig;
-use pglease::credentials::Source;
-use pglease::credentials::issuer::IssuerSource;
-use pglease::secret::Secret;
 use tokio_postgres::Client;
 
 /// A proxy config for `db` whose one database reaches `host:port` with `tls_lines` (the
@@ -324,84 +323,6 @@ async fn a_cleartext_password_request_without_tls_is_refused_unless_allowed() {
     proxy.shutdown().await;
 }
 
-/// An issuer config whose admin connection goes to the TLS cluster as `host` with `tls_params`
-/// (the `sslmode`/`sslrootcert`/… query parameters), tagged with `application_name = tag`.
-fn issuer_config(host: &str, tag: &str, tls_params: &str) -> IssuerConfig {
-    let cluster = &tls_world().cluster;
-    let url = format!(
-        "postgres://{}:{}@{host}:{}/postgres?application_name={tag}&{tls_params}",
-        cluster.superuser(),
-        cluster.superuser_password().expose(),
-        cluster.port()
-    );
-    let mut config = IssuerConfig::new(Secret::new(url));
-    config.prefix = tag.to_owned();
-    config
-}
-
-#[tokio::test]
-async fn the_issuer_admin_connection_is_verified_under_verify_full() {
-    let world = tls_world();
-    let admin = socket_superuser(&world.cluster).await;
-    let params = format!(
-        "sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
-        world.ca.display(),
-        world.client_cert.display(),
-        world.client_key.display()
-    );
-    let config = issuer_config("localhost", "issvfull", &params);
-    let issuer = IssuerSource::new("issvfull", &config)
-        .await
-        .unwrap_or_else(|e| panic!("issuer over verify-full: {e}"));
-    let lease = issuer.acquire().await.expect("acquire over TLS");
-    let row = admin
-        .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE s.ssl AND s.client_dn = '/CN=postgres') \
-             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
-             WHERE a.application_name = 'issvfull'",
-            &[],
-        )
-        .await
-        .expect("pg_stat_ssl");
-    let (total, encrypted): (i64, i64) = (row.get(0), row.get(1));
-    assert!(total >= 1, "the admin connection is not there");
-    assert_eq!(
-        total, encrypted,
-        "the admin connection uses TLS with the client cert"
-    );
-    issuer.revoke(&lease).await.expect("revoke");
-}
-
-#[tokio::test]
-async fn the_issuer_refuses_a_wrong_ca_and_a_wrong_host() {
-    let world = tls_world();
-    let wrong_ca = format!(
-        "sslmode=verify-full&sslrootcert={}",
-        world.other_ca.display()
-    );
-    let config = issuer_config("localhost", "isswrongca", &wrong_ca);
-    let err = IssuerSource::new("isswrongca", &config)
-        .await
-        .err()
-        .expect("must fail");
-    assert!(format!("{err}").contains("unknown issuer"), "{err}");
-
-    let right_ca = format!("sslmode=verify-full&sslrootcert={}", world.ca.display());
-    let config = issuer_config("127.0.0.1", "isswronghost", &right_ca);
-    let err = IssuerSource::new("isswronghost", &config)
-        .await
-        .err()
-        .expect("must fail");
-    assert!(format!("{err}").contains("name mismatch"), "{err}");
-
-    // verify-ca checks the chain only, as libpq.
-    let verify_ca = format!("sslmode=verify-ca&sslrootcert={}", world.ca.display());
-    let config = issuer_config("127.0.0.1", "issvca", &verify_ca);
-    IssuerSource::new("issvca", &config)
-        .await
-        .unwrap_or_else(|e| panic!("verify-ca: {e}"));
-}
-
 /// A closed pool connection sends Terminate through TLS, as plaintext ones always did.
 #[tokio::test]
 async fn retired_tls_connections_say_goodbye() {
@@ -443,4 +364,58 @@ async fn retired_tls_connections_say_goodbye() {
         .filter(|l| l.contains("could not receive data") || l.contains("unexpected EOF"))
         .collect();
     assert!(noisy.is_empty(), "{}", noisy.join("\n"));
+}
+
+/// pgbench through TLS pool connections: its COPY of `-i` (bulk client-to-upstream bytes) and
+/// twenty clients over a pool of two, with the extended protocol, all without a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_over_tls_pool_connections() {
+    let world = tls_world();
+    let admin = socket_superuser(&world.cluster).await;
+    let db = fresh_db_on(&admin, "bench").await;
+    let lines = verify_lines("verify-full", &world.ca);
+    let proxy = start_proxy(&tls_toml(&db, "localhost", world.cluster.port(), &lines)).await;
+    let addr = proxy.local_addr();
+    for args in [
+        &["-i", "-q", "-s", "1"][..],
+        &["-M", "extended", "-c", "20", "-j", "2", "-t", "50"][..],
+    ] {
+        let out = common::pgbench(addr, &db.user, &db.password, &db.name)
+            .args(args)
+            .output()
+            .await
+            .expect("pgbench runs");
+        assert!(
+            out.status.success(),
+            "pgbench {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let accounts: i64 = admin_count(&world.cluster, &db.name).await;
+    assert_eq!(accounts, 100_000);
+    let (total, encrypted) = ssl_backends(&admin, &db.role).await;
+    assert_eq!(total, encrypted);
+    proxy.shutdown().await;
+}
+
+/// Rows in `pgbench_accounts` of database `name`, over the cluster's unix socket.
+async fn admin_count(cluster: &pglease::dev::cluster::Cluster, name: &str) -> i64 {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(cluster.socket_dir())
+        .port(cluster.port())
+        .user(cluster.superuser())
+        .password(cluster.superuser_password().expose())
+        .dbname(name);
+    let (client, conn) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+        .query_one("SELECT count(*) FROM pgbench_accounts", &[])
+        .await
+        .expect("count")
+        .get(0)
 }

@@ -12,7 +12,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::login::Login;
 use super::{CancelTarget, Upstream, UpstreamError, UpstreamTarget};
@@ -42,6 +42,14 @@ pub async fn connect(
     {
         // The reason an operator must act on; the client is told the same.
         warn!(database = %target.database, host = %target.host, error = %e, "upstream refused");
+    }
+    if let Ok(up) = &result {
+        debug!(
+            database = %target.database,
+            pid = up.cancel.pid,
+            tls = up.stream.is_tls(),
+            "upstream logged in"
+        );
     }
     result
 }

@@ -283,3 +283,44 @@ fn exec_env_values_are_secrets_and_their_problems_name_the_entry() {
     assert_eq!(exec.env["GOOD"].expose(), "from-env");
     assert!(!format!("{exec:?}").contains("from-env"), "{exec:?}");
 }
+
+#[test]
+fn upstream_tls_keys_are_read_with_libpq_names_and_paths_from_the_config_dir() {
+    use crate::config::UpstreamTlsMode;
+    let defaults = from_toml_str(BASE, Path::new("/etc/pglease"), &env).unwrap();
+    assert_eq!(defaults.databases[0].upstream_tls, UpstreamTlsMode::Prefer);
+    assert!(!defaults.databases[0].allow_plaintext_password);
+    let text = BASE.replace(
+        "credentials = \"app\"\n",
+        "credentials = \"app\"\nupstream_tls = \"verify-full\"\nupstream_tls_ca = \"ca.pem\"\n\
+         upstream_tls_cert = \"/abs/c.pem\"\nupstream_tls_key = \"k.pem\"\n\
+         allow_plaintext_password = true\n",
+    );
+    let config = from_toml_str(&text, Path::new("/etc/pglease"), &env).unwrap();
+    let db = &config.databases[0];
+    assert_eq!(db.upstream_tls, UpstreamTlsMode::VerifyFull);
+    assert_eq!(
+        db.upstream_tls_ca.as_deref(),
+        Some(Path::new("/etc/pglease/ca.pem"))
+    );
+    assert_eq!(
+        db.upstream_tls_cert.as_deref(),
+        Some(Path::new("/abs/c.pem"))
+    );
+    assert_eq!(
+        db.upstream_tls_key.as_deref(),
+        Some(Path::new("/etc/pglease/k.pem"))
+    );
+    assert!(db.allow_plaintext_password);
+    let bad = BASE.replace(
+        "credentials = \"app\"\n",
+        "credentials = \"app\"\nupstream_tls = \"verify\"\n",
+    );
+    let found = problems(&bad);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("databases[0].upstream_tls")),
+        "{found:?}"
+    );
+}

@@ -45,6 +45,12 @@ fn example_files_parse() {
     assert_eq!(minimal.credentials["app"].source.kind(), "static");
     let issuer = example(include_str!("../../../config/issuer.toml"));
     assert_eq!(issuer.credentials["app"].source.kind(), "issuer");
+    for config in [&reference, &minimal, &issuer] {
+        assert_eq!(
+            config.databases[0].upstream_tls,
+            crate::config::UpstreamTlsMode::VerifyFull
+        );
+    }
 }
 
 /// A valid config with one issuer entry, for tests that break one thing at a time.
@@ -304,4 +310,35 @@ fn other_sources_are_checked() {
 fn credentials_paths_quote_unusual_names() {
     assert_eq!(credentials_path("app-1"), "credentials.app-1");
     assert_eq!(credentials_path("a.b"), "credentials.\"a.b\"");
+}
+
+#[test]
+fn upstream_tls_files_are_consistent() {
+    use crate::config::UpstreamTlsMode;
+    use std::path::PathBuf;
+    let found = problems_after(|c| c.databases[0].upstream_tls_cert = Some("/c.pem".into()));
+    assert!(found.iter().any(|p| p.contains("go together")), "{found:?}");
+    let found = problems_after(|c| c.databases[0].upstream_tls_ca = Some(PathBuf::new()));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("upstream_tls_ca: must not be empty")),
+        "{found:?}"
+    );
+    let found = problems_after(|c| {
+        c.databases[0].upstream_tls = UpstreamTlsMode::Disable;
+        c.databases[0].upstream_tls_ca = Some("/ca.pem".into());
+    });
+    assert!(
+        found.iter().any(|p| p.contains("never be used")),
+        "{found:?}"
+    );
+    assert!(
+        problems_after(|c| {
+            c.databases[0].upstream_tls = UpstreamTlsMode::VerifyFull;
+            c.databases[0].upstream_tls_cert = Some("/c.pem".into());
+            c.databases[0].upstream_tls_key = Some("/k.pem".into());
+        })
+        .is_empty()
+    );
 }
