@@ -66,13 +66,6 @@ fn start_tls() -> Result<TlsWorld, String> {
     let other = test_ca("pglease unrelated CA");
     let (server_cert, server_key) = signed_cert(&ca, &["localhost"], "localhost");
     let (client_cert, client_key) = signed_cert(&ca, &[], "postgres");
-    let dir = std::env::temp_dir().join(format!("pglease-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let write = |name: &str, text: &str| -> Result<PathBuf, String> {
-        let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(path)
-    };
     let options = ClusterOptions {
         settings: vec![
             ("ssl".into(), "on".into()),
@@ -93,12 +86,24 @@ fn start_tls() -> Result<TlsWorld, String> {
         ),
         ..ClusterOptions::default()
     };
+    let cluster = Cluster::start(options).map_err(|e| e.to_string())?;
+    // The cluster's private directory, which goes with it even when the binary is killed.
+    let dir = cluster
+        .socket_dir()
+        .parent()
+        .ok_or("the cluster has no directory")?
+        .to_owned();
+    let write = |name: &str, text: &str| -> Result<PathBuf, String> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    };
     Ok(TlsWorld {
-        cluster: Cluster::start(options).map_err(|e| e.to_string())?,
         ca: write("ca.pem", &ca.pem())?,
         other_ca: write("other-ca.pem", &other.pem())?,
         client_cert: write("client.crt", &client_cert)?,
         client_key: write("client.key", &client_key)?,
+        cluster,
     })
 }
 
