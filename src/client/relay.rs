@@ -28,6 +28,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::settings::mentions_set_config;
+use super::stream::ClientStream;
 use super::statements::ReplyError;
 use super::tracked::{self, Filter, Tracking};
 use crate::credentials::LeaseEnd;
@@ -135,7 +136,7 @@ pub struct Signals<'a, 't> {
 
 /// Relays until one of the [`RelayEnd`] conditions.
 pub async fn relay(
-    client: &TcpStream,
+    client: &mut ClientStream,
     upstream: &TcpStream,
     bufs: &mut Buffers,
     track: &mut Tracker,
@@ -150,7 +151,7 @@ pub async fn relay(
         mut tracking,
     } = signals;
     let mut rotation_due = false;
-    poll_fn(|cx| {
+    let end = poll_fn(|cx| {
         if deadline.poll_ended(cx) {
             return Poll::Ready(RelayEnd::LeaseEnded);
         }
@@ -164,7 +165,10 @@ pub async fn relay(
         }
         let end = poll_relay(
             cx,
-            Sockets { client, upstream },
+            Sockets {
+                client: &mut *client,
+                upstream,
+            },
             bufs,
             track,
             tracking.as_mut(),
@@ -176,7 +180,15 @@ pub async fn relay(
         }
         end
     })
-    .await
+    .await;
+    if matches!(end, RelayEnd::Idle | RelayEnd::Rotated) {
+        // Over TLS, the last reply may still sit in rustls' buffer; the session may next
+        // wait on the client only, so it goes out now.
+        if let Err(e) = poll_fn(|cx| client.poll_drain(cx)).await {
+            return RelayEnd::ClientIo(e);
+        }
+    }
+    end
 }
 
 /// Between transactions, nothing outstanding upstream, nothing buffered either way.
@@ -193,7 +205,7 @@ fn at_idle_boundary(b: &Buffers, t: &Tracker) -> bool {
 
 /// The two sockets of a relay run.
 struct Sockets<'a> {
-    client: &'a TcpStream,
+    client: &'a mut ClientStream,
     upstream: &'a TcpStream,
 }
 
@@ -209,6 +221,9 @@ fn poll_relay(
     let Sockets { client, upstream } = io;
     loop {
         let mut progress = false;
+        if let Poll::Ready(Err(e)) = client.poll_drain(cx) {
+            return Poll::Ready(RelayEnd::ClientIo(e));
+        }
 
         if !t.idle_point && b.u2c.len() < READ_CHUNK {
             match poll_read(upstream, &mut b.u2c, cx) {
@@ -231,7 +246,7 @@ fn poll_relay(
 
         let n = b.bscan.forwardable();
         if n > 0 {
-            match poll_write(client, &b.u2c[..n], cx) {
+            match client.poll_write_from(&b.u2c[..n], cx) {
                 Poll::Ready(Ok(w)) => {
                     b.u2c.advance(w);
                     b.bscan.consumed(w);
@@ -250,7 +265,7 @@ fn poll_relay(
         // read in full (bounded by `max_message`, which the scanner checks).
         let room = b.c2u.len() < READ_CHUNK || (tracking.is_some() && b.nothing_to_send());
         if !t.terminated && room {
-            match poll_read(client, &mut b.c2u, cx) {
+            match client.poll_read_into(&mut b.c2u, cx) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::ClientClosed),
                 Poll::Ready(Ok(_)) => {
                     progress = true;
@@ -364,16 +379,21 @@ fn scan_backend(
     }
 }
 
-/// Reads whatever the socket has into `buf` without waiting for more.
-fn poll_read(
-    stream: &TcpStream,
-    buf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
+/// Makes room for a read of up to a chunk.
+pub(super) fn reserve_chunk(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         // Reclaims the consumed front of the same allocation when it can.
         buf.reserve(READ_CHUNK);
     }
+}
+
+/// Reads whatever the socket has into `buf` without waiting for more.
+pub(super) fn poll_read(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    reserve_chunk(buf);
     loop {
         ready!(stream.poll_read_ready(cx))?;
         let space = buf.capacity() - buf.len();
@@ -398,7 +418,7 @@ fn poll_read(
 }
 
 /// Writes as much of `data` as the socket takes now.
-fn poll_write(stream: &TcpStream, data: &[u8], cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+pub(super) fn poll_write(stream: &TcpStream, data: &[u8], cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
     loop {
         ready!(stream.poll_write_ready(cx))?;
         match stream.try_write(data) {

@@ -1,0 +1,3 @@
+//! TLS: the certificate the proxy serves to its clients ([`server`]).
+
+pub mod server;
