@@ -312,7 +312,11 @@ async fn local_users(config: &Config) -> Result<HashMap<String, LocalPassword>, 
 fn client_tls(
     proxy: &crate::config::ProxyConfig,
 ) -> Result<Option<Arc<crate::tls::server::ServerTls>>, AppError> {
-    match (proxy.client_tls, &proxy.client_tls_cert, &proxy.client_tls_key) {
+    match (
+        proxy.client_tls,
+        &proxy.client_tls_cert,
+        &proxy.client_tls_key,
+    ) {
         (ClientTls::Disable, _, _) | (_, None, _) | (_, _, None) => Ok(None),
         (_, Some(cert), Some(key)) => Ok(Some(Arc::new(crate::tls::server::ServerTls::load(
             cert, key,

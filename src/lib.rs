@@ -35,7 +35,7 @@ pub mod dev;
 pub mod pool;
 pub mod protocol;
 pub mod secret;
-pub mod tls;
 #[cfg(test)]
 mod test_log;
+pub mod tls;
 pub mod upstream;

@@ -13,8 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
 
 use super::verifier::{
-    DEFAULT_ITERATIONS, KEY_LEN, SALT_LEN, ScramVerifier, decode_key, hmac_sha256,
-    sha256,
+    DEFAULT_ITERATIONS, KEY_LEN, SALT_LEN, ScramVerifier, decode_key, hmac_sha256, sha256,
 };
 use super::{AuthError, ct_eq};
 
@@ -372,3 +371,6 @@ fn is_printable(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod plus_tests;

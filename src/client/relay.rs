@@ -28,8 +28,8 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::settings::mentions_set_config;
-use super::stream::ClientStream;
 use super::statements::ReplyError;
+use super::stream::ClientStream;
 use super::tracked::{self, Filter, Tracking};
 use crate::credentials::LeaseEnd;
 use crate::protocol::ProtocolError;
@@ -418,7 +418,11 @@ pub(super) fn poll_read(
 }
 
 /// Writes as much of `data` as the socket takes now.
-pub(super) fn poll_write(stream: &TcpStream, data: &[u8], cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+pub(super) fn poll_write(
+    stream: &TcpStream,
+    data: &[u8],
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
     loop {
         ready!(stream.poll_write_ready(cx))?;
         match stream.try_write(data) {

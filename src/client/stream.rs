@@ -63,7 +63,11 @@ impl ClientStream {
     }
 
     /// Writes as much of `data` as the connection takes now (the relay's write step).
-    pub fn poll_write_from(&mut self, data: &[u8], cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    pub fn poll_write_from(
+        &mut self,
+        data: &[u8],
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
         match self {
             ClientStream::Plain(tcp) => super::relay::poll_write(tcp, data, cx),
             ClientStream::Tls(t) => {

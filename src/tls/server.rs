@@ -216,7 +216,9 @@ fn der(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
             return None;
         }
         let (digits, rest) = rest.split_at_checked(n)?;
-        let len = digits.iter().fold(0usize, |acc, &d| (acc << 8) | usize::from(d));
+        let len = digits
+            .iter()
+            .fold(0usize, |acc, &d| (acc << 8) | usize::from(d));
         (len, rest)
     };
     rest.split_at_checked(len)

@@ -86,7 +86,10 @@ fn check_client_tls(proxy: &ProxyConfig, problems: &mut Problems) {
             ("proxy.client_tls_key", &proxy.client_tls_key),
         ] {
             if value.is_none() {
-                problems.add(key, "must be set when client_tls is \"allow\" or \"require\"");
+                problems.add(
+                    key,
+                    "must be set when client_tls is \"allow\" or \"require\"",
+                );
             }
         }
         return;

@@ -60,7 +60,10 @@ fn broken_files_are_named_in_the_error() {
     // A key that is not the certificate's.
     let (_, other_key, _) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
     let (c, k) = write_pair(&dir, &cert, &other_key);
-    assert!(matches!(load_files(&c, &k), Err(ServerTlsError::Pair { .. })));
+    assert!(matches!(
+        load_files(&c, &k),
+        Err(ServerTlsError::Pair { .. })
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
