@@ -13,6 +13,10 @@
 //! replies through the filter of [`super::tracked`] on the way; both keep this design (requests
 //! that need no change and every reply PostgreSQL sends are not copied).
 //!
+//! A TLS client goes through the same steps: [`ClientStream`] picks the plain TCP reads and
+//! writes or rustls' per call, and the loop also pushes out TLS records rustls still holds, so
+//! nothing waits in its buffer while the relay waits on a socket.
+//!
 //! Both directions flow at once, so a client that pipelines more than the socket buffers
 //! hold while PostgreSQL is busy writing results cannot deadlock the pair. Each buffer holds
 //! at most [`READ_CHUNK`] unsent bytes, so memory per client is bounded whatever the result
@@ -24,12 +28,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::settings::mentions_set_config;
 use super::statements::ReplyError;
-use super::stream::ClientStream;
+use super::stream::{ClientStream, poll_read, poll_write};
 use super::tracked::{self, Filter, Tracking};
 use crate::credentials::LeaseEnd;
 use crate::protocol::ProtocolError;
@@ -375,59 +378,6 @@ fn scan_backend(
                 t.unsolicited = true;
             }
             return Ok(());
-        }
-    }
-}
-
-/// Makes room for a read of up to a chunk.
-pub(super) fn reserve_chunk(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        // Reclaims the consumed front of the same allocation when it can.
-        buf.reserve(READ_CHUNK);
-    }
-}
-
-/// Reads whatever the socket has into `buf` without waiting for more.
-pub(super) fn poll_read(
-    stream: &TcpStream,
-    buf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    reserve_chunk(buf);
-    loop {
-        ready!(stream.poll_read_ready(cx))?;
-        let space = buf.capacity() - buf.len();
-        let mut drained = None;
-        // A read that does not fill the buffer emptied the socket, so its readiness is
-        // cleared right away (by answering WouldBlock to `try_io`): the next poll waits for
-        // the next event instead of spending a syscall to learn there is nothing to read.
-        let read = stream.try_io(Interest::READABLE, || {
-            let n = stream.try_read_buf(buf)?;
-            if n > 0 && n < space {
-                drained = Some(n);
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(n)
-        });
-        match (read, drained) {
-            (_, Some(n)) => return Poll::Ready(Ok(n)),
-            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            (other, None) => return Poll::Ready(other),
-        }
-    }
-}
-
-/// Writes as much of `data` as the socket takes now.
-pub(super) fn poll_write(
-    stream: &TcpStream,
-    data: &[u8],
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(stream.poll_write_ready(cx))?;
-        match stream.try_write(data) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            other => return Poll::Ready(other),
         }
     }
 }

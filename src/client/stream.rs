@@ -5,6 +5,9 @@
 //! and only the TLS arm goes through tokio-rustls' `AsyncRead`/`AsyncWrite`. The TLS state is
 //! boxed once per connection because it is large and would otherwise bloat every plaintext
 //! client's stream too.
+//!
+//! The readiness-based socket reads and writes the relay uses for plain TCP (both legs) live
+//! here too.
 
 use std::io;
 use std::pin::Pin;
@@ -12,9 +15,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
+
+use super::relay::READ_CHUNK;
 
 /// A client connection after the SSLRequest exchange.
 pub enum ClientStream {
@@ -54,9 +59,9 @@ impl ClientStream {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
         match self {
-            ClientStream::Plain(tcp) => super::relay::poll_read(tcp, buf, cx),
+            ClientStream::Plain(tcp) => poll_read(tcp, buf, cx),
             ClientStream::Tls(t) => {
-                super::relay::reserve_chunk(buf);
+                reserve_chunk(buf);
                 tokio_util::io::poll_read_buf(Pin::new(&mut t.stream), cx, buf)
             }
         }
@@ -69,7 +74,7 @@ impl ClientStream {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
         match self {
-            ClientStream::Plain(tcp) => super::relay::poll_write(tcp, data, cx),
+            ClientStream::Plain(tcp) => poll_write(tcp, data, cx),
             ClientStream::Tls(t) => {
                 // Records rustls still holds go first, so its buffer stays bounded.
                 ready!(Pin::new(&mut t.stream).poll_flush(cx))?;
@@ -124,6 +129,59 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             ClientStream::Tls(t) => Pin::new(&mut t.stream).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Makes room for a read of up to a chunk.
+pub(crate) fn reserve_chunk(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        // Reclaims the consumed front of the same allocation when it can.
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+/// Reads whatever the socket has into `buf` without waiting for more.
+pub(crate) fn poll_read(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    reserve_chunk(buf);
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        let space = buf.capacity() - buf.len();
+        let mut drained = None;
+        // A read that does not fill the buffer emptied the socket, so its readiness is
+        // cleared right away (by answering WouldBlock to `try_io`): the next poll waits for
+        // the next event instead of spending a syscall to learn there is nothing to read.
+        let read = stream.try_io(Interest::READABLE, || {
+            let n = stream.try_read_buf(buf)?;
+            if n > 0 && n < space {
+                drained = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match (read, drained) {
+            (_, Some(n)) => return Poll::Ready(Ok(n)),
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            (other, None) => return Poll::Ready(other),
+        }
+    }
+}
+
+/// Writes as much of `data` as the socket takes now.
+pub(crate) fn poll_write(
+    stream: &TcpStream,
+    data: &[u8],
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(stream.poll_write_ready(cx))?;
+        match stream.try_write(data) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return Poll::Ready(other),
         }
     }
 }
