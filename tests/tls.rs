@@ -310,6 +310,32 @@ async fn bytes_sent_ahead_of_the_tls_handshake_are_refused() {
 }
 
 #[tokio::test]
+async fn gssenc_is_declined_and_ssl_may_follow() {
+    let db = fresh_db("tlsgss").await;
+    let files = Files::new("gss");
+    files.install_server_cert(&Ca::new("pglease test CA"));
+    let proxy = start_proxy(&proxy_toml(
+        &db,
+        "transaction",
+        2,
+        &files.proxy_lines("require"),
+    ))
+    .await;
+    let mut stream = TcpStream::connect(proxy.local_addr()).await.unwrap();
+    // GSSENCRequest: length 8, code 80877104.
+    stream
+        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30])
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"N");
+    stream.write_all(&SSL_REQUEST).await.unwrap();
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+}
+
+#[tokio::test]
 async fn a_replaced_certificate_is_served_to_the_next_client() {
     let db = fresh_db("tlsreload").await;
     let files = Files::new("reload");

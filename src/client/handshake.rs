@@ -115,18 +115,8 @@ pub async fn login(
     stream: &mut ClientStream,
     mut buf: BytesMut,
 ) -> Result<Option<Login>, ClientError> {
-    let startup = match read_startup(stream, &mut buf).await? {
-        StartupPacket::Ssl | StartupPacket::GssEnc => {
-            return Err(ClientError::refused(
-                "08P01",
-                "encryption request on an already encrypted connection",
-            ));
-        }
-        StartupPacket::Cancel { pid, secret } => {
-            shared.cancels.cancel(pid, secret).await;
-            return Ok(None);
-        }
-        StartupPacket::Startup(s) => s,
+    let Some(startup) = read_login_startup(shared, stream, &mut buf).await? else {
+        return Ok(None);
     };
     let mut out = BytesMut::with_capacity(1024);
     if startup.minor > 0 || startup.protocol_options().next().is_some() {
@@ -145,14 +135,7 @@ pub async fn login(
     Span::current().record("user", user.as_str());
     Span::current().record("db", database.as_str());
     if shared.client_tls_required && !stream.is_tls() {
-        // PostgreSQL's answer when only `hostssl` lines match, worded for the proxy.
-        return Err(ClientError::refused(
-            "28000",
-            format!(
-                "no encryption: pglease accepts only TLS connections (client_tls = \"require\"), \
-                 refused user \"{user}\", database \"{database}\"; connect with sslmode=require"
-            ),
-        ));
+        return Err(plaintext_refused(&user, &database));
     }
 
     authenticate(shared, stream, &mut buf, &mut out, &user).await?;
@@ -183,6 +166,38 @@ pub async fn login(
         pending: buf,
         settings: judged.settings,
     }))
+}
+
+/// The startup packet after [`open`]; `None` when it was a CancelRequest (now handled).
+async fn read_login_startup(
+    shared: &Shared,
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+) -> Result<Option<Startup>, ClientError> {
+    match read_startup(stream, buf).await? {
+        // `open` answered every request on the plaintext leg, so this one came over TLS.
+        StartupPacket::Ssl | StartupPacket::GssEnc => Err(ClientError::refused(
+            "08P01",
+            "encryption request on an already encrypted connection",
+        )),
+        StartupPacket::Cancel { pid, secret } => {
+            shared.cancels.cancel(pid, secret).await;
+            Ok(None)
+        }
+        StartupPacket::Startup(s) => Ok(Some(s)),
+    }
+}
+
+/// `client_tls = "require"` and a plaintext login: PostgreSQL's answer when only `hostssl`
+/// lines match, worded for the proxy.
+fn plaintext_refused(user: &str, database: &str) -> ClientError {
+    ClientError::refused(
+        "28000",
+        format!(
+            "no encryption: pglease accepts only TLS connections (client_tls = \"require\"), \
+             refused user \"{user}\", database \"{database}\"; connect with sslmode=require"
+        ),
+    )
 }
 
 async fn read_startup(
