@@ -119,6 +119,18 @@ impl ServerTls {
         }
         state.served.clone()
     }
+
+    /// Re-reads both files now, changed or not (for a configuration reload). On failure the
+    /// certificate in service stays and the error says why.
+    pub fn reload(&self) -> Result<(), ServerTlsError> {
+        let stamps = (stamp(&self.cert), stamp(&self.key));
+        let served = load_files(&self.cert, &self.key)?;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.served = served;
+        state.stamps = stamps;
+        state.checked = Instant::now();
+        Ok(())
+    }
 }
 
 fn stamp(path: &Path) -> Stamp {

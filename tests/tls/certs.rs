@@ -43,6 +43,7 @@ impl Ca {
 
 /// A temporary directory holding the proxy's certificate and key and the CAs clients trust.
 pub struct Files {
+    /// Removed when the value is dropped.
     pub dir: PathBuf,
 }
 
@@ -55,10 +56,12 @@ impl Files {
         Files { dir }
     }
 
+    /// The proxy's certificate file.
     pub fn cert(&self) -> PathBuf {
         self.dir.join("server.crt")
     }
 
+    /// The proxy's key file.
     pub fn key(&self) -> PathBuf {
         self.dir.join("server.key")
     }

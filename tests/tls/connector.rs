@@ -34,6 +34,7 @@ pub struct Rustls {
 }
 
 impl Rustls {
+    /// Trusts the CA certificates in `ca_pem` only.
     pub fn new(ca_pem: &str, binding: Binding) -> Rustls {
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -66,6 +67,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MakeTlsConnect<S> for R
     }
 }
 
+/// One connection attempt's connector, for the host name tokio-postgres was given.
 pub struct Connect {
     tls: Rustls,
     name: ServerName<'static>,
@@ -91,6 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> TlsConnect<S> for Conne
     }
 }
 
+/// An established TLS connection and the binding it reports.
 pub struct Stream<S> {
     tls: tokio_rustls::client::TlsStream<S>,
     binding: Option<Vec<u8>>,

@@ -67,6 +67,25 @@ fn broken_files_are_named_in_the_error() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn reload_reads_the_files_at_once_and_keeps_the_old_pair_on_failure() {
+    let dir = temp_dir("forced");
+    let (cert, key, first) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let (c, k) = write_pair(&dir, &cert, &key);
+    let tls = ServerTls::load(&c, &k).unwrap();
+    let (cert2, key2, second) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
+    write_pair(&dir, &cert2, &key);
+    // The new certificate with the old key: refused, the first pair stays.
+    assert!(matches!(tls.reload(), Err(ServerTlsError::Pair { .. })));
+    let first_hash = Sha256::digest(&first).to_vec();
+    assert_eq!(tls.current().end_point.as_deref(), Some(&first_hash[..]));
+    write_pair(&dir, &cert2, &key2);
+    tls.reload().unwrap();
+    let second_hash = Sha256::digest(&second).to_vec();
+    assert_eq!(tls.current().end_point.as_deref(), Some(&second_hash[..]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Pretends the last check was long ago, so the next `current` looks at the files.
 fn expire(tls: &ServerTls) {
     let mut state = tls.state.lock().unwrap();
