@@ -310,6 +310,38 @@ async fn bytes_sent_ahead_of_the_tls_handshake_are_refused() {
 }
 
 #[tokio::test]
+async fn a_cancel_request_over_tls_cancels() {
+    let db = fresh_db("tlscancel").await;
+    let files = Files::new("cancel");
+    let ca = Ca::new("pglease test CA");
+    files.install_server_cert(&ca);
+    let proxy = start_proxy(&proxy_toml(
+        &db,
+        "transaction",
+        2,
+        &files.proxy_lines("require"),
+    ))
+    .await;
+    let client = connect_tls(proxy.local_addr(), &db, &ca.pem(), Binding::Real)
+        .await
+        .unwrap_or_else(|e| panic!("{}", common::describe(&e)));
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move { client.simple_query("select pg_sleep(60)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The token keeps the connection's sslmode: the CancelRequest goes over TLS too.
+    token
+        .cancel_query(Rustls::new(&ca.pem(), Binding::Real))
+        .await
+        .expect("cancel request sent");
+    let result = tokio::time::timeout(Duration::from_secs(40), sleeper)
+        .await
+        .expect("the cancelled query returned well before pg_sleep(60) would")
+        .unwrap();
+    let err = result.expect_err("pg_sleep(60) was cancelled");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err}");
+}
+
+#[tokio::test]
 async fn gssenc_is_declined_and_ssl_may_follow() {
     let db = fresh_db("tlsgss").await;
     let files = Files::new("gss");
