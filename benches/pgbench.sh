@@ -22,6 +22,8 @@ RATE=${RATE:-0}                # pgbench -R: transactions per second offered; 0 
 THREADS=${THREADS:-2}
 SCALE=${SCALE:-10}             # pgbench -i -s
 WARMUP=${WARMUP:-5}            # seconds of unmeasured load per target before round 1; 0 = none
+# pglease-tls: a second pglease with client_tls = "require" (self-signed certificate), pgbench
+# with sslmode=require; run it next to `pglease` to see what TLS costs per transaction.
 TARGETS=${TARGETS:-direct pglease pgbouncer}
 BENCH_INSTALL=${BENCH_INSTALL:-0}  # 1 = apt-get install pgbouncer when it is missing
 KEEP_TMP=${KEEP_TMP:-0}        # 1 = keep the temp dir (logs, configs) after exit
@@ -33,7 +35,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TMP=""
 PG_BIN_DIR="" PSQL="" PGBENCH=""
 PG_PORT="" PGLEASE_PORT="" PGBOUNCER_PORT=""
-PGLEASE_PID="" PGLEASE_LOG="" PGBOUNCER_PID="" PGBOUNCER_VERSION="" SAMPLER_PID=""
+PGLEASE_PID="" PGLEASE_LOG="" PGLEASE_TLS_PORT="" PGLEASE_TLS_PID="" PGBOUNCER_PID="" PGBOUNCER_VERSION="" SAMPLER_PID=""
 PG_STARTED=0
 BENCH_PASSWORD="" ADMIN_PASSWORD=""
 
@@ -95,6 +97,7 @@ cleanup() {
   fi
   stop_pid "$SAMPLER_PID"
   stop_pid "$PGLEASE_PID"
+  stop_pid "$PGLEASE_TLS_PID"
   stop_pid "$PGBOUNCER_PID"
   if ((PG_STARTED)); then
     as_pg "$PG_BIN_DIR/pg_ctl" -D "$TMP/pgdata" -m fast -w stop >/dev/null 2>&1
@@ -253,6 +256,7 @@ start_pglease() {
 [proxy]
 listen = "127.0.0.1:$PGLEASE_PORT"
 ${PGLEASE_WORKERS:+workers = $PGLEASE_WORKERS}
+${PGLEASE_EXTRA:-}
 
 [[users]]
 name = "bench"
@@ -275,6 +279,19 @@ EOF
   PGLEASE_PID=$!
   wait_port "$PGLEASE_PORT" "$PGLEASE_PID" pglease
   log "pglease pid $PGLEASE_PID on port $PGLEASE_PORT"
+}
+
+# The pglease-tls target: another pglease on static credentials serving TLS only, with a
+# self-signed certificate (pgbench's sslmode=require does not verify it).
+start_pglease_tls() {
+  local port=$PGLEASE_PORT pid=$PGLEASE_PID log=$PGLEASE_LOG
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=127.0.0.1" -keyout "$TMP/tls.key" -out "$TMP/tls.crt" >/dev/null 2>&1 ||
+    die "openssl could not make the test certificate"
+  PGLEASE_EXTRA=$(printf 'client_tls = "require"\nclient_tls_cert = "%s"\nclient_tls_key = "%s"' \
+    "$TMP/tls.crt" "$TMP/tls.key") start_pglease static pglease-tls
+  PGLEASE_TLS_PORT=$PGLEASE_PORT PGLEASE_TLS_PID=$PGLEASE_PID
+  PGLEASE_PORT=$port PGLEASE_PID=$pid PGLEASE_LOG=$log
 }
 
 # ---- PgBouncer -----------------------------------------------------------------------------
@@ -362,12 +379,14 @@ target_port() {
   case $1 in
     direct) echo "$PG_PORT" ;;
     pglease) echo "$PGLEASE_PORT" ;;
+    pglease-tls) echo "$PGLEASE_TLS_PORT" ;;
     pgbouncer) echo "$PGBOUNCER_PORT" ;;
   esac
 }
 target_pid() {
   case $1 in
     pglease) echo "$PGLEASE_PID" ;;
+    pglease-tls) echo "$PGLEASE_TLS_PID" ;;
     pgbouncer) echo "$PGBOUNCER_PID" ;;
     *) echo "" ;;
   esac
@@ -376,6 +395,11 @@ target_pid() {
 # The pgbench -M a target is run with: PROTOCOL, or PGBOUNCER_PROTOCOL for PgBouncer.
 target_protocol() {
   if [[ ${1:-} == pgbouncer ]]; then echo "${PGBOUNCER_PROTOCOL:-$PROTOCOL}"; else echo "$PROTOCOL"; fi
+}
+
+# libpq's sslmode for target $1: TLS for pglease-tls only, plaintext everywhere else.
+target_sslmode() {
+  if [[ $1 == pglease-tls ]]; then echo require; else echo disable; fi
 }
 
 # pgbench's arguments for target $1 (pglease when left out).
@@ -398,8 +422,8 @@ run_one() {
   local -a args
   mapfile -t args < <(pgbench_args "$target")
   before=$(cpu_ticks "$pid")
-  PGPASSWORD=$BENCH_PASSWORD "$PGBENCH" "${args[@]}" -T "$DURATION" -h 127.0.0.1 \
-    -p "$port" -U bench bench >"$out" 2>&1 || rc=$?
+  PGPASSWORD=$BENCH_PASSWORD PGSSLMODE=$(target_sslmode "$target") "$PGBENCH" "${args[@]}" \
+    -T "$DURATION" -h 127.0.0.1 -p "$port" -U bench bench >"$out" 2>&1 || rc=$?
   after=$(cpu_ticks "$pid")
   if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
     die "$target (pid $pid) died during round $round; pgbench said: $(grep -m 1 -i error "$out")"
@@ -424,8 +448,8 @@ warm_up() {
     mapfile -t args < <(pgbench_args "$target")
     port=$(target_port "$target")
     log "warm-up ${WARMUP}s: $target"
-    PGPASSWORD=$BENCH_PASSWORD "$PGBENCH" "${args[@]}" -T "$WARMUP" -h 127.0.0.1 \
-      -p "$port" -U bench bench >"$TMP/warmup-$target.log" 2>&1 || true
+    PGPASSWORD=$BENCH_PASSWORD PGSSLMODE=$(target_sslmode "$target") "$PGBENCH" "${args[@]}" \
+      -T "$WARMUP" -h 127.0.0.1 -p "$port" -U bench bench >"$TMP/warmup-$target.log" 2>&1 || true
   done
 }
 
@@ -660,6 +684,10 @@ report() {
   ratio pglease pgbouncer "pglease/pgbouncer tps$versus" MED_TPS
   ratio pglease direct "pglease/direct    tps" MED_TPS
   ratio pglease pgbouncer "pglease/pgbouncer cpu/txn" CPU_US
+  if [[ " ${targets[*]} " == *" pglease-tls "* ]]; then
+    ratio pglease-tls pglease "pglease tls/plain  tps" MED_TPS
+    ratio pglease-tls pglease "pglease tls/plain  cpu/txn" CPU_US
+  fi
 }
 
 ratio() {
@@ -683,7 +711,7 @@ main() {
   ((${#want[@]} > 0)) || die "TARGETS is empty"
   local t
   for t in "${want[@]}"; do
-    [[ $t =~ ^(direct|pglease|pgbouncer)$ ]] || die "unknown target '$t' in TARGETS"
+    [[ $t =~ ^(direct|pglease|pglease-tls|pgbouncer)$ ]] || die "unknown target '$t' in TARGETS"
   done
   if [[ $SCENARIO == rotation ]]; then
     build_pglease
@@ -696,11 +724,14 @@ main() {
     loud "pgbouncer: not installed (apt-get install pgbouncer, or BENCH_INSTALL=1); running without it"
   fi
 
-  if [[ " ${want[*]} " == *" pglease "* ]]; then build_pglease; fi
+  if [[ " ${want[*]} " == *" pglease "* || " ${want[*]} " == *" pglease-tls "* ]]; then
+    build_pglease
+  fi
   start_postgres
   for t in "${want[@]}"; do
     case $t in
       pglease) start_pglease ;;
+      pglease-tls) start_pglease_tls ;;
       pgbouncer) [[ -n ${MISSING[pgbouncer]:-} ]] && continue; start_pgbouncer ;;
     esac
     run+=("$t")

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::auth::{AuthError, LocalPassword};
 use crate::client::{PoolEntry, Pools, Shared};
-use crate::config::{Config, DatabaseConfig, UpstreamTlsMode};
+use crate::config::{ClientTls, Config, DatabaseConfig, UpstreamTlsMode};
 use crate::credentials::setup;
 use crate::pool::{Pool, PoolSettings};
 use crate::tls::client::{ClientTlsFiles, TlsConfigError, client_config};
@@ -54,6 +54,9 @@ pub enum AppError {
         #[source]
         source: TlsConfigError,
     },
+    /// The client TLS certificate or key did not load.
+    #[error("proxy.client_tls: {0}")]
+    ClientTls(#[from] crate::tls::server::ServerTlsError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -132,6 +135,7 @@ impl Proxy {
                 .start(prove, &background, credentials_stop.clone());
             credentials.insert(name, entry.credentials);
         }
+        let client_tls = client_tls(&config.proxy)?;
         let shared = Arc::new(Shared {
             users,
             pools,
@@ -144,6 +148,8 @@ impl Proxy {
             max_prepared_statements: config.proxy.max_prepared_statements,
             login_timeout: config.proxy.login_timeout,
             shutdown,
+            client_tls,
+            client_tls_required: config.proxy.client_tls == ClientTls::Require,
         });
         let clients = TaskTracker::new();
         clients.spawn(accept_loop(listener, shared.clone(), clients.clone()));
@@ -314,6 +320,23 @@ async fn local_users(config: &Config) -> Result<HashMap<String, LocalPassword>, 
     })
     .await;
     parsed.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// The client-facing certificate, when `client_tls` is on (validation made sure both files
+/// are named).
+fn client_tls(
+    proxy: &crate::config::ProxyConfig,
+) -> Result<Option<Arc<crate::tls::server::ServerTls>>, AppError> {
+    match (
+        proxy.client_tls,
+        &proxy.client_tls_cert,
+        &proxy.client_tls_key,
+    ) {
+        (ClientTls::Disable, _, _) | (_, None, _) | (_, _, None) => Ok(None),
+        (_, Some(cert), Some(key)) => Ok(Some(Arc::new(crate::tls::server::ServerTls::load(
+            cert, key,
+        )?))),
+    }
 }
 
 /// Where a database's upstream connections go, with its TLS configuration built (CA and

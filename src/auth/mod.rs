@@ -22,7 +22,7 @@ mod verifier;
 
 pub use self::md5::{Md5Hash, md5_verify};
 pub use self::password::{LocalPassword, hash_password};
-pub use self::scram::{SCRAM_SHA_256, ScramExchange};
+pub use self::scram::{SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ScramExchange};
 pub use self::verifier::ScramVerifier;
 
 /// Why an authentication step failed; the variant decides what the client is told.

@@ -1,26 +1,33 @@
-//! The server side of one SCRAM-SHA-256 exchange (RFC 5802, RFC 7677), as PostgreSQL runs it.
+//! The server side of one SCRAM-SHA-256 exchange (RFC 5802, RFC 7677), as PostgreSQL runs it,
+//! with SCRAM-SHA-256-PLUS (`tls-server-end-point` channel binding, RFC 5929) over TLS.
 //!
 //! PostgreSQL's rules that differ from a generic SCRAM server: the user name in
-//! client-first is ignored (the startup packet's user is the one authenticated), an
-//! authorization identity is refused, and channel binding is refused because we never offer
-//! SCRAM-SHA-256-PLUS. Since PLUS is never offered, a `y` flag ("client could bind, thinks
-//! the server cannot") is accurate and accepted; only `p=` is refused.
+//! client-first is ignored (the startup packet's user is the one authenticated) and an
+//! authorization identity is refused. Channel binding follows PostgreSQL too: PLUS is offered
+//! only when the caller gives the binding data (a TLS connection); binding data (`p=`) with
+//! the plain mechanism, or none with PLUS, is refused; a `y` flag ("client could bind, thinks
+//! the server cannot") is refused when PLUS was offered (a downgrade) and accepted otherwise.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
 
 use super::verifier::{
-    DEFAULT_ITERATIONS, KEY_B64_LEN, KEY_LEN, SALT_LEN, ScramVerifier, decode_key, hmac_sha256,
-    sha256,
+    DEFAULT_ITERATIONS, KEY_LEN, SALT_LEN, ScramVerifier, decode_key, hmac_sha256, sha256,
 };
 use super::{AuthError, ct_eq};
 
-/// The only SASL mechanism we offer in AuthenticationSASL.
+/// The SASL mechanism offered on every connection.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 
-/// The channel-binding variant, named so that choosing it gets a precise error.
-const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
+/// The channel-binding variant, offered (first) over TLS.
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// The only channel-binding type PostgreSQL (and we) support.
+const TLS_SERVER_END_POINT: &str = "tls-server-end-point";
+
+/// Longest base64 `c=` we decode: the gs2 header with a SHA-512 end-point hash fits.
+const MAX_BINDING_B64: usize = 160;
 
 /// Random bytes in our half of the nonce; PostgreSQL uses 18 (24 base64 characters).
 const SERVER_NONCE_LEN: usize = 18;
@@ -40,6 +47,8 @@ pub struct ScramExchange {
     server_nonce: String,
     /// A mock exchange: it must fail at the proof whatever the client sends.
     doomed: bool,
+    /// `tls-server-end-point` data of the connection: PLUS is offered when set.
+    end_point: Option<Vec<u8>>,
     /// Where we are in the exchange, with what the next step must check against.
     state: State,
 }
@@ -48,8 +57,9 @@ pub struct ScramExchange {
 enum State {
     AwaitingClientFirst,
     AwaitingClientFinal {
-        /// The gs2 header as sent, which the client must echo (base64) in `c=`.
-        gs2_header: String,
+        /// What the client must send (base64) in `c=`: the gs2 header as sent, followed by
+        /// the channel-binding data when it chose PLUS.
+        binding: Vec<u8>,
         /// client-first-message-bare: the start of AuthMessage.
         client_first_bare: String,
         /// Our server-first-message: the middle of AuthMessage.
@@ -76,7 +86,23 @@ impl ScramExchange {
             verifier: verifier.clone(),
             server_nonce: server_nonce.to_owned(),
             doomed: false,
+            end_point: None,
             state: State::AwaitingClientFirst,
+        }
+    }
+
+    /// Offers SCRAM-SHA-256-PLUS bound to `end_point`, the `tls-server-end-point` data of
+    /// the certificate this connection's TLS handshake used. Call before `client_first`.
+    pub fn offer_channel_binding(&mut self, end_point: &[u8]) {
+        self.end_point = Some(end_point.to_vec());
+    }
+
+    /// The mechanisms to list in AuthenticationSASL, preferred first.
+    pub fn mechanisms(&self) -> &'static [&'static str] {
+        if self.end_point.is_some() {
+            &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256]
+        } else {
+            &[SCRAM_SHA_256]
         }
     }
 
@@ -112,17 +138,23 @@ impl ScramExchange {
         if !matches!(state, State::AwaitingClientFirst) {
             return Err(AuthError::Protocol("unexpected SASLInitialResponse"));
         }
-        match mechanism {
-            SCRAM_SHA_256 => {}
+        let plus = match mechanism {
+            SCRAM_SHA_256 => false,
+            SCRAM_SHA_256_PLUS if self.end_point.is_some() => true,
             SCRAM_SHA_256_PLUS => {
                 return Err(AuthError::Protocol(
-                    "SCRAM-SHA-256-PLUS was not offered: channel binding is not supported",
+                    "SCRAM-SHA-256-PLUS was not offered: channel binding needs TLS",
                 ));
             }
             _ => return Err(AuthError::Protocol("unsupported SASL mechanism")),
-        }
+        };
         let text = message_text(data)?;
         let (gs2_header, bare) = split_gs2_header(text)?;
+        self.check_gs2_flag(gs2_header, plus)?;
+        let mut binding = gs2_header.as_bytes().to_vec();
+        if plus {
+            binding.extend_from_slice(self.end_point.as_deref().unwrap_or_default());
+        }
         let client_nonce = parse_client_first_bare(bare)?;
         if self.server_nonce.is_empty() || !is_printable(&self.server_nonce) {
             return Err(AuthError::Protocol("server nonce is not printable"));
@@ -135,12 +167,40 @@ impl ScramExchange {
         );
         let reply = server_first.clone().into_bytes();
         self.state = State::AwaitingClientFinal {
-            gs2_header: gs2_header.to_owned(),
+            binding,
             client_first_bare: bare.to_owned(),
             server_first,
             nonce,
         };
         Ok(reply)
+    }
+
+    /// PostgreSQL's channel-binding negotiation rules for the gs2 flag of client-first.
+    fn check_gs2_flag(&self, gs2_header: &str, plus: bool) -> Result<(), AuthError> {
+        match (gs2_header.as_bytes().first(), plus) {
+            (Some(b'p'), true) => {
+                let name = gs2_header.get(2..).and_then(|rest| rest.split(',').next());
+                if name != Some(TLS_SERVER_END_POINT) {
+                    return Err(AuthError::Protocol(
+                        "unsupported SCRAM channel-binding type",
+                    ));
+                }
+                Ok(())
+            }
+            (Some(b'p'), false) => Err(AuthError::Protocol(
+                "the client selected SCRAM-SHA-256 without channel binding, but the SCRAM \
+                 message includes channel binding data",
+            )),
+            (_, true) => Err(AuthError::Protocol(
+                "the client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not \
+                 include channel binding data",
+            )),
+            (Some(b'y'), false) if self.end_point.is_some() => Err(AuthError::Protocol(
+                "SCRAM channel binding negotiation error: the client supports channel \
+                 binding but thinks the server does not; this server does",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Takes the data of SASLResponse (client-final-message); returns server-final-message
@@ -150,7 +210,7 @@ impl ScramExchange {
     /// attribute, or a malformed message, is [`AuthError::Protocol`].
     pub fn client_final(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
         let State::AwaitingClientFinal {
-            gs2_header,
+            binding: expected_binding,
             client_first_bare,
             server_first,
             nonce,
@@ -161,10 +221,8 @@ impl ScramExchange {
         let text = message_text(data)?;
         let parsed = parse_client_final(text)?;
         let binding = decode_channel_binding(parsed.channel_binding)?;
-        if binding != gs2_header.as_bytes() {
-            return Err(AuthError::Protocol(
-                "channel binding attribute does not match",
-            ));
+        if binding != expected_binding {
+            return Err(AuthError::Protocol("SCRAM channel binding check failed"));
         }
         if parsed.nonce != nonce {
             return Err(AuthError::Protocol("nonce does not match"));
@@ -202,16 +260,16 @@ fn message_text(data: &[u8]) -> Result<&str, AuthError> {
 /// Splits client-first into the gs2 header (with both commas) and the bare message.
 fn split_gs2_header(text: &str) -> Result<(&str, &str), AuthError> {
     let malformed = AuthError::Protocol("malformed gs2 header in client-first-message");
-    match text.as_bytes().first() {
-        Some(b'n' | b'y') => {}
+    let rest = match text.as_bytes().first() {
+        Some(b'n' | b'y') => text.get(1..).ok_or(malformed.clone())?,
+        // `p=<cb-name>`; the name is checked by the caller, which knows what was offered.
         Some(b'p') => {
-            return Err(AuthError::Protocol(
-                "client asked for channel binding, which was not offered",
-            ));
+            let after = text.strip_prefix("p=").ok_or(malformed.clone())?;
+            let name_len = after.find(',').ok_or(malformed.clone())?;
+            after.get(name_len..).ok_or(malformed.clone())?
         }
         _ => return Err(malformed),
-    }
-    let rest = text.get(1..).ok_or(malformed.clone())?;
+    };
     let authzid_and_bare = rest.strip_prefix(',').ok_or(malformed.clone())?;
     let (authzid, bare) = authzid_and_bare.split_once(',').ok_or(malformed)?;
     if !authzid.is_empty() {
@@ -284,12 +342,10 @@ fn parse_client_final(text: &str) -> Result<ClientFinal<'_>, AuthError> {
     })
 }
 
-/// Decodes `c=`, which for us is only ever a base64 gs2 header of a few bytes.
+/// Decodes `c=`: a base64 gs2 header, with an end-point hash after it for PLUS.
 fn decode_channel_binding(text: &str) -> Result<Vec<u8>, AuthError> {
-    if text.len() > KEY_B64_LEN {
-        return Err(AuthError::Protocol(
-            "channel binding attribute does not match",
-        ));
+    if text.len() > MAX_BINDING_B64 {
+        return Err(AuthError::Protocol("SCRAM channel binding check failed"));
     }
     STANDARD
         .decode(text)
@@ -315,3 +371,6 @@ fn is_printable(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod plus_tests;

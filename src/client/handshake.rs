@@ -1,18 +1,21 @@
-//! The login phase: startup packet (with the SSL/GSSENC/cancel special requests), client
-//! authentication against the local users, and the greeting (parameters, proxy-issued key).
+//! The login phase: the encryption negotiation (SSLRequest, GSSENCRequest), the startup
+//! packet or a CancelRequest, client authentication against the local users, and the greeting
+//! (parameters, proxy-issued key).
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
 use tracing::Span;
 
 use super::ClientError;
 use super::cancel::CancelKey;
 use super::settings::{ClientSettings, greeting};
 use super::shared::{PoolEntry, Shared};
-use crate::auth::{AuthError, SCRAM_SHA_256, ScramExchange, md5_verify};
+use super::stream::{ClientStream, TlsClient};
+use crate::auth::{AuthError, ScramExchange, md5_verify};
 use crate::config::AuthType;
 use crate::protocol::backend;
 use crate::protocol::frontend::{self, split_frame};
@@ -35,31 +38,85 @@ pub struct Login {
     pub settings: ClientSettings,
 }
 
-/// Runs the login phase. `Ok(None)` for a connection that only carried a CancelRequest.
+/// Answers the encryption requests that may open a connection: SSLRequest with `S` and a
+/// TLS handshake when `client_tls` is on, `N` otherwise; GSSENCRequest always with `N`.
+/// Returns the stream to log in on and the bytes already read from it (the startup packet of
+/// a plaintext client). Everything happens before `deadline`.
+pub async fn open(
+    shared: &Shared,
+    mut tcp: TcpStream,
+    deadline: Instant,
+) -> Result<(ClientStream, BytesMut), ClientError> {
+    let mut buf = BytesMut::with_capacity(1024);
+    let wants_tls = timeout_at(deadline, negotiate(shared, &mut tcp, &mut buf))
+        .await
+        .unwrap_or_else(|_| Err(ClientError::refused("08P01", "login timeout")));
+    match wants_tls {
+        Ok(false) => return Ok((ClientStream::Plain(tcp), buf)),
+        Ok(true) => {}
+        Err(e) => {
+            super::refuse(&mut tcp, &e).await;
+            return Err(e);
+        }
+    }
+    let Some(tls) = shared.client_tls.as_ref() else {
+        return Err(ClientError::refused("08P01", "TLS is not configured"));
+    };
+    let served = tls.current();
+    let stream = timeout_at(deadline, served.acceptor.accept(tcp))
+        .await
+        .map_err(|_| ClientError::refused("08P01", "login timeout"))??;
+    let client = TlsClient {
+        stream,
+        end_point: served.end_point,
+    };
+    Ok((ClientStream::Tls(Box::new(client)), buf))
+}
+
+/// Reads encryption requests until the client asks for TLS that we offer (`true`) or sends
+/// something else (`false`, left unread in `buf`).
+async fn negotiate(
+    shared: &Shared,
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<bool, ClientError> {
+    loop {
+        if let Some((packet, used)) = startup::parse(buf)? {
+            let ssl = match packet {
+                StartupPacket::Ssl => true,
+                StartupPacket::GssEnc => false,
+                StartupPacket::Cancel { .. } | StartupPacket::Startup(_) => return Ok(false),
+            };
+            let _ = buf.split_to(used);
+            if !buf.is_empty() {
+                // Bytes sent before our answer could be injected plaintext riding in front
+                // of a TLS handshake (CVE-2021-3935); PostgreSQL refuses them too. Anything
+                // arriving later goes to rustls as handshake records, never to the login.
+                return Err(ClientError::refused(
+                    "08P01",
+                    "received unencrypted data after SSL request",
+                ));
+            }
+            if ssl && shared.client_tls.is_some() {
+                tcp.write_all(b"S").await?;
+                return Ok(true);
+            }
+            tcp.write_all(b"N").await?;
+        } else if tcp.read_buf(buf).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+}
+
+/// Runs the login phase on a stream [`open`] returned, with the bytes it already read.
+/// `Ok(None)` for a connection that only carried a CancelRequest.
 pub async fn login(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
+    mut buf: BytesMut,
 ) -> Result<Option<Login>, ClientError> {
-    let mut buf = BytesMut::with_capacity(1024);
-    let startup = loop {
-        match read_startup(stream, &mut buf).await? {
-            StartupPacket::Ssl | StartupPacket::GssEnc => {
-                if !buf.is_empty() {
-                    // Bytes sent before our answer could be injected plaintext riding in front
-                    // of a TLS handshake; PostgreSQL refuses this too.
-                    return Err(ClientError::refused(
-                        "08P01",
-                        "unexpected data after encryption request",
-                    ));
-                }
-                stream.write_all(b"N").await?;
-            }
-            StartupPacket::Cancel { pid, secret } => {
-                shared.cancels.cancel(pid, secret).await;
-                return Ok(None);
-            }
-            StartupPacket::Startup(s) => break s,
-        }
+    let Some(startup) = read_login_startup(shared, stream, &mut buf).await? else {
+        return Ok(None);
     };
     let mut out = BytesMut::with_capacity(1024);
     if startup.minor > 0 || startup.protocol_options().next().is_some() {
@@ -77,6 +134,9 @@ pub async fn login(
     let database = startup.database().unwrap_or_default().to_owned();
     Span::current().record("user", user.as_str());
     Span::current().record("db", database.as_str());
+    if shared.client_tls_required && !stream.is_tls() {
+        return Err(plaintext_refused(&user, &database));
+    }
 
     authenticate(shared, stream, &mut buf, &mut out, &user).await?;
 
@@ -98,7 +158,7 @@ pub async fn login(
     }
     backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
     backend::ready_for_query(&mut out, b'I');
-    stream.write_all(&out).await?;
+    send(stream, &mut out).await?;
     Ok(Some(Login {
         startup,
         pool,
@@ -108,8 +168,40 @@ pub async fn login(
     }))
 }
 
+/// The startup packet after [`open`]; `None` when it was a CancelRequest (now handled).
+async fn read_login_startup(
+    shared: &Shared,
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+) -> Result<Option<Startup>, ClientError> {
+    match read_startup(stream, buf).await? {
+        // `open` answered every request on the plaintext leg, so this one came over TLS.
+        StartupPacket::Ssl | StartupPacket::GssEnc => Err(ClientError::refused(
+            "08P01",
+            "encryption request on an already encrypted connection",
+        )),
+        StartupPacket::Cancel { pid, secret } => {
+            shared.cancels.cancel(pid, secret).await;
+            Ok(None)
+        }
+        StartupPacket::Startup(s) => Ok(Some(s)),
+    }
+}
+
+/// `client_tls = "require"` and a plaintext login: PostgreSQL's answer when only `hostssl`
+/// lines match, worded for the proxy.
+fn plaintext_refused(user: &str, database: &str) -> ClientError {
+    ClientError::refused(
+        "28000",
+        format!(
+            "no encryption: pglease accepts only TLS connections (client_tls = \"require\"), \
+             refused user \"{user}\", database \"{database}\"; connect with sslmode=require"
+        ),
+    )
+}
+
 async fn read_startup(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
 ) -> Result<StartupPacket, ClientError> {
     loop {
@@ -125,7 +217,7 @@ async fn read_startup(
 
 /// Reads one whole frame of the login phase.
 async fn read_frame(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
 ) -> Result<(u8, bytes::Bytes), ClientError> {
     loop {
@@ -140,7 +232,7 @@ async fn read_frame(
 
 /// Reads the next password-type message (`p`); anything else ends the login.
 async fn read_password_frame(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
 ) -> Result<bytes::Bytes, ClientError> {
     match read_frame(stream, buf).await? {
@@ -154,7 +246,7 @@ async fn read_password_frame(
 /// exchange and gets the same error as a wrong password.
 async fn authenticate(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     user: &str,
@@ -173,8 +265,7 @@ async fn authenticate(
     if use_md5 {
         let salt: [u8; 4] = rand::random();
         backend::auth_md5(out, salt);
-        stream.write_all(out).await?;
-        out.clear();
+        send(stream, out).await?;
         let body = read_password_frame(stream, buf).await?;
         let response = frontend::password(&body)?;
         return match known.and_then(|p| p.md5()) {
@@ -187,22 +278,31 @@ async fn authenticate(
         Some(verifier) => ScramExchange::new(verifier),
         None => ScramExchange::mock(user, &shared.mock_key),
     };
-    backend::auth_sasl(out, &[SCRAM_SHA_256]);
-    stream.write_all(out).await?;
-    out.clear();
+    if let Some(end_point) = stream.end_point() {
+        exchange.offer_channel_binding(end_point);
+    }
+    backend::auth_sasl(out, exchange.mechanisms());
+    send(stream, out).await?;
     let body = read_password_frame(stream, buf).await?;
     let (mechanism, data) = frontend::sasl_initial(&body)?;
     let server_first = exchange
         .client_first(mechanism, data)
         .map_err(|e| auth_failed(e, &wrong))?;
     backend::auth_sasl_continue(out, &server_first);
-    stream.write_all(out).await?;
-    out.clear();
+    send(stream, out).await?;
     let body = read_password_frame(stream, buf).await?;
     let server_final = exchange
         .client_final(&body)
         .map_err(|e| auth_failed(e, &wrong))?;
     backend::auth_sasl_final(out, &server_final);
+    Ok(())
+}
+
+/// Writes and flushes `out` (over TLS, rustls holds records until flushed), then empties it.
+async fn send(stream: &mut ClientStream, out: &mut BytesMut) -> std::io::Result<()> {
+    stream.write_all(out).await?;
+    stream.flush().await?;
+    out.clear();
     Ok(())
 }
 

@@ -12,6 +12,7 @@ pub mod settings;
 pub mod shared;
 pub mod statements;
 pub mod stop;
+pub mod stream;
 pub mod tracked;
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info_span};
 
@@ -27,6 +28,7 @@ use crate::protocol::ProtocolError;
 use crate::protocol::backend::{self, Severity};
 
 pub use shared::{PoolEntry, Pools, Shared};
+pub use stream::ClientStream;
 
 /// Why a client connection ended abnormally; a clean hang-up is not an error.
 #[derive(Debug, Error)]
@@ -63,11 +65,17 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         info_span!("client", %peer, user = tracing::field::Empty, db = tracing::field::Empty);
     async move {
         let _ = stream.set_nodelay(true);
-        let mut stream = stream;
-        let login =
-            tokio::time::timeout(shared.login_timeout, handshake::login(&shared, &mut stream))
-                .await
-                .unwrap_or_else(|_| Err(ClientError::refused("08P01", "login timeout")));
+        let deadline = tokio::time::Instant::now() + shared.login_timeout;
+        let (mut stream, buf) = match handshake::open(&shared, stream, deadline).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                debug!(error = %e, "client connection ended before login");
+                return;
+            }
+        };
+        let login = tokio::time::timeout_at(deadline, handshake::login(&shared, &mut stream, buf))
+            .await
+            .unwrap_or_else(|_| Err(ClientError::refused("08P01", "login timeout")));
         let result = match login {
             Ok(Some(login)) => session::Session::new(shared, stream, login).run().await,
             Ok(None) => Ok(()),
@@ -85,7 +93,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
 }
 
 /// Sends a FATAL ErrorResponse for errors the client should hear about.
-pub(crate) async fn refuse(stream: &mut TcpStream, e: &ClientError) {
+pub(crate) async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, e: &ClientError) {
     let (code, message) = match e {
         ClientError::Refused { code, message } => (*code, message.as_str()),
         ClientError::RefusedUpstream { code, message } => (code.as_str(), message.as_str()),
@@ -94,5 +102,7 @@ pub(crate) async fn refuse(stream: &mut TcpStream, e: &ClientError) {
     };
     let mut out = BytesMut::with_capacity(128);
     backend::error_response(&mut out, Severity::Fatal, code, message);
-    let _ = stream.write_all(&out).await;
+    if stream.write_all(&out).await.is_ok() {
+        let _ = stream.flush().await;
+    }
 }

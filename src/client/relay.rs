@@ -13,6 +13,11 @@
 //! replies through the filter of [`super::tracked`] on the way; both keep this design (requests
 //! that need no change and every reply PostgreSQL sends are not copied).
 //!
+//! Either side may be TLS: the relay reads and writes through [`RelayIo`], whose plaintext
+//! arms are the readiness-based TCP reads and writes it always had and whose TLS arms go
+//! through rustls, and each pass also pushes out TLS records rustls still holds, so nothing
+//! waits in its buffer while the relay waits on a socket.
+//!
 //! Both directions flow at once, so a client that pipelines more than the socket buffers
 //! hold while PostgreSQL is busy writing results cannot deadlock the pair. Each buffer holds
 //! at most [`READ_CHUNK`] unsent bytes, so memory per client is bounded whatever the result
@@ -149,7 +154,7 @@ pub async fn relay(
         mut tracking,
     } = signals;
     let mut rotation_due = false;
-    poll_fn(|cx| {
+    let end = poll_fn(|cx| {
         if deadline.poll_ended(cx) {
             return Poll::Ready(RelayEnd::LeaseEnded);
         }
@@ -178,7 +183,15 @@ pub async fn relay(
         }
         end
     })
-    .await
+    .await;
+    if matches!(end, RelayEnd::Idle | RelayEnd::Rotated) {
+        // Over TLS, the last reply may still sit in rustls' buffer; the session may next
+        // wait on the client only, so it goes out now.
+        if let Err(e) = poll_fn(|cx| client.poll_flush_tls(cx)).await {
+            return RelayEnd::ClientIo(e);
+        }
+    }
+    end
 }
 
 /// Between transactions, nothing outstanding upstream, nothing buffered either way.

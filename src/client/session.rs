@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::ClientError;
@@ -16,6 +15,7 @@ use super::relay::{Buffers, RelayEnd, Signals, Tracker, relay};
 use super::shared::{PoolEntry, Shared};
 use super::statements::{ClientStatements, UpstreamStatements};
 use super::stop::Registration;
+use super::stream::ClientStream;
 use super::tracked::Tracking;
 use crate::config::PoolMode;
 use crate::credentials::EndReason;
@@ -41,7 +41,7 @@ const SHUTTING_DOWN: &str = "terminating connection: pglease is shutting down";
 /// One client session after login.
 pub struct Session {
     shared: std::sync::Arc<Shared>,
-    client: TcpStream,
+    client: ClientStream,
     login: Login,
     bufs: Buffers,
     track: Tracker,
@@ -70,7 +70,7 @@ enum Next {
 
 impl Session {
     /// A session for a client that just logged in.
-    pub fn new(shared: std::sync::Arc<Shared>, client: TcpStream, mut login: Login) -> Self {
+    pub fn new(shared: std::sync::Arc<Shared>, client: ClientStream, mut login: Login) -> Self {
         let mut bufs = Buffers {
             c2u: std::mem::take(&mut login.pending),
             ..Buffers::default()
@@ -461,6 +461,8 @@ impl Session {
             self.client.write_all(&self.bufs.u2c).await?;
             self.bufs.u2c.clear();
         }
+        // Over TLS, records may wait in rustls until flushed; a no-op on plain TCP.
+        self.client.flush().await?;
         self.bufs.bscan.reset();
         self.bufs.filter.reset();
         Ok(())

@@ -85,6 +85,10 @@ pub struct Shared {
     pub login_timeout: Duration,
     /// Cancelled when the proxy shuts down.
     pub shutdown: CancellationToken,
+    /// The certificate served to clients that ask for TLS; `None` answers SSLRequest `N`.
+    pub client_tls: Option<Arc<crate::tls::server::ServerTls>>,
+    /// `client_tls = "require"`: plaintext logins are refused.
+    pub client_tls_required: bool,
 }
 
 impl Shared {

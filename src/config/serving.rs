@@ -50,6 +50,25 @@ pub struct ProxyConfig {
     pub application_name: String,
     /// Tokio worker threads; `None` means one per CPU.
     pub workers: Option<usize>,
+    /// Whether clients may (`allow`) or must (`require`) use TLS. Default `disable`: TLS
+    /// needs a certificate, which a fresh install does not have.
+    pub client_tls: ClientTls,
+    /// PEM certificate chain served to clients, leaf first; needed unless `disable`.
+    pub client_tls_cert: Option<PathBuf>,
+    /// PEM private key of `client_tls_cert`.
+    pub client_tls_key: Option<PathBuf>,
+}
+
+/// `client_tls`: TLS between clients and the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientTls {
+    /// `"disable"`: SSLRequest is answered `N`; the default.
+    #[default]
+    Disable,
+    /// `"allow"`: TLS for clients that ask for it, plaintext for the others.
+    Allow,
+    /// `"require"`: plaintext logins are refused (cancel requests still work).
+    Require,
 }
 
 impl Default for ProxyConfig {
@@ -68,6 +87,9 @@ impl Default for ProxyConfig {
             shutdown_timeout: Duration::from_secs(30),
             application_name: "pglease".to_owned(),
             workers: None,
+            client_tls: ClientTls::Disable,
+            client_tls_cert: None,
+            client_tls_key: None,
         }
     }
 }

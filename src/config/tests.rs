@@ -117,6 +117,7 @@ fn full_config_round_trips_including_defaults() {
         shutdown_timeout: Duration::ZERO,
         application_name: "proxy-a".into(),
         workers: Some(2),
+        ..ProxyConfig::default()
     };
     assert_eq!(config.proxy, proxy);
     assert_eq!(config.users.len(), 1);

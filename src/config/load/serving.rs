@@ -2,7 +2,9 @@
 //! structs; every key left out keeps the default the struct itself defines.
 
 use super::section::Section;
-use crate::config::{AuthType, DatabaseConfig, PoolMode, ProxyConfig, UpstreamTlsMode, UserConfig};
+use crate::config::{
+    AuthType, ClientTls, DatabaseConfig, PoolMode, ProxyConfig, UpstreamTlsMode, UserConfig,
+};
 
 /// Reads `[proxy]`; every key is optional.
 pub(super) fn read_proxy(mut s: Section<'_, '_>) -> ProxyConfig {
@@ -28,6 +30,17 @@ pub(super) fn read_proxy(mut s: Section<'_, '_>) -> ProxyConfig {
         shutdown_timeout: s.duration_or("shutdown_timeout", d.shutdown_timeout),
         application_name: s.string_or("application_name", &d.application_name),
         workers: s.opt_usize("workers"),
+        client_tls: s.choice(
+            "client_tls",
+            &[
+                ("disable", ClientTls::Disable),
+                ("allow", ClientTls::Allow),
+                ("require", ClientTls::Require),
+            ],
+            d.client_tls,
+        ),
+        client_tls_cert: s.opt_path("client_tls_cert"),
+        client_tls_key: s.opt_path("client_tls_key"),
     };
     s.finish();
     proxy

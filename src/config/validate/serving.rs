@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{MAX_IDENTIFIER_BYTES, Problems, credentials_path};
-use crate::config::{Config, DatabaseConfig, ProxyConfig, UpstreamTlsMode};
+use crate::config::{ClientTls, Config, DatabaseConfig, ProxyConfig, UpstreamTlsMode};
 
 /// Smaller than this and ordinary startup packets or error messages would not fit.
 const MIN_MESSAGE_SIZE: usize = 8 * 1024;
@@ -65,11 +65,37 @@ pub(super) fn check_proxy(proxy: &ProxyConfig, config: &Config, problems: &mut P
             format_args!("must be at most {MAX_IDENTIFIER_BYTES} bytes, with no NUL byte"),
         );
     }
+    check_client_tls(proxy, problems);
     if proxy.workers == Some(0) {
         problems.add(
             "proxy.workers",
             "must be at least 1 (leave it out for one per CPU)",
         );
+    }
+}
+
+/// `allow` and `require` need a certificate and key that load, checked now so a broken file
+/// stops the start instead of the first TLS client.
+fn check_client_tls(proxy: &ProxyConfig, problems: &mut Problems) {
+    if proxy.client_tls == ClientTls::Disable {
+        return;
+    }
+    let (Some(cert), Some(key)) = (&proxy.client_tls_cert, &proxy.client_tls_key) else {
+        for (key, value) in [
+            ("proxy.client_tls_cert", &proxy.client_tls_cert),
+            ("proxy.client_tls_key", &proxy.client_tls_key),
+        ] {
+            if value.is_none() {
+                problems.add(
+                    key,
+                    "must be set when client_tls is \"allow\" or \"require\"",
+                );
+            }
+        }
+        return;
+    };
+    if let Err(e) = crate::tls::server::load_files(cert, key) {
+        problems.add("proxy.client_tls", e);
     }
 }
 

@@ -90,6 +90,30 @@ fn valid_config_has_no_problems() {
 }
 
 #[test]
+fn client_tls_needs_a_certificate_and_key_that_load() {
+    let found = problems_after(|c| c.proxy.client_tls = crate::config::ClientTls::Require);
+    assert_eq!(
+        found,
+        [
+            "proxy.client_tls_cert: must be set when client_tls is \"allow\" or \"require\"",
+            "proxy.client_tls_key: must be set when client_tls is \"allow\" or \"require\"",
+        ]
+    );
+    let found = problems_after(|c| {
+        c.proxy.client_tls = crate::config::ClientTls::Allow;
+        c.proxy.client_tls_cert = Some("/nonexistent/pglease-test.crt".into());
+        c.proxy.client_tls_key = Some("/nonexistent/pglease-test.key".into());
+    });
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("proxy.client_tls: cannot read /nonexistent/pglease-test.crt"),
+        "{found:?}"
+    );
+    // Files are only looked at when TLS is on.
+    assert!(problems_after(|c| c.proxy.client_tls_cert = Some("/nonexistent".into())).is_empty());
+}
+
+#[test]
 fn names_must_be_unique_and_exist() {
     let found = problems_after(|c| {
         c.users.push(c.users[0].clone());
