@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use sha2::{Digest, Sha256, Sha384, Sha512};
 use thiserror::Error;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tracing::{error, info};
+
+use super::binding::end_point_hash;
 
 /// How often, at most, the files are checked for a change.
 pub const RECHECK: Duration = Duration::from_secs(1);
@@ -180,60 +181,6 @@ pub fn load_files(cert: &Path, key: &Path) -> Result<Served, ServerTlsError> {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         end_point,
     })
-}
-
-/// DER prefixes of the signature algorithm OIDs RFC 5929 §4.1 covers.
-const RSA_PKCS1: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
-const ECDSA_SHA2: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03];
-const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];
-
-/// RFC 5929 `tls-server-end-point`: the certificate hashed with its signature's hash, with
-/// MD5 and SHA-1 replaced by SHA-256. `None` for algorithms without a single hash.
-pub fn end_point_hash(cert: &[u8]) -> Option<Vec<u8>> {
-    let oid = signature_oid(cert)?;
-    let (prefix, last) = oid.split_at_checked(oid.len().checked_sub(1)?)?;
-    let digest = match (prefix, last) {
-        // md5, sha1 and sha256 WithRSAEncryption
-        (RSA_PKCS1, [0x04 | 0x05 | 0x0b]) | (ECDSA_SHA2, [0x02]) => Sha256::digest(cert).to_vec(),
-        (RSA_PKCS1, [0x0c]) | (ECDSA_SHA2, [0x03]) => Sha384::digest(cert).to_vec(),
-        (RSA_PKCS1, [0x0d]) | (ECDSA_SHA2, [0x04]) => Sha512::digest(cert).to_vec(),
-        _ if oid == ECDSA_SHA1 => Sha256::digest(cert).to_vec(),
-        _ => return None,
-    };
-    Some(digest)
-}
-
-/// The `signatureAlgorithm` OID of an X.509 certificate: `SEQUENCE { tbsCertificate,
-/// SEQUENCE { OID, params }, signature }`.
-fn signature_oid(cert: &[u8]) -> Option<&[u8]> {
-    let (body, _) = der(cert, 0x30)?;
-    let (_, after_tbs) = der(body, 0x30)?;
-    let (algorithm, _) = der(after_tbs, 0x30)?;
-    let (oid, _) = der(algorithm, 0x06)?;
-    Some(oid)
-}
-
-/// Splits one DER element with tag `tag` off `input`: (its contents, what follows).
-fn der(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&found, rest) = input.split_first()?;
-    if found != tag {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let (digits, rest) = rest.split_at_checked(n)?;
-        let len = digits
-            .iter()
-            .fold(0usize, |acc, &d| (acc << 8) | usize::from(d));
-        (len, rest)
-    };
-    rest.split_at_checked(len)
 }
 
 #[cfg(test)]

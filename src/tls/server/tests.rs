@@ -1,6 +1,7 @@
 //! Tests of certificate loading, reloading and the end-point hash.
 
 use super::*;
+use sha2::{Digest, Sha256, Sha384};
 
 /// A self-signed certificate for 127.0.0.1 with a key of `alg`: (cert PEM, key PEM, cert DER).
 fn self_signed(alg: &'static rcgen::SignatureAlgorithm) -> (String, String, Vec<u8>) {
