@@ -6,13 +6,15 @@
 
 mod common;
 
+#[path = "tls/certs.rs"]
+mod certs;
 #[path = "tls_upstream/issuer.rs"]
 mod issuer;
 
 use std::sync::Arc;
 
 use common::tls::{password_cluster, socket_superuser, tls_world};
-use common::{TestDb, describe, fresh_db, fresh_db_on, start_proxy, try_connect};
+use common::{TestDb, describe, fresh_db, fresh_db_on, psql, start_proxy, try_connect};
 use pglease::app::Proxy;
 use tokio_postgres::Client;
 
@@ -114,6 +116,61 @@ async fn refused_login(proxy: &Proxy, db: &TestDb) -> String {
         Ok(_) => panic!("the login through the proxy succeeded"),
         Err(e) => describe(&e),
     }
+}
+
+/// Both legs at once: psql with `sslmode=verify-full` and `channel_binding=require` to a proxy
+/// with `client_tls = "require"`, which reaches the `hostssl`-only cluster under
+/// `upstream_tls = "verify-full"`: the client's session is TLS, and so is the upstream's.
+#[tokio::test(flavor = "current_thread")]
+async fn a_verified_tls_client_reaches_postgres_over_verified_tls() {
+    let world = tls_world();
+    let admin = socket_superuser(&world.cluster).await;
+    let db = fresh_db_on(&admin, "bothlegs").await;
+    let files = certs::Files::new("bothlegs");
+    let client_ca = certs::Ca::new("pglease client-side test CA");
+    files.install_server_cert(&client_ca);
+    let root = files.trust("client-ca", &client_ca);
+    let toml = tls_toml(
+        &db,
+        "localhost",
+        world.cluster.port(),
+        &verify_lines("verify-full", &world.ca),
+    )
+    .replacen(
+        "[[users]]",
+        &format!("{}\n\n[[users]]", files.proxy_lines("require")),
+        1,
+    );
+    let proxy = start_proxy(&toml).await;
+    let out = psql(proxy.local_addr(), &db.user, &db.password, &db.name)
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", &root)
+        .env("PGCHANNELBINDING", "require")
+        .args([
+            "-c",
+            "\\conninfo",
+            "-c",
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ])
+        .output()
+        .await
+        .expect("psql runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("SSL connection"),
+        "client leg not TLS: {stdout}"
+    );
+    assert!(stdout.ends_with("t\n"), "upstream leg not TLS: {stdout}");
+    let (total, encrypted) = ssl_backends(&admin, &db.role).await;
+    assert!(
+        total > 0 && total == encrypted,
+        "{encrypted} of {total} backends on TLS"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
