@@ -79,7 +79,7 @@
 mod detached;
 mod replies;
 mod rewrite;
-mod sql;
+pub(crate) mod sql;
 #[cfg(test)]
 mod tests;
 mod upstream;

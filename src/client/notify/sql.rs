@@ -3,14 +3,16 @@
 //!
 //! # Design
 //!
-//! The text is cut at top-level semicolons by a lexer that knows where PostgreSQL's scanner
-//! sees code: `'…'` strings, `"…"` identifiers, `$tag$` quotes, `--` and nested `/* */`
-//! comments. Whether backslashes escape in plain strings depends on
+//! The text is cut at top-level semicolons by the statement tracker's lexer
+//! ([`crate::client::statements::sql::lexer`]), which knows where PostgreSQL's scanner sees
+//! code: `'…'` strings, `"…"` identifiers, `$tag$` quotes, `--` and nested `/* */` comments. Whether backslashes escape in plain strings depends on
 //! `standard_conforming_strings`, which the proxy does not know: the text is read both ways,
 //! and if the readings disagree about where a LISTEN is, the text counts as mixed (refused),
 //! never as one of them guessed. A channel name is folded as PostgreSQL folds identifiers: an
 //! unquoted one to ASCII lower case, a quoted one kept with `""` as `"`, both cut to 63 bytes
 //! (NAMEDATALEN - 1) at a character boundary.
+
+use crate::client::statements::sql::lexer::{Lexer, Token};
 
 /// PostgreSQL's longest identifier, in bytes.
 const MAX_IDENTIFIER: usize = 63;
@@ -90,29 +92,43 @@ pub fn may_mention_listen(bytes: &[u8]) -> bool {
 }
 
 fn find_as(text: &[u8], backslash_quotes: bool) -> Finding {
-    let mut lexer = Lexer {
-        text,
-        at: 0,
-        backslash_quotes,
-    };
+    let mut lexer = Lexer::new(text, backslash_quotes);
     let mut found = Vec::new();
     let mut other = false;
     let mut unreadable = false;
     loop {
-        let tokens = lexer.statement();
-        match tokens.first() {
-            None => {}
-            Some(Token::Word(w))
+        // One statement, to the next top-level semicolon or the end; a LISTEN has two tokens,
+        // so only the first three are kept (a third means it is not one).
+        let mut tokens = [Token::End; 3];
+        let mut kept = 0;
+        let mut depth = 0u32;
+        let last = loop {
+            let token = lexer.next();
+            match token {
+                Token::End => break token,
+                Token::Semicolon if depth == 0 => break token,
+                Token::Open => depth += 1,
+                Token::Close => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if kept < tokens.len() {
+                tokens[kept] = token;
+                kept += 1;
+            }
+        };
+        match tokens[..kept] {
+            [] => {}
+            [Token::Word(w), ..]
                 if w.eq_ignore_ascii_case(b"listen") || w.eq_ignore_ascii_case(b"unlisten") =>
             {
-                match statement(&tokens) {
+                match statement(&tokens[..kept]) {
                     Some(s) => found.push(s),
                     None => unreadable = true,
                 }
             }
-            Some(_) => other = true,
+            _ => other = true,
         }
-        if lexer.done() {
+        if last == Token::End {
             break;
         }
     }
@@ -132,7 +148,7 @@ fn statement(tokens: &[Token<'_>]) -> Option<Statement> {
     let channel = match target {
         Token::Star if !listen => return Some(Statement::UnlistenAll),
         Token::Word(w) => fold(w)?,
-        Token::Quoted(q) => truncate(q.clone()),
+        Token::Quoted(q) => truncate(std::str::from_utf8(q).ok()?.replace("\"\"", "\"")),
         _ => return None,
     };
     Some(if listen {
@@ -158,178 +174,6 @@ fn truncate(mut name: String) -> String {
         name.truncate(end);
     }
     name
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Token<'a> {
-    Word(&'a [u8]),
-    /// A `"…"` identifier's content; `None` inside when it is not UTF-8 or a `U&"…"` form.
-    Quoted(String),
-    Star,
-    /// Anything else: a string, a number, an operator, a parenthesis.
-    Other,
-}
-
-struct Lexer<'a> {
-    text: &'a [u8],
-    at: usize,
-    backslash_quotes: bool,
-}
-
-fn word_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
-}
-
-fn word_part(b: u8) -> bool {
-    word_start(b) || b.is_ascii_digit() || b == b'$'
-}
-
-impl<'a> Lexer<'a> {
-    fn peek(&self, ahead: usize) -> Option<u8> {
-        self.text.get(self.at + ahead).copied()
-    }
-
-    fn done(&self) -> bool {
-        self.at >= self.text.len()
-    }
-
-    /// The tokens up to the next top-level semicolon (consumed) or the end. Only the first
-    /// few are kept: a LISTEN has two.
-    fn statement(&mut self) -> Vec<Token<'a>> {
-        let mut tokens = Vec::new();
-        let mut depth = 0u32;
-        loop {
-            self.skip_space_and_comments();
-            let Some(b) = self.peek(0) else {
-                return tokens;
-            };
-            let from = self.at;
-            self.at += 1;
-            let token = match b {
-                b';' if depth == 0 => return tokens,
-                b'(' => {
-                    depth += 1;
-                    Token::Other
-                }
-                b')' => {
-                    depth = depth.saturating_sub(1);
-                    Token::Other
-                }
-                b'*' => Token::Star,
-                b'\'' => {
-                    self.quoted(b'\'', self.backslash_quotes);
-                    Token::Other
-                }
-                b'"' => {
-                    self.quoted(b'"', false);
-                    let inner = &self.text[from + 1..self.at.saturating_sub(1).max(from + 1)];
-                    match std::str::from_utf8(inner) {
-                        Ok(s) if self.text.get(self.at - 1) == Some(&b'"') => {
-                            Token::Quoted(s.replace("\"\"", "\""))
-                        }
-                        _ => Token::Other,
-                    }
-                }
-                b'$' => {
-                    self.dollar();
-                    Token::Other
-                }
-                _ if word_start(b) => self.word(from),
-                _ => Token::Other,
-            };
-            if tokens.len() < 3 {
-                tokens.push(token);
-            }
-        }
-    }
-
-    fn word(&mut self, from: usize) -> Token<'a> {
-        while self.peek(0).is_some_and(word_part) {
-            self.at += 1;
-        }
-        let word = &self.text[from..self.at];
-        match self.peek(0) {
-            Some(b'\'') => {
-                // A prefixed string: only E'…' takes backslash escapes whatever the setting.
-                self.at += 1;
-                self.quoted(
-                    b'\'',
-                    word.eq_ignore_ascii_case(b"e") || self.backslash_quotes,
-                );
-                Token::Other
-            }
-            Some(b'&') if word.eq_ignore_ascii_case(b"u") => Token::Other,
-            _ => Token::Word(word),
-        }
-    }
-
-    fn skip_space_and_comments(&mut self) {
-        loop {
-            match (self.peek(0), self.peek(1)) {
-                (Some(b), _) if b.is_ascii_whitespace() => self.at += 1,
-                (Some(b'-'), Some(b'-')) => {
-                    while self.peek(0).is_some_and(|b| b != b'\n') {
-                        self.at += 1;
-                    }
-                }
-                (Some(b'/'), Some(b'*')) => {
-                    self.at += 2;
-                    let mut depth = 1u32;
-                    while depth > 0 {
-                        match (self.peek(0), self.peek(1)) {
-                            (None, _) => return,
-                            (Some(b'*'), Some(b'/')) => (depth, self.at) = (depth - 1, self.at + 2),
-                            (Some(b'/'), Some(b'*')) => (depth, self.at) = (depth + 1, self.at + 2),
-                            _ => self.at += 1,
-                        }
-                    }
-                }
-                _ => return,
-            }
-        }
-    }
-
-    /// After an opening `quote`: to the closing one (doubled quotes stay inside).
-    fn quoted(&mut self, quote: u8, backslash: bool) {
-        while let Some(b) = self.peek(0) {
-            self.at += 1;
-            if backslash && b == b'\\' {
-                self.at += 1;
-            } else if b == quote {
-                if self.peek(0) == Some(quote) {
-                    self.at += 1;
-                } else {
-                    return;
-                }
-            }
-        }
-        self.at = self.at.min(self.text.len());
-    }
-
-    /// After a `$` that starts a token: a `$1` parameter, a `$tag$` quote, or a lone `$`.
-    fn dollar(&mut self) {
-        let tag_from = self.at - 1;
-        let mut end = self.at;
-        while self
-            .text
-            .get(end)
-            .is_some_and(|&b| word_part(b) && b != b'$')
-        {
-            end += 1;
-        }
-        if self.text.get(end) != Some(&b'$')
-            || self.text.get(tag_from + 1).is_some_and(u8::is_ascii_digit)
-        {
-            self.at = end;
-            return;
-        }
-        let tag = &self.text[tag_from..=end];
-        let body = &self.text[end + 1..];
-        self.at = match body.windows(tag.len()).position(|w| w == tag) {
-            Some(at) => end + 1 + at + tag.len(),
-            None => self.text.len(),
-        };
-    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //! function may be called anywhere in a statement) in the same lexer pass. `EXPLAIN [ANALYZE]`
 //! is looked through, as it runs the statement it explains.
 
-mod lexer;
+pub(crate) mod lexer;
 #[cfg(test)]
 mod tests;
 mod unconfined;

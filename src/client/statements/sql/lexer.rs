@@ -4,7 +4,7 @@
 
 /// One token; the text of words and quoted identifiers is borrowed from the query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Token<'a> {
+pub(crate) enum Token<'a> {
     /// A keyword or unquoted identifier (case as written).
     Word(&'a [u8]),
     /// A `"…"` identifier, without its quotes (doubled quotes left as they are).
@@ -13,13 +13,15 @@ pub(super) enum Token<'a> {
     Open,
     Close,
     Dot,
+    /// `*` (`UNLISTEN *`).
+    Star,
     /// Anything else: a string, a number, an operator.
     Other,
     End,
 }
 
 /// Reads tokens from the front of a text; never panics, whatever the bytes.
-pub(super) struct Lexer<'a> {
+pub(crate) struct Lexer<'a> {
     text: &'a [u8],
     at: usize,
     /// Read `'…'` strings with backslash escapes (`standard_conforming_strings = off`).
@@ -36,7 +38,7 @@ pub(super) fn word_part(b: u8) -> bool {
 }
 
 impl<'a> Lexer<'a> {
-    pub(super) fn new(text: &'a [u8], backslash_quotes: bool) -> Self {
+    pub(crate) fn new(text: &'a [u8], backslash_quotes: bool) -> Self {
         Lexer {
             text,
             at: 0,
@@ -48,7 +50,7 @@ impl<'a> Lexer<'a> {
         self.text.get(self.at + ahead).copied()
     }
 
-    pub(super) fn next(&mut self) -> Token<'a> {
+    pub(crate) fn next(&mut self) -> Token<'a> {
         self.skip_space_and_comments();
         let Some(b) = self.peek(0) else {
             return Token::End;
@@ -60,14 +62,18 @@ impl<'a> Lexer<'a> {
             b'(' => Token::Open,
             b')' => Token::Close,
             b'.' => Token::Dot,
+            b'*' => Token::Star,
             b'\'' => {
                 self.string(self.backslash_quotes);
                 Token::Other
             }
             b'"' => {
-                let closed = self.quoted(b'"', false);
-                let end = if closed { self.at - 1 } else { self.at };
-                Token::Quoted(&self.text[from + 1..end])
+                // An unterminated identifier is a syntax error to PostgreSQL: nothing runs.
+                if self.quoted(b'"', false) {
+                    Token::Quoted(&self.text[from + 1..self.at - 1])
+                } else {
+                    Token::Other
+                }
             }
             b'$' => {
                 self.dollar();
