@@ -14,7 +14,7 @@ use super::ClientError;
 use super::cancel::CancelKey;
 use super::settings::{ClientSettings, greeting};
 use super::shared::{PoolEntry, Shared};
-use super::stream::{ClientStream, TlsClient};
+use super::stream::ClientStream;
 use crate::auth::{AuthError, ScramExchange, md5_verify};
 use crate::config::AuthType;
 use crate::protocol::backend;
@@ -52,7 +52,7 @@ pub async fn open(
         .await
         .unwrap_or_else(|_| Err(ClientError::refused("08P01", "login timeout")));
     match wants_tls {
-        Ok(false) => return Ok((ClientStream::Plain(tcp), buf)),
+        Ok(false) => return Ok((ClientStream::plain(tcp), buf)),
         Ok(true) => {}
         Err(e) => {
             super::refuse(&mut tcp, &e).await;
@@ -66,11 +66,7 @@ pub async fn open(
     let stream = timeout_at(deadline, served.acceptor.accept(tcp))
         .await
         .map_err(|_| ClientError::refused("08P01", "login timeout"))??;
-    let client = TlsClient {
-        stream,
-        end_point: served.end_point,
-    };
-    Ok((ClientStream::Tls(Box::new(client)), buf))
+    Ok((ClientStream::tls(stream, served.end_point), buf))
 }
 
 /// Reads encryption requests until the client asks for TLS that we offer (`true`) or sends

@@ -1,53 +1,53 @@
-//! The client's connection: plain TCP or TLS over TCP.
-//!
-//! An enum, not a trait object: the plaintext arm keeps the relay's readiness-based TCP reads
-//! and writes exactly as they were (one `match` per call, no boxing, no dynamic dispatch),
-//! and only the TLS arm goes through tokio-rustls' `AsyncRead`/`AsyncWrite`. The TLS state is
-//! boxed once per connection because it is large and would otherwise bloat every plaintext
-//! client's stream too.
-//! The relay drives it through [`RelayIo`], whose plain-TCP reads and writes live in
-//! [`crate::tls::stream`] for both legs.
+//! The client's connection: plain TCP or TLS over TCP ([`Stream`], the type pool
+//! connections use too), and what channel binding needs of the certificate a TLS client was
+//! shown. The relay drives it through [`RelayIo`], whose plaintext arm is the readiness-based
+//! TCP fast path.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+use tokio_rustls::{TlsStream, server};
 
-use crate::tls::stream::{RelayIo, poll_read_tcp, poll_write_tcp};
+use crate::tls::stream::{RelayIo, Stream};
 
 /// A client connection after the SSLRequest exchange.
-pub enum ClientStream {
-    /// No encryption.
-    Plain(TcpStream),
-    /// TLS, with what channel binding needs of the certificate it was shown.
-    Tls(Box<TlsClient>),
-}
-
-/// A client that negotiated TLS.
-pub struct TlsClient {
-    /// The encrypted stream.
-    pub stream: TlsStream<TcpStream>,
-    /// `tls-server-end-point` data of the certificate this client was served.
-    pub end_point: Option<Arc<[u8]>>,
+pub struct ClientStream {
+    stream: Stream,
+    /// `tls-server-end-point` data of the certificate this client was served (TLS only).
+    end_point: Option<Arc<[u8]>>,
 }
 
 impl ClientStream {
+    /// A client that speaks plaintext.
+    pub fn plain(tcp: TcpStream) -> Self {
+        ClientStream {
+            stream: Stream::Plain(tcp),
+            end_point: None,
+        }
+    }
+
+    /// A client that negotiated TLS, served a certificate whose channel-binding data is
+    /// `end_point`.
+    pub fn tls(stream: server::TlsStream<TcpStream>, end_point: Option<Arc<[u8]>>) -> Self {
+        ClientStream {
+            stream: Stream::Tls(Box::new(TlsStream::Server(stream))),
+            end_point,
+        }
+    }
+
     /// True when the connection is encrypted.
     pub fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_))
+        self.stream.is_tls()
     }
 
     /// The channel-binding data to offer SCRAM-SHA-256-PLUS with, over TLS only.
     pub fn end_point(&self) -> Option<&[u8]> {
-        match self {
-            ClientStream::Tls(t) => t.end_point.as_deref(),
-            ClientStream::Plain(_) => None,
-        }
+        self.end_point.as_deref()
     }
 }
 
@@ -57,28 +57,15 @@ impl RelayIo for ClientStream {
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
-        match self {
-            ClientStream::Plain(tcp) => poll_read_tcp(tcp, buf, cx),
-            ClientStream::Tls(t) => tokio_util::io::poll_read_buf(Pin::new(&mut t.stream), cx, buf),
-        }
+        self.stream.poll_read_into(cx, buf)
     }
 
     fn poll_write_from(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        match self {
-            ClientStream::Plain(tcp) => poll_write_tcp(tcp, data, cx),
-            ClientStream::Tls(t) => {
-                // Records rustls still holds go first, so its buffer stays bounded.
-                ready!(Pin::new(&mut t.stream).poll_flush(cx))?;
-                Pin::new(&mut t.stream).poll_write(cx, data)
-            }
-        }
+        self.stream.poll_write_from(cx, data)
     }
 
     fn poll_flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            ClientStream::Plain(_) => Poll::Ready(Ok(())),
-            ClientStream::Tls(t) => Pin::new(&mut t.stream).poll_flush(cx),
-        }
+        self.stream.poll_flush_tls(cx)
     }
 }
 
@@ -88,10 +75,7 @@ impl AsyncRead for ClientStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            ClientStream::Tls(t) => Pin::new(&mut t.stream).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 
@@ -101,23 +85,14 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(tcp) => Pin::new(tcp).poll_write(cx, data),
-            ClientStream::Tls(t) => Pin::new(&mut t.stream).poll_write(cx, data),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, data)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            ClientStream::Tls(t) => Pin::new(&mut t.stream).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            ClientStream::Tls(t) => Pin::new(&mut t.stream).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
