@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::log::Captured;
 use common::{
     UpstreamSampler, connect_app, describe, fresh_db, proxy_toml, start_proxy,
     try_connect_with_task,
@@ -490,40 +491,23 @@ async fn an_upstream_back_from_a_long_transaction_is_reused_not_reopened() {
     proxy.shutdown().await;
 }
 
-/// Collects what a test's own log subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// The reason of the close line for upstream backend `pid`, waiting up to 10 s for it.
-    async fn close_reason(&self, pid: &str) -> String {
-        let needle = format!("pid={pid} ");
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            let line = text
-                .lines()
-                .find(|l| l.contains("upstream closed") && l.contains(&needle));
-            if let Some(line) = line {
-                let reason = line.split("reason=").nth(1).unwrap_or_default();
-                return reason.trim_matches('"').to_owned();
-            }
-            assert!(Instant::now() < until, "no close line for {pid}:\n{text}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// The reason of the close line for upstream backend `pid`, waiting up to 10 s for it.
+async fn close_reason(logs: &Captured, pid: &str) -> String {
+    let needle = format!("pid={pid} ");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = logs.text();
+        let line = text
+            .lines()
+            .find(|l| l.contains("upstream closed") && l.contains(&needle));
+        if let Some(line) = line {
+            let reason = line.split("reason=").nth(1).unwrap_or_default();
+            return reason.trim_matches('"').to_owned();
         }
+        assert!(Instant::now() < until, "no close line for {pid}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-
 /// Polls `count_sql` (one bigint) until it is 1, for up to 10 s.
 async fn backend_reaches(admin: &Client, count_sql: &str, otherwise: &str) {
     let until = Instant::now() + Duration::from_secs(10);
@@ -543,13 +527,7 @@ async fn backend_reaches(admin: &Client, count_sql: &str, otherwise: &str) {
 #[tokio::test(flavor = "current_thread")]
 async fn every_upstream_close_is_logged_with_its_reason() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = captured.install();
     let db = fresh_db("reasons").await;
     let admin = common::superuser().await;
     let pid_of = |rows: Vec<SimpleQueryMessage>| {
@@ -574,20 +552,20 @@ async fn every_upstream_close_is_logged_with_its_reason() {
     backend_reaches(&admin, &running, "the query never started").await;
     a_task.abort();
     sleeping.abort();
-    assert_eq!(captured.close_reason(&vanished).await, "client_vanished");
+    assert_eq!(close_reason(&captured, &vanished).await, "client_vanished");
     let b = connect_app(&proxy, &db).await;
     let idle_at_shutdown = pid_of(b.simple_query("SELECT pg_backend_pid()").await.unwrap());
     drop(b);
     proxy.shutdown().await;
     assert_eq!(
-        captured.close_reason(&idle_at_shutdown).await,
+        close_reason(&captured, &idle_at_shutdown).await,
         "pool_closed"
     );
 
     let proxy = start_proxy(&proxy_toml(&db, "transaction", 1, "idle_timeout = \"1s\"")).await;
     let c = connect_app(&proxy, &db).await;
     let idle = pid_of(c.simple_query("SELECT pg_backend_pid()").await.unwrap());
-    assert_eq!(captured.close_reason(&idle).await, "idle_timeout");
+    assert_eq!(close_reason(&captured, &idle).await, "idle_timeout");
     proxy.shutdown().await;
 }
 
@@ -596,13 +574,7 @@ async fn every_upstream_close_is_logged_with_its_reason() {
 #[tokio::test(flavor = "current_thread")]
 async fn an_upstream_ended_while_idle_closes_as_unsolicited_input() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = captured.install();
     let db = fresh_db("ended").await;
     let admin = common::superuser().await;
     let proxy = start_proxy(&proxy_toml(&db, "transaction", 1, "")).await;
@@ -634,6 +606,6 @@ async fn an_upstream_ended_while_idle_closes_as_unsolicited_input() {
         .await
         .unwrap_or_else(|e| panic!("the ended upstream was handed out: {}", describe(&e)));
     assert_ne!(pid(next), ended);
-    assert_eq!(captured.close_reason(&ended).await, "unsolicited_input");
+    assert_eq!(close_reason(&captured, &ended).await, "unsolicited_input");
     proxy.shutdown().await;
 }

@@ -11,8 +11,7 @@ mod certs;
 #[path = "tls_upstream/issuer.rs"]
 mod issuer;
 
-use std::sync::Arc;
-
+use common::log::Captured;
 use common::tls::{password_cluster, socket_superuser, tls_world};
 use common::{TestDb, describe, fresh_db, fresh_db_on, psql, start_proxy, try_connect};
 use pglease::app::Proxy;
@@ -77,37 +76,6 @@ async fn ssl_backends(admin: &Client, role: &str) -> (i64, i64) {
         .await
         .unwrap_or_else(|e| panic!("pg_stat_ssl query failed: {}", describe(&e)));
     (row.get(0), row.get(1))
-}
-
-/// Collects what a test's own log subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Routes this thread's logs here until the guard drops (the test runs on one thread).
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
 }
 
 /// The client's error for a login through `proxy`, which must fail.
