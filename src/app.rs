@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::auth::{AuthError, LocalPassword};
+use crate::client::control::{Control, ControlRequests};
 use crate::client::{PoolEntry, Pools, Shared};
 use crate::config::{ClientTls, Config, DatabaseConfig, UpstreamTlsMode};
 use crate::credentials::setup;
@@ -78,6 +79,8 @@ pub struct Proxy {
     /// client and no pooled connection needs a lease any more.
     credentials_stop: CancellationToken,
     shutdown_timeout: Duration,
+    /// Reload and shutdown requests from the admin console.
+    requests: ControlRequests,
 }
 
 /// After `shutdown_timeout`, how long the clients told to end get to go before the pools close
@@ -136,6 +139,7 @@ impl Proxy {
             credentials.insert(name, entry.credentials);
         }
         let client_tls = client_tls(&config.proxy)?;
+        let (control, requests) = Control::new();
         let shared = Arc::new(Shared {
             users,
             pools,
@@ -150,6 +154,7 @@ impl Proxy {
             shutdown,
             client_tls,
             client_tls_required: config.proxy.client_tls == ClientTls::Require,
+            control,
         });
         let clients = TaskTracker::new();
         clients.spawn(accept_loop(listener, shared.clone(), clients.clone()));
@@ -161,12 +166,18 @@ impl Proxy {
             background,
             credentials_stop,
             shutdown_timeout: config.proxy.shutdown_timeout,
+            requests,
         })
     }
 
     /// The address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Resolves once the admin console asked for a shutdown (`SHUTDOWN`).
+    pub async fn shutdown_requested(&self) {
+        self.requests.shutdown.cancelled().await
     }
 
     /// The shared state (pools, users), for the admin plane and tests.

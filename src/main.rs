@@ -138,7 +138,10 @@ fn run_proxy(path: &Path) -> ExitCode {
     let workers = config.proxy.workers;
     run_async(workers, async move {
         let proxy = Proxy::start(config).await?;
-        shutdown_signal().await;
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = proxy.shutdown_requested() => {}
+        }
         proxy.shutdown().await;
         Ok(())
     })

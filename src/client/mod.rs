@@ -4,6 +4,7 @@
 //! use it.
 
 pub mod cancel;
+pub mod control;
 pub mod handshake;
 pub mod notify;
 pub mod relay;

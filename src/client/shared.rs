@@ -89,6 +89,8 @@ pub struct Shared {
     pub client_tls: Option<Arc<crate::tls::server::ServerTls>>,
     /// `client_tls = "require"`: plaintext logins are refused.
     pub client_tls_required: bool,
+    /// How the admin console asks for a reload or a shutdown.
+    pub control: super::control::Control,
 }
 
 impl Shared {

@@ -24,6 +24,7 @@ mod manager;
 mod moves;
 mod prove;
 mod replacements;
+pub mod stats;
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use drain::maintain;
 pub use manager::Manager;
 pub use moves::{Move, MoveError};
 pub use prove::prover;
+pub use stats::{PoolStats, StatsSnapshot};
 
 /// Settings of one pool, from its `[[databases]]` entry and `[proxy]`.
 #[derive(Debug, Clone)]
@@ -75,6 +77,8 @@ pub struct Pool {
     settings: Arc<PoolSettings>,
     /// Transaction mode's LISTEN/NOTIFY ([`listener`]); opens nothing until the first LISTEN.
     listener: listener::Listener,
+    /// Counts and totals the admin plane reads ([`stats`]).
+    stats: Arc<PoolStats>,
 }
 
 impl Pool {
@@ -93,6 +97,7 @@ impl Pool {
             inner,
             settings: Arc::new(settings),
             listener,
+            stats: Arc::default(),
         }
     }
 
@@ -259,6 +264,11 @@ impl Pool {
     /// The pool's settings.
     pub fn settings(&self) -> &PoolSettings {
         &self.settings
+    }
+
+    /// The pool's counts and totals, for the admin plane.
+    pub fn stats(&self) -> &PoolStats {
+        &self.stats
     }
 }
 
