@@ -18,6 +18,7 @@
 //! - [`client`]: a client's handshake, authentication and relay loop, and the state every
 //!   client task reads ([`client::Shared`]).
 //! - [`app`]: wiring only: builds the shared state from a config and runs the listener.
+//! - [`logging`]: the process's log output (filter, `text` or `json` lines on stderr).
 //! - [`dev`]: `pglease dev`, a throwaway local PostgreSQL with the proxy in front of it.
 //! - [`secret`]: the redacting type every secret travels in.
 //!
@@ -33,6 +34,7 @@ pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod dev;
+pub mod logging;
 pub mod pool;
 pub mod protocol;
 pub mod secret;

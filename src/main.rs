@@ -5,10 +5,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
 use pglease::app::Proxy;
-use pglease::config::Config;
-use tracing_subscriber::EnvFilter;
+use pglease::config::{Config, LogFormat};
+use pglease::logging;
 
 /// Exit code for an invalid config (EX_USAGE from sysexits.h, the convention for bad input).
 const EXIT_INVALID_CONFIG: u8 = 64;
@@ -24,6 +25,9 @@ struct Cli {
     /// Run the proxy with this config file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// How log lines are written on stderr; overrides `[proxy] log_format` (default text).
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = log_format_parser())]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -48,17 +52,29 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let flag = cli.log_format;
     match (cli.command, cli.config) {
-        (Some(Command::Check { config }), _) => check(&config),
-        (Some(Command::HashPassword), _) => hash_password(),
-        (Some(Command::Dev { listen }), _) => run_async(None, async move {
-            let opts = pglease::dev::DevOptions { listen };
-            pglease::dev::run(opts, shutdown_signal())
-                .await
-                .map_err(anyhow::Error::from)
-        }),
-        (None, Some(path)) => run_proxy(&path),
+        (Some(Command::Check { config }), _) => {
+            logging::init(log_format(flag, &config));
+            check(&config)
+        }
+        (Some(Command::HashPassword), _) => {
+            logging::init(flag.unwrap_or_default());
+            hash_password()
+        }
+        (Some(Command::Dev { listen }), _) => {
+            logging::init(flag.unwrap_or_default());
+            run_async(None, async move {
+                let opts = pglease::dev::DevOptions { listen };
+                pglease::dev::run(opts, shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+        }
+        (None, Some(path)) => {
+            logging::init(log_format(flag, &path));
+            run_proxy(&path)
+        }
         (None, None) => {
             eprintln!(
                 "pglease: nothing to do; try `pglease --config FILE` or `pglease dev` (see --help)"
@@ -68,20 +84,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = EnvFilter::try_from_env("PGLEASE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // tokio-postgres logs every statement at debug, and the issuer's CREATE ROLE carries a
-    // password verifier: never let that target below info, whatever PGLEASE_LOG says.
-    let filter = match "tokio_postgres=info".parse() {
-        Ok(directive) => filter.add_directive(directive),
-        Err(_) => filter,
-    };
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// `--log-format` when given, else the file's `[proxy] log_format`. Logging has to be set up
+/// before the load that counts, so that what loading logs (a secret file others can read) is
+/// written in the chosen format: this first load runs with no subscriber yet, so it is
+/// silent. A file that does not load gets `text`; the real load then prints its problems.
+fn log_format(flag: Option<LogFormat>, path: &Path) -> LogFormat {
+    flag.unwrap_or_else(|| {
+        Config::load(path)
+            .map(|config| config.proxy.log_format)
+            .unwrap_or_default()
+    })
+}
+
+/// Accepts exactly the words `[proxy] log_format` accepts, and lists them in `--help`.
+fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {
+    let names = LogFormat::NAMES.map(|(name, _)| name);
+    // The possible-values check runs first, so every word reaching the map has a format.
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|name: String| LogFormat::from_name(&name).unwrap_or_default())
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {

@@ -30,8 +30,8 @@ pub use secret_ref::{
     EnvLookup, MAX_SECRET_FILE_BYTES, SecretRefError, exposed_mode, resolve_secret, warn_if_exposed,
 };
 pub use serving::{
-    AuthType, ClientTls, DEFAULT_MAX_PREPARED_STATEMENTS, DatabaseConfig, PoolMode, ProxyConfig,
-    UpstreamTlsMode, UserConfig,
+    AuthType, ClientTls, DEFAULT_MAX_PREPARED_STATEMENTS, DatabaseConfig, LogFormat, PoolMode,
+    ProxyConfig, UpstreamTlsMode, UserConfig,
 };
 pub use validate::plaintext_remote_host;
 

@@ -57,6 +57,9 @@ pub struct ProxyConfig {
     pub client_tls_cert: Option<PathBuf>,
     /// PEM private key of `client_tls_cert`.
     pub client_tls_key: Option<PathBuf>,
+    /// How log lines are written on stderr; `pglease --log-format` overrides it. Default
+    /// `text`.
+    pub log_format: LogFormat,
 }
 
 /// `client_tls`: TLS between clients and the proxy.
@@ -69,6 +72,31 @@ pub enum ClientTls {
     Allow,
     /// `"require"`: plaintext logins are refused (cancel requests still work).
     Require,
+}
+
+/// `log_format`: one human-readable line per event, or one JSON object per line for a log
+/// pipeline (which can route audit events on their `audit` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `"text"`: the default.
+    #[default]
+    Text,
+    /// `"json"`: one JSON object per line, the event's fields at its top level.
+    Json,
+}
+
+impl LogFormat {
+    /// Every format with the word that names it in the config and on the command line.
+    pub const NAMES: [(&'static str, LogFormat); 2] =
+        [("text", LogFormat::Text), ("json", LogFormat::Json)];
+
+    /// The format a config or command-line word names, if any.
+    pub fn from_name(name: &str) -> Option<LogFormat> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, format)| format)
+    }
 }
 
 impl Default for ProxyConfig {
@@ -90,6 +118,7 @@ impl Default for ProxyConfig {
             client_tls: ClientTls::Disable,
             client_tls_cert: None,
             client_tls_key: None,
+            log_format: LogFormat::Text,
         }
     }
 }

@@ -36,6 +36,7 @@ const FULL: &str = r#"
     shutdown_timeout = "0s"
     application_name = "proxy-a"
     workers = 2
+    log_format = "json"
 
     [[users]]
     name = "ops"
@@ -117,6 +118,7 @@ fn full_config_round_trips_including_defaults() {
         shutdown_timeout: Duration::ZERO,
         application_name: "proxy-a".into(),
         workers: Some(2),
+        log_format: LogFormat::Json,
         ..ProxyConfig::default()
     };
     assert_eq!(config.proxy, proxy);

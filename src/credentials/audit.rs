@@ -1,16 +1,34 @@
 //! The audit trail of the lease lifecycle: one structured line on the `pglease::audit` target
 //! per lease event (DESIGN §5.9), with times in RFC 3339 UTC so log pipelines can parse them.
 //! A password never reaches these lines: only the lease's id, role and times.
+//!
+//! Every audit event, here or in a source (the Vault token's lifecycle), is written with this
+//! module's `record!`, which puts it on [`TARGET`] with the field `audit = true`: a log pipeline
+//! routes on that field (in JSON, `"audit":true`) to an audit store. Nothing else writes on
+//! that target or sets that field.
 
 use std::fmt;
 use std::time::SystemTime;
-
-use tracing::{info, warn};
 
 use super::Lease;
 
 /// The tracing target every audit line is written to.
 pub const TARGET: &str = "pglease::audit";
+
+/// Writes one audit event at `$level` (`INFO` or `WARN`, a [`tracing::Level`] constant): on
+/// [`TARGET`], with `audit = true`, then the fields and message as `tracing::event!` takes
+/// them.
+macro_rules! record {
+    ($level:ident, $($rest:tt)+) => {
+        ::tracing::event!(
+            target: $crate::credentials::audit::TARGET,
+            ::tracing::Level::$level,
+            audit = true,
+            $($rest)+
+        )
+    };
+}
+pub(crate) use record;
 
 /// What happened to a lease; the `event` field of its audit line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,15 +112,15 @@ pub fn lease_until(
     let expires_at = Rfc3339(expires_at);
     let name = event.as_str();
     if event.is_warning() {
-        warn!(
-            target: TARGET,
+        record!(
+            WARN,
             credentials, source, event = name, lease_id = %lease.id, role = %lease.username,
             generation = lease.generation, %issued_at, %expires_at, reason,
             "lease {name}"
         );
     } else {
-        info!(
-            target: TARGET,
+        record!(
+            INFO,
             credentials, source, event = name, lease_id = %lease.id, role = %lease.username,
             generation = lease.generation, %issued_at, %expires_at, reason,
             "lease {name}"
@@ -143,10 +161,43 @@ mod tests {
             "expires_at not RFC 3339: {line}"
         );
         assert!(line.contains("event=\"published\"") || line.contains("event=published"));
+        assert!(line.contains("audit=true"), "not marked as audit: {line}");
         assert!(!line.contains("SystemTime"), "{line}");
         assert!(
             !line.contains("hunter2"),
             "the password reached the audit line: {line}"
+        );
+    }
+
+    /// Every audit event goes through `record!`, and `audit = true` is set nowhere else: a
+    /// file that writes on the audit target itself, or marks another event as audit, fails.
+    #[test]
+    fn audit_events_are_written_only_through_record() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let this = src.join("credentials").join("audit.rs");
+        let mut pending = vec![src];
+        let mut offenders = Vec::new();
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") || path == this {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for needle in ["\"pglease::audit\"", "audit::TARGET", "audit = true"] {
+                    if text.contains(needle) {
+                        offenders.push(format!("{}: {needle}", path.display()));
+                    }
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "audit events outside record!: {offenders:?}"
         );
     }
 }

@@ -3,7 +3,8 @@
 
 use super::section::Section;
 use crate::config::{
-    AuthType, ClientTls, DatabaseConfig, PoolMode, ProxyConfig, UpstreamTlsMode, UserConfig,
+    AuthType, ClientTls, DatabaseConfig, LogFormat, PoolMode, ProxyConfig, UpstreamTlsMode,
+    UserConfig,
 };
 
 /// Reads `[proxy]`; every key is optional.
@@ -41,6 +42,7 @@ pub(super) fn read_proxy(mut s: Section<'_, '_>) -> ProxyConfig {
         ),
         client_tls_cert: s.opt_path("client_tls_cert"),
         client_tls_key: s.opt_path("client_tls_key"),
+        log_format: s.choice("log_format", &LogFormat::NAMES, d.log_format),
     };
     s.finish();
     proxy

@@ -122,6 +122,15 @@ fn three_independent_problems_give_three_messages() {
 }
 
 #[test]
+fn an_unknown_log_format_is_a_problem_naming_the_choices() {
+    let text = BASE.replace("[proxy]\n", "[proxy]\nlog_format = \"yaml\"\n");
+    assert_eq!(
+        problems(&text),
+        ["proxy.log_format: `yaml` is not one of \"text\", \"json\""]
+    );
+}
+
+#[test]
 fn secrets_resolve_from_env_and_files() {
     let path = std::env::temp_dir().join(format!("pglease-load-test-{}", std::process::id()));
     std::fs::write(&path, "from-file\n").unwrap();

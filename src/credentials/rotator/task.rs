@@ -289,8 +289,8 @@ impl Run {
             ObtainError::Source(_) => "source_refused",
             ObtainError::Proof(_) => "proof_failed",
         };
-        warn!(
-            target: audit::TARGET,
+        audit::record!(
+            WARN,
             credentials = %self.creds().name,
             event = "failed",
             kind,

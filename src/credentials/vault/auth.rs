@@ -7,13 +7,13 @@ use std::time::Instant;
 use reqwest::Method;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
-use tracing::info;
 use zeroize::Zeroizing;
 
 use super::client::{CallError, VaultClient, parsed};
 use super::response::{TokenGrant, auth_grant, token_lookup};
 use crate::config::VaultAuth;
 use crate::credentials::SourceError;
+use crate::credentials::audit;
 use crate::secret::Secret;
 
 /// A service-account JWT is about a kilobyte, a Vault token far less; refuse to read
@@ -146,8 +146,8 @@ pub async fn login(client: &VaultClient, method: &AuthMethod) -> Result<Obtained
     let Some(token) = grant.token.take() else {
         return Err(CallError::malformed(&Method::POST, &path, "no `auth.client_token`").into());
     };
-    info!(
-        target: "pglease::audit",
+    audit::record!(
+        INFO,
         event = "vault_login",
         method = method.name(),
         accessor = grant.accessor.as_deref().unwrap_or(""),
@@ -171,8 +171,8 @@ pub async fn lookup_self(client: &VaultClient, token: &Secret) -> Result<Obtaine
         .call(Method::GET, path, None, Some(token), &[])
         .await?;
     let grant = parsed(&Method::GET, path, reply, token_lookup)?;
-    info!(
-        target: "pglease::audit",
+    audit::record!(
+        INFO,
         event = "vault_token_checked",
         method = "token",
         accessor = grant.accessor.as_deref().unwrap_or(""),

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::json;
 use tokio::sync::{Mutex, Notify};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::auth::{AuthMethod, login, lookup_self};
 use super::client::{VaultClient, parsed};
@@ -38,6 +38,7 @@ use super::token::{Held, RetiredStep, Step, Ticket, plan, plan_retired};
 mod custody;
 use crate::config::VaultAuth;
 use crate::credentials::SourceError;
+use crate::credentials::audit;
 use crate::secret::Secret;
 
 /// After a failed refresh, the current token is used for this long before trying again, so a
@@ -244,8 +245,8 @@ impl TokenKeeper {
         match step {
             Step::Keep => {}
             Step::Warn => {
-                warn!(
-                    target: "pglease::audit",
+                audit::record!(
+                    WARN,
                     event = "vault_token_expiring",
                     accessor = h.accessor(),
                     expires_in = ?h.end().map(|e| e.saturating_duration_since(now)),
@@ -331,8 +332,8 @@ impl TokenKeeper {
         held.renewable = grant.renewable;
         held.at_max = grant.ttl < asked;
         held.retry_at = None;
-        info!(
-            target: "pglease::audit",
+        audit::record!(
+            INFO,
             event = "vault_token_renewed",
             method = self.method.name(),
             accessor = held.accessor(),

@@ -172,8 +172,8 @@ impl Run {
     pub(super) async fn revoke(&self, lease: &Lease, reason: &str) {
         match self.rotator.source.revoke(lease).await {
             Ok(()) => self.audit(Event::Revoked, lease, reason),
-            Err(e) => warn!(
-                target: audit::TARGET,
+            Err(e) => audit::record!(
+                WARN,
                 credentials = %self.creds().name,
                 event = "revoke_failed",
                 lease_id = %lease.id,

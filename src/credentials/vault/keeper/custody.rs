@@ -6,9 +6,10 @@ use std::mem;
 use std::time::{Instant, SystemTime};
 
 use reqwest::Method;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::{REFRESH_RETRY, TokenKeeper, Tokens};
+use crate::credentials::audit;
 use crate::credentials::vault::client::VaultClient;
 use crate::credentials::vault::token::{Held, RetiredStep, Ticket, plan_retired};
 
@@ -122,8 +123,8 @@ impl TokenKeeper {
             .call(Method::POST, path, None, Some(&held.token), &[])
             .await
         {
-            Ok(_) => info!(
-                target: "pglease::audit",
+            Ok(_) => audit::record!(
+                INFO,
                 event = "vault_token_revoked",
                 method = self.method.name(),
                 accessor = held.accessor(),
