@@ -3,7 +3,8 @@
 //! tests in `alerts_test.yml`), the Prometheus config and every dashboard query; the
 //! dashboard's structure, the Kubernetes manifests, the compose file, the systemd unit and the
 //! Dockerfile are checked for the facts the deployment depends on; the pglease configs they
-//! carry load; and every `pglease_*` metric they use is one pglease exports.
+//! carry load; and every `pglease_*` metric they use is one pglease exports. The compose
+//! stack's database setup and config also run for real against the suite's PostgreSQL.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,12 +12,16 @@ use std::process::Command;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
+mod common;
+
 #[path = "deploy/compose.rs"]
 mod compose;
 #[path = "deploy/dashboard.rs"]
 mod dashboard;
 #[path = "deploy/kubernetes.rs"]
 mod kubernetes;
+#[path = "deploy/stack.rs"]
+mod stack;
 
 /// A file of the repository, by its path from the root.
 fn repo(path: &str) -> PathBuf {
