@@ -48,17 +48,17 @@ mod admin;
 mod liveness;
 mod mark;
 mod reaper;
+mod session;
 mod statements;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use postgres_protocol::escape::escape_literal;
-use tokio_postgres::Client;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::source::SourceFuture;
 use super::{Lease, Source, SourceError};
@@ -72,8 +72,6 @@ use statements::{StatementError, Values, ident, render, timestamp, whole_seconds
 const NAME_RANDOM_CHARS: usize = 16;
 /// Random bytes of each password, before base64.
 const PASSWORD_BYTES: usize = 32;
-/// Longest wait for the admin connection before the source counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest prefix that keeps `<prefix>_<random>` within PostgreSQL's 63-byte names.
 const MAX_PREFIX_BYTES: usize = 20;
 
@@ -97,13 +95,7 @@ pub struct IssuerSource {
     held: Mutex<HashSet<String>>,
     /// The admin connection, if one is open. An async lock, held while connecting, so two
     /// calls never open two sessions that would race for the instance's advisory lock.
-    admin_session: tokio::sync::Mutex<Option<AdminSession>>,
-}
-
-/// The open admin connection and whether its session holds the instance's advisory lock.
-struct AdminSession {
-    client: Arc<Client>,
-    locked: bool,
+    admin_session: tokio::sync::Mutex<Option<session::AdminSession>>,
 }
 
 impl IssuerSource {
@@ -149,53 +141,6 @@ impl IssuerSource {
         self.config.reap_interval
     }
 
-    /// The open admin connection, or a new one holding the instance's advisory lock.
-    async fn client(&self) -> Result<Arc<Client>, SourceError> {
-        let mut slot = self.admin_session.lock().await;
-        if let Some(session) = slot.as_mut().filter(|s| !s.client.is_closed()) {
-            if !session.locked {
-                session.locked = self.lock(&session.client).await?;
-            }
-            return Ok(Arc::clone(&session.client));
-        }
-        let connect = self.admin.config.connect(self.admin.tls.clone());
-        let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Err(map_error(&e, &[])),
-            Err(_) => {
-                return Err(SourceError::Unreachable(
-                    "admin connection timed out".into(),
-                ));
-            }
-        };
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "issuer admin connection ended");
-            }
-        });
-        let client = Arc::new(client);
-        let locked = self.lock(&client).await?;
-        *slot = Some(AdminSession {
-            client: Arc::clone(&client),
-            locked,
-        });
-        Ok(client)
-    }
-
-    /// Takes the instance's liveness lock on `client`'s session. Not getting it is no error:
-    /// an earlier session of ours may linger half-open, and until it goes others think us
-    /// alive anyway; the next call tries again.
-    async fn lock(&self, client: &Client) -> Result<bool, SourceError> {
-        let locked = liveness::take_lock(client, self.instance).await?;
-        if !locked {
-            warn!(
-                instance = %self.instance,
-                "another session holds this issuer instance's advisory lock; will retry"
-            );
-        }
-        Ok(locked)
-    }
-
     /// Records whether the rotator holds the lease of role `name`.
     fn set_held(&self, name: &str, held: bool) {
         if let Ok(mut set) = self.held.lock() {
@@ -212,16 +157,6 @@ impl IssuerSource {
             .lock()
             .map(|set| set.contains(name))
             .unwrap_or(true)
-    }
-
-    /// Runs `sql` as one simple-query batch (one implicit transaction). `secrets` are scrubbed
-    /// from any error text.
-    async fn execute(&self, sql: &str, secrets: &[&str]) -> Result<(), SourceError> {
-        let client = self.client().await?;
-        client
-            .batch_execute(sql)
-            .await
-            .map_err(|e| map_error(&e, secrets))
     }
 
     async fn issue(&self) -> Result<Lease, SourceError> {
