@@ -217,3 +217,43 @@ async fn a_role_with_an_old_mark_is_reaped_only_when_unused() {
     assert_eq!(issuer.reap().await.unwrap(), 1);
     assert!(!role_exists(&admin, role).await);
 }
+
+#[tokio::test]
+async fn a_createrole_admin_that_is_not_superuser_reaps_a_dead_replicas_role_and_keeps_its_table() {
+    let (db, mut config, admin) = setup("nsur").await;
+    let admin_role = format!("{}_admin", db.name);
+    let member = &config.member_of[0];
+    sql(
+        &admin,
+        &format!(
+            "CREATE ROLE \"{admin_role}\" LOGIN CREATEROLE PASSWORD 'adminpw';\n\
+             GRANT \"{member}\" TO \"{admin_role}\" WITH ADMIN OPTION"
+        ),
+    )
+    .await;
+    config.admin_url = Secret::new(format!(
+        "postgres://{admin_role}:adminpw@127.0.0.1:{}/{}",
+        cluster().port(),
+        db.name
+    ));
+    let here = IssuerSource::new("nsur", &config).await.unwrap();
+    let there = IssuerSource::new("nsur", &config).await.unwrap();
+    let lease = there.acquire().await.unwrap();
+    let session = login(&lease, &db.name).await.unwrap();
+    sql(&session, "CREATE TABLE nsur_left (id int)").await;
+    drop(session);
+    drop(there);
+    unused(&admin, &lease.username).await;
+    set_valid_until(&admin, &lease.username, PAST).await;
+    // The dead replica's admin session may take a moment to end; until then it looks alive.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while here.reap().await.unwrap() == 0 {
+        assert!(std::time::Instant::now() < until, "never reaped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!role_exists(&admin, &lease.username).await);
+    assert_eq!(
+        table_owner(&admin, "nsur_left").await.as_deref(),
+        Some(admin_role.as_str())
+    );
+}
