@@ -70,6 +70,8 @@ impl Replica {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pglease"))
             .arg("--config")
             .arg(&config)
+            // The audit lines tell which replica revoked which role.
+            .env("PGLEASE_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .kill_on_drop(true)
@@ -137,6 +139,34 @@ impl Replica {
         let log = std::fs::read_to_string(&self.files[1]).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// The leases this replica's own audit log says it revoked.
+    fn revoked(&self) -> BTreeSet<String> {
+        let log = std::fs::read_to_string(&self.files[1]).unwrap_or_default();
+        log.lines()
+            .filter(|line| line.contains("event=\"revoked\""))
+            .filter_map(|line| line.split("lease_id=").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(|id| id.trim_matches('"').to_owned())
+            .collect()
+    }
+
+    /// Every role this replica's clients used that is gone was revoked by the replica itself:
+    /// no other replica dropped one from under it.
+    async fn assert_dropped_only_by_itself(&self, name: &str, admin: &Client) {
+        let existing = issued(admin).await;
+        let revoked = self.revoked();
+        let foreign: Vec<String> = self
+            .roles()
+            .into_iter()
+            .filter(|role| !existing.contains_key(role) && !revoked.contains(role))
+            .collect();
+        assert!(
+            foreign.is_empty(),
+            "{name}'s roles {foreign:?} were dropped by someone else\n{name}'s log:\n{}",
+            self.log_tail()
+        );
     }
 
     fn assert_no_errors(&self, name: &str) {
@@ -338,7 +368,7 @@ async fn two_replicas_never_cut_each_others_clients_and_a_killed_ones_roles_are_
     );
     let last_used = b.roles.lock().unwrap().get(&current).copied();
     assert!(
-        last_used.is_some_and(|t| t.elapsed() < Duration::from_secs(1)),
+        last_used.is_some_and(|t| t.elapsed() < Duration::from_secs(3)),
         "b's clients are not on {current}"
     );
     a.assert_no_errors("a");
@@ -346,6 +376,7 @@ async fn two_replicas_never_cut_each_others_clients_and_a_killed_ones_roles_are_
 
     // b is killed outright: its backends end with it, and a reaps what it left.
     b.stop_load().await;
+    b.assert_dropped_only_by_itself("b", &admin).await;
     b.child.start_kill().expect("SIGKILL");
     b.child.wait().await.expect("wait");
     let left_behind = roles_of(&admin, &b_id).await;
@@ -359,7 +390,7 @@ async fn two_replicas_never_cut_each_others_clients_and_a_killed_ones_roles_are_
 
     // a kept rotating, its clients never cut, its own roles never reaped from under them.
     let before = a.roles().len();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     a.stop_load().await;
     a.assert_no_errors("a");
     assert!(a.roles().len() > before, "a stopped rotating");
@@ -375,4 +406,5 @@ async fn two_replicas_never_cut_each_others_clients_and_a_killed_ones_roles_are_
         .expect("a did not stop after SIGTERM")
         .expect("wait");
     assert!(roles_of(&admin, &a_id).await.is_empty());
+    a.assert_dropped_only_by_itself("a", &admin).await;
 }

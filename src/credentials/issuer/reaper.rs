@@ -50,13 +50,10 @@ impl IssuerSource {
     /// others alive; failing to list the roles at all is an error.
     pub async fn reap(&self) -> Result<usize, SourceError> {
         let candidates = self.expired_roles().await?;
-        let ours: Vec<(&Expired, Option<Owner>)> = candidates
+        let ours: Vec<(&Expired, Owner)> = candidates
             .iter()
             .filter(|r| is_issued_name(&self.config.prefix, &r.name))
-            .filter_map(|r| {
-                let owner = mark::owner(r.comment.as_deref(), &self.entry)?;
-                Some((r, Some(owner)))
-            })
+            .filter_map(|r| Some((r, mark::owner(r.comment.as_deref(), &self.entry)?)))
             .collect();
         if ours.is_empty() {
             return Ok(0);
@@ -65,7 +62,7 @@ impl IssuerSource {
         let mut dropped = 0;
         for (role, owner) in ours {
             let facts = Facts {
-                owner,
+                owner: Some(owner),
                 in_use: role.in_use,
                 held_here: self.is_held(&role.name),
             };
@@ -76,6 +73,8 @@ impl IssuerSource {
                 }
                 Verdict::Reap => match self.reap_role(&role.name, owner).await {
                     Ok(()) => dropped += 1,
+                    // Another replica's reaper got there first.
+                    Err(_) if self.role_state(&role.name).await? == RoleState::Absent => {}
                     Err(error) => {
                         warn!(role = %role.name, %error, "could not reap expired issued role")
                     }
@@ -127,7 +126,7 @@ impl IssuerSource {
     /// Drops expired role `name` that [`liveness::decide`] gave up, in one transaction that
     /// first checks again that nobody uses it, that it is still expired, and that its owner
     /// (if another instance) is still dead: no session is ever cut by the reaper.
-    async fn reap_role(&self, name: &str, owner: Option<Owner>) -> Result<(), SourceError> {
+    async fn reap_role(&self, name: &str, owner: Owner) -> Result<(), SourceError> {
         let name = self.own_role(name)?;
         let role = ident(name).map_err(statement_error)?;
         let body = match self.template_sql(name)? {
@@ -135,7 +134,7 @@ impl IssuerSource {
             None => format!("GRANT {role} TO CURRENT_USER;\n{}", self.drop_sql(&role)?),
         };
         let other = match owner {
-            Some(Owner::Instance(id)) if id != self.instance => Some(id),
+            Owner::Instance(id) if id != self.instance => Some(id),
             _ => None,
         };
         let sql = format!("{};\n{body}", liveness::reap_guard(name, other));
