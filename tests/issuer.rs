@@ -65,9 +65,15 @@ async fn owner_role(db: &TestDb, in_db: &Client) -> String {
     owner
 }
 
-/// The mark the issuer writes on its roles, for roles the tests make by hand.
+/// The mark pglease wrote on its roles before marks named an issuer instance, for roles the
+/// tests make by hand: it still means "this entry's", with no owner known.
 fn mark(entry: &str, until: &str) -> String {
     format!("pglease issued role for credentials \"{entry}\", valid until {until}")
+}
+
+/// The mark `issuer` writes on its roles of credentials entry `entry`.
+fn issued_mark(issuer: &IssuerSource, entry: &str, until: &str) -> String {
+    format!("{}, instance {}", mark(entry, until), issuer.instance())
 }
 
 /// The role's comment and its `rolvaliduntil` in the mark's format.
@@ -164,7 +170,7 @@ async fn acquire_creates_a_marked_login_role_with_membership_and_expiry() {
     assert_eq!(expires, lease.issued_at + config.ttl);
     assert_eq!(valid_until(&admin, &lease.username).await, unix(expires));
     let (comment, until) = comment_and_expiry(&admin, &lease.username).await;
-    assert_eq!(comment, Some(mark("acq", &until)));
+    assert_eq!(comment, Some(issued_mark(&issuer, "acq", &until)));
 
     let session = login(&lease, &db.name).await.unwrap();
     let row = session
@@ -300,7 +306,7 @@ async fn renew_moves_valid_until_and_clamps_at_max_ttl() {
     assert_eq!(valid_until(&admin, &lease.username).await, unix(clamped));
     // The mark says the validity the role has now.
     let (comment, until) = comment_and_expiry(&admin, &lease.username).await;
-    assert_eq!(comment, Some(mark("ren", &until)));
+    assert_eq!(comment, Some(issued_mark(&issuer, "ren", &until)));
 }
 
 #[tokio::test]
@@ -441,7 +447,7 @@ async fn templates_replace_the_built_in_statements() {
 
     let lease = issuer.acquire().await.unwrap();
     let (comment, until) = comment_and_expiry(&admin, &lease.username).await;
-    assert_eq!(comment, Some(mark("tpl", &until)));
+    assert_eq!(comment, Some(issued_mark(&issuer, "tpl", &until)));
     let session = login(&lease, &db.name).await.unwrap();
     let row = session
         .query_one("SELECT pg_has_role($1, 'member')", &[&member])
@@ -453,7 +459,7 @@ async fn templates_replace_the_built_in_statements() {
     assert_eq!(issuer.renew(&lease, until).await.unwrap(), until);
     assert_eq!(valid_until(&admin, &lease.username).await, unix(until));
     let (comment, shown) = comment_and_expiry(&admin, &lease.username).await;
-    assert_eq!(comment, Some(mark("tpl", &shown)));
+    assert_eq!(comment, Some(issued_mark(&issuer, "tpl", &shown)));
     issuer.revoke(&lease).await.unwrap();
     assert!(!role_exists(&admin, &lease.username).await);
 }

@@ -71,8 +71,9 @@ pub fn lifecycle(entry: &CredentialsConfig) -> Lifecycle {
     }
 }
 
-/// Drops issued roles whose validity has passed (left by a crash or a kill -9): once at start,
-/// then every `reap_interval`. A failure is logged and retried at the next interval.
+/// Drops issued roles whose validity has passed and that nobody uses any more (left by a crash,
+/// a kill -9, a failed revocation or a dead replica; see the issuer's `liveness`): once at
+/// start, then every `reap_interval`. A failure is logged and retried at the next interval.
 async fn reap_loop(name: String, issuer: Arc<IssuerSource>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(issuer.reap_interval());
     loop {

@@ -4,7 +4,8 @@
 //! # Design
 //!
 //! - **Names and marks.** Every role is `<prefix>_<16 random [a-z0-9]>` and carries a
-//!   `COMMENT ON ROLE` naming pglease, the credentials entry and its validity ([`mark`]).
+//!   `COMMENT ON ROLE` naming pglease, the credentials entry, its validity and the issuer
+//!   instance that holds it ([`mark`]).
 //!   Before any statement that alters or drops a role, the name is checked against exactly
 //!   that pattern, and before renewal, revocation and reaping the mark is checked too, so the
 //!   issuer never touches a role it did not make, even one with the same prefix.
@@ -30,6 +31,9 @@
 //!   privileges; the grant goes with the role.
 //! - **Connection.** One admin connection, opened lazily and opened again on the next call
 //!   after it drops; a failed connect is [`SourceError::Unreachable`], so the rotator retries.
+//!   Each new connection first takes the instance's advisory lock, which tells the other
+//!   replicas this instance is alive ([`liveness`]); it must therefore be a direct session,
+//!   not one behind a transaction-pooling proxy.
 //!   TLS follows `sslmode`, `sslrootcert`, `sslcert` and `sslkey` in `admin_url` ([`admin`]).
 //!   SQL errors are [`SourceError::Rejected`].
 //! - **Templates** (`creation_statements`, …) replace the built-in statements; see
@@ -41,32 +45,33 @@
 //!   apply).
 
 mod admin;
+mod liveness;
 mod mark;
 mod reaper;
+mod session;
 mod statements;
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use postgres_protocol::escape::escape_literal;
-use tokio_postgres::Client;
 use tracing::debug;
 
 use super::source::SourceFuture;
 use super::{Lease, Source, SourceError};
 use crate::config::IssuerConfig;
 use crate::secret::Secret;
-use reaper::{RoleState, not_marked};
+use mark::{InstanceId, Owner};
+use reaper::{RoleState, not_ours};
 use statements::{StatementError, Values, ident, render, timestamp, whole_seconds};
 
 /// Random characters after `<prefix>_`: 36^16 ≈ 2^82 names, so collisions never matter.
 const NAME_RANDOM_CHARS: usize = 16;
 /// Random bytes of each password, before base64.
 const PASSWORD_BYTES: usize = 32;
-/// Longest wait for the admin connection before the source counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest prefix that keeps `<prefix>_<random>` within PostgreSQL's 63-byte names.
 const MAX_PREFIX_BYTES: usize = 20;
 
@@ -82,8 +87,15 @@ pub struct IssuerSource {
     /// Parsed from `admin_url` once (TLS files read too), so a bad URL is a start-up error,
     /// not a retry loop.
     admin: admin::Admin,
-    /// The admin connection, if one is open; the lock is only held to read or swap it.
-    client: Mutex<Option<Arc<Client>>>,
+    /// This run's identity among replicas: written into every role's mark, and the key of
+    /// the advisory lock that says it is alive.
+    instance: InstanceId,
+    /// Roles whose lease the rotator still holds (issued, revocation not yet asked for): the
+    /// reaper leaves these to revocation even once expired.
+    held: Mutex<HashSet<String>>,
+    /// The admin connection, if one is open. An async lock, held while connecting, so two
+    /// calls never open two sessions that would race for the instance's advisory lock.
+    admin_session: tokio::sync::Mutex<Option<session::AdminSession>>,
 }
 
 impl IssuerSource {
@@ -113,8 +125,15 @@ impl IssuerSource {
             entry: entry.to_owned(),
             config: config.clone(),
             admin,
-            client: Mutex::new(None),
+            instance: InstanceId::random(),
+            held: Mutex::new(HashSet::new()),
+            admin_session: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// This instance's id, as its roles' marks carry it.
+    pub fn instance(&self) -> String {
+        self.instance.to_string()
     }
 
     /// How often the owner should call [`IssuerSource::reap`] (`reap_interval`).
@@ -122,45 +141,22 @@ impl IssuerSource {
         self.config.reap_interval
     }
 
-    /// The open admin connection, or a new one.
-    async fn client(&self) -> Result<Arc<Client>, SourceError> {
-        if let Some(client) = self.cached().filter(|c| !c.is_closed()) {
-            return Ok(client);
-        }
-        let connect = self.admin.config.connect(self.admin.tls.clone());
-        let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Err(map_error(&e, &[])),
-            Err(_) => {
-                return Err(SourceError::Unreachable(
-                    "admin connection timed out".into(),
-                ));
+    /// Records whether the rotator holds the lease of role `name`.
+    fn set_held(&self, name: &str, held: bool) {
+        if let Ok(mut set) = self.held.lock() {
+            if held {
+                set.insert(name.to_owned());
+            } else {
+                set.remove(name);
             }
-        };
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "issuer admin connection ended");
-            }
-        });
-        let client = Arc::new(client);
-        if let Ok(mut slot) = self.client.lock() {
-            *slot = Some(Arc::clone(&client));
         }
-        Ok(client)
     }
 
-    fn cached(&self) -> Option<Arc<Client>> {
-        self.client.lock().ok().and_then(|slot| slot.clone())
-    }
-
-    /// Runs `sql` as one simple-query batch (one implicit transaction). `secrets` are scrubbed
-    /// from any error text.
-    async fn execute(&self, sql: &str, secrets: &[&str]) -> Result<(), SourceError> {
-        let client = self.client().await?;
-        client
-            .batch_execute(sql)
-            .await
-            .map_err(|e| map_error(&e, secrets))
+    fn is_held(&self, name: &str) -> bool {
+        self.held
+            .lock()
+            .map(|set| set.contains(name))
+            .unwrap_or(true)
     }
 
     async fn issue(&self) -> Result<Lease, SourceError> {
@@ -173,8 +169,16 @@ impl IssuerSource {
         let expires_at = issued_at + self.config.ttl;
         let expiration = timestamp(expires_at);
         let sql = Secret::new(self.creation_sql(&name, verifier.expose(), &expiration)?);
-        self.execute(sql.expose(), &[verifier.expose(), password.expose()])
-            .await?;
+        // Held before it exists, so no reaper of ours can see it unheld; let go again if the
+        // creation failed, so a role created despite a lost response is reaped once expired.
+        self.set_held(&name, true);
+        let created = self
+            .execute(sql.expose(), &[verifier.expose(), password.expose()])
+            .await;
+        if let Err(e) = created {
+            self.set_held(&name, false);
+            return Err(e);
+        }
         debug!(role = %name, expires = %expiration, "issued role created");
         Ok(Lease {
             id: name.clone(),
@@ -228,7 +232,12 @@ impl IssuerSource {
         // the moment it exists and custom templates cannot forget it.
         let role = ident(name).map_err(statement_error)?;
         sql.push_str(";\n");
-        sql.push_str(&mark::comment_sql(&role, &self.entry, expiration));
+        sql.push_str(&mark::comment_sql(
+            &role,
+            &self.entry,
+            self.instance,
+            expiration,
+        ));
         if let Some(act_as) = &self.config.act_as {
             sql.push_str(&format!(
                 ";\nALTER ROLE {role} SET role = {}",
@@ -240,8 +249,8 @@ impl IssuerSource {
 
     async fn extend(&self, lease: &Lease, until: SystemTime) -> Result<SystemTime, SourceError> {
         let name = self.own_role(&lease.id)?;
-        if self.role_state(name).await? == RoleState::Unmarked {
-            return Err(not_marked(name));
+        if self.role_state(name).await? != RoleState::Marked(Owner::Instance(self.instance)) {
+            return Err(not_ours(name));
         }
         let cap = lease.issued_at + self.config.max_ttl;
         let until = whole_seconds(until.min(cap));
@@ -264,7 +273,12 @@ impl IssuerSource {
         // The mark carries the validity, so a DBA reading it sees the renewed one.
         sql.push_str(";\n");
         let role = ident(name).map_err(statement_error)?;
-        sql.push_str(&mark::comment_sql(&role, &self.entry, &expiration));
+        sql.push_str(&mark::comment_sql(
+            &role,
+            &self.entry,
+            self.instance,
+            &expiration,
+        ));
         self.execute(&sql, &[]).await?;
         debug!(role = %name, expires = %expiration, "issued role renewed");
         Ok(until)
@@ -285,7 +299,7 @@ impl Source for IssuerSource {
     }
 
     fn revoke<'a>(&'a self, lease: &'a Lease) -> SourceFuture<'a, ()> {
-        Box::pin(self.drop_role(&lease.id))
+        Box::pin(self.revoke_role(&lease.id))
     }
 }
 

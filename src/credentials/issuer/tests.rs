@@ -25,6 +25,14 @@ fn names_and_passwords_have_the_promised_shape() {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     );
     assert_ne!(random_password(), password);
+    // Each issuer is an instance of its own, even with one config.
+    let config = config();
+    let (a, b) = (
+        IssuerSource::from_config("app", &config).unwrap(),
+        IssuerSource::from_config("app", &config).unwrap(),
+    );
+    assert_ne!(a.instance(), b.instance());
+    assert_eq!(a.instance().len(), 16);
 }
 
 #[test]
@@ -37,11 +45,14 @@ fn default_creation_quotes_every_name() {
         .unwrap();
     assert_eq!(
         sql,
-        "CREATE ROLE \"pglease_abc\" WITH LOGIN PASSWORD 'SCRAM-SHA-256$v' VALID UNTIL \
-         '2030-01-01T00:00:00Z' IN ROLE \"app_rw\", \"x\"\"; DROP ROLE victim; --\", \
-         \"owner's\";\nCOMMENT ON ROLE \"pglease_abc\" IS 'pglease issued role for \
-         credentials \"app\", valid until 2030-01-01T00:00:00Z';\n\
-         ALTER ROLE \"pglease_abc\" SET role = 'owner''s'"
+        format!(
+            "CREATE ROLE \"pglease_abc\" WITH LOGIN PASSWORD 'SCRAM-SHA-256$v' VALID UNTIL \
+             '2030-01-01T00:00:00Z' IN ROLE \"app_rw\", \"x\"\"; DROP ROLE victim; --\", \
+             \"owner's\";\nCOMMENT ON ROLE \"pglease_abc\" IS 'pglease issued role for \
+             credentials \"app\", valid until 2030-01-01T00:00:00Z, instance {}';\n\
+             ALTER ROLE \"pglease_abc\" SET role = 'owner''s'",
+            source.instance()
+        )
     );
 }
 
@@ -55,9 +66,12 @@ fn templates_are_followed_by_the_mark() {
         .unwrap();
     assert_eq!(
         sql,
-        "CREATE ROLE \"pglease_abc\" PASSWORD 'SCRAM-SHA-256$v';\n\
-         COMMENT ON ROLE \"pglease_abc\" IS 'pglease issued role for credentials \"app\", \
-         valid until 2030-01-01T00:00:00Z'"
+        format!(
+            "CREATE ROLE \"pglease_abc\" PASSWORD 'SCRAM-SHA-256$v';\n\
+             COMMENT ON ROLE \"pglease_abc\" IS 'pglease issued role for credentials \"app\", \
+             valid until 2030-01-01T00:00:00Z, instance {}'",
+            source.instance()
+        )
     );
 }
 
