@@ -179,7 +179,7 @@ async fn run(shared: &Shared, statement: &str, out: &mut BytesMut) -> Result<(),
     }
     match (verb.as_str(), arg) {
         ("SHOW", Some(what)) => show(shared, &what.to_ascii_uppercase(), statement, out),
-        ("RELOAD", None) => commands::reload(shared, out).await,
+        ("RELOAD", None) => commands::reload(&shared.control, out).await,
         ("PAUSE", db) => commands::pause(shared, db.as_deref(), out).await,
         ("RESUME", db) => commands::resume(shared, db.as_deref(), out),
         ("ROTATE", entry) => commands::rotate(shared, entry.as_deref(), out).await,

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use super::Refusal;
 use super::wire::{command_complete, notice};
+use crate::client::control::Control;
 use crate::client::{PoolEntry, Shared};
 use crate::credentials::Credentials;
 
@@ -24,10 +25,21 @@ const ROTATE_WAIT: Duration = Duration::from_secs(60);
 /// How often a waiting command looks again.
 const POLL: Duration = Duration::from_millis(20);
 
+/// Longest `RELOAD` waits for the wiring's answer.
+const RELOAD_WAIT: Duration = Duration::from_secs(60);
+
 /// `RELOAD`: asks the wiring, reports its outcome.
-pub async fn reload(shared: &Shared, out: &mut BytesMut) -> Result<(), Refusal> {
+pub async fn reload(control: &Control, out: &mut BytesMut) -> Result<(), Refusal> {
     info!(audit = true, "admin console: RELOAD");
-    match shared.control.reload().await {
+    let outcome = tokio::time::timeout(RELOAD_WAIT, control.reload())
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                "57014",
+                format!("RELOAD: no answer within {}s", RELOAD_WAIT.as_secs()),
+            )
+        })?;
+    match outcome {
         Ok(outcome) => {
             notice(out, &outcome);
             command_complete(out, "RELOAD");
@@ -194,4 +206,36 @@ pub fn shutdown(shared: &Shared, out: &mut BytesMut) -> Result<(), Refusal> {
     shared.control.request_shutdown();
     command_complete(out, "SHUTDOWN");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers the next reload request with `outcome`, as the wiring does.
+    fn answer(requests: &mut crate::client::control::ControlRequests, outcome: Result<&str, &str>) {
+        let mut reloads = std::mem::replace(&mut requests.reloads, tokio::sync::mpsc::unbounded_channel().1);
+        let outcome = outcome.map(str::to_owned).map_err(str::to_owned);
+        tokio::spawn(async move {
+            if let Some(reply) = reloads.recv().await {
+                let _ = reply.send(outcome);
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn reload_reaches_control_and_reports_its_outcome() {
+        let (control, mut requests) = Control::new();
+        answer(&mut requests, Ok("1 pool resized"));
+        let mut out = BytesMut::new();
+        reload(&control, &mut out).await.expect("reload refused");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("1 pool resized"), "{text}");
+        assert!(text.contains("RELOAD"), "{text}");
+
+        answer(&mut requests, Err("pool_size: must be at least 1"));
+        let e = reload(&control, &mut BytesMut::new()).await.unwrap_err();
+        assert_eq!(e.code, "F0000");
+        assert!(e.message.contains("must be at least 1"), "{}", e.message);
+    }
 }
