@@ -199,7 +199,10 @@ fn admin_login(
     user: &str,
 ) -> Result<LoggedIn, ClientError> {
     if !shared.config.proxy.admin_users.iter().any(|u| u == user) {
-        tracing::warn!(user, "refused a user not in admin_users on the admin console");
+        tracing::warn!(
+            user,
+            "refused a user not in admin_users on the admin console"
+        );
         return Err(ClientError::refused(
             "42501",
             format!(

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::cancel::CancelRegistry;
-use super::stop::Clients;
-use crate::auth::LocalPassword;
 use super::ClientError;
+use super::cancel::CancelRegistry;
 use super::handshake::ConsoleLogin;
+use super::stop::Clients;
 use super::stream::ClientStream;
+use crate::auth::LocalPassword;
 use crate::config::{AuthType, Config, PoolMode};
 use crate::credentials::Credentials;
 use crate::pool::Pool;

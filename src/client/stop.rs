@@ -312,14 +312,20 @@ mod tests {
         a.set_state(ClientState::Active);
         b.set_state(ClientState::Waiting);
         let s = stats.snapshot();
-        assert_eq!((s.clients_active, s.clients_waiting, s.clients_idle), (1, 1, 0));
+        assert_eq!(
+            (s.clients_active, s.clients_waiting, s.clients_idle),
+            (1, 1, 0)
+        );
         assert!(clients.kill(b.id()));
         assert!(b.stop.is_killed() && !a.stop.is_killed());
         assert!(!clients.kill(9999), "no such client");
         drop(b);
         a.set_state(ClientState::Idle);
         let s = stats.snapshot();
-        assert_eq!((s.clients_active, s.clients_waiting, s.clients_idle), (0, 0, 1));
+        assert_eq!(
+            (s.clients_active, s.clients_waiting, s.clients_idle),
+            (0, 0, 1)
+        );
         drop(a);
         assert_eq!(stats.snapshot().clients_idle, 0);
     }

@@ -57,10 +57,9 @@ fn pools_of(shared: &Shared, database: Option<&str>) -> Result<Vec<PoolEntry>, R
         .map(|(_, _, e)| e.clone())
         .collect();
     match database {
-        Some(db) if pools.is_empty() => Err(Refusal::new(
-            "3D000",
-            format!("no such database: \"{db}\""),
-        )),
+        Some(db) if pools.is_empty() => {
+            Err(Refusal::new("3D000", format!("no such database: \"{db}\"")))
+        }
         _ => Ok(pools),
     }
 }
@@ -73,7 +72,11 @@ pub async fn pause(
     out: &mut BytesMut,
 ) -> Result<(), Refusal> {
     let pools = pools_of(shared, database)?;
-    info!(audit = true, database = database.unwrap_or("*"), "admin console: PAUSE");
+    info!(
+        audit = true,
+        database = database.unwrap_or("*"),
+        "admin console: PAUSE"
+    );
     for entry in &pools {
         entry.pool.pause();
     }
@@ -104,7 +107,11 @@ pub async fn pause(
 /// `RESUME [db]`: waiting and future checkouts go on.
 pub fn resume(shared: &Shared, database: Option<&str>, out: &mut BytesMut) -> Result<(), Refusal> {
     let pools = pools_of(shared, database)?;
-    info!(audit = true, database = database.unwrap_or("*"), "admin console: RESUME");
+    info!(
+        audit = true,
+        database = database.unwrap_or("*"),
+        "admin console: RESUME"
+    );
     for entry in &pools {
         entry.pool.resume();
     }
@@ -119,14 +126,19 @@ pub async fn rotate(
     name: Option<&str>,
     out: &mut BytesMut,
 ) -> Result<(), Refusal> {
-    let mut entries: Vec<&Credentials> = match name {
-        Some(n) => vec![shared.credentials.get(n).ok_or_else(|| {
-            Refusal::new("42704", format!("no such credentials entry: \"{n}\""))
-        })?],
-        None => shared.credentials.values().collect(),
-    };
+    let mut entries: Vec<&Credentials> =
+        match name {
+            Some(n) => vec![shared.credentials.get(n).ok_or_else(|| {
+                Refusal::new("42704", format!("no such credentials entry: \"{n}\""))
+            })?],
+            None => shared.credentials.values().collect(),
+        };
     entries.sort_by(|a, b| a.name().cmp(b.name()));
-    info!(audit = true, credentials = name.unwrap_or("*"), "admin console: ROTATE");
+    info!(
+        audit = true,
+        credentials = name.unwrap_or("*"),
+        "admin console: ROTATE"
+    );
     let before: Vec<(u64, Option<String>)> = entries
         .iter()
         .map(|c| (c.generation(), c.state().last_error))
@@ -212,28 +224,33 @@ pub fn shutdown(shared: &Shared, out: &mut BytesMut) -> Result<(), Refusal> {
 mod tests {
     use super::*;
 
-    /// Answers the next reload request with `outcome`, as the wiring does.
-    fn answer(requests: &mut crate::client::control::ControlRequests, outcome: Result<&str, &str>) {
-        let mut reloads = std::mem::replace(&mut requests.reloads, tokio::sync::mpsc::unbounded_channel().1);
-        let outcome = outcome.map(str::to_owned).map_err(str::to_owned);
+    /// Answers the reload requests in turn with `outcomes`, as the wiring does.
+    fn answer(
+        mut requests: crate::client::control::ControlRequests,
+        outcomes: Vec<Result<&'static str, &'static str>>,
+    ) {
         tokio::spawn(async move {
-            if let Some(reply) = reloads.recv().await {
-                let _ = reply.send(outcome);
+            for outcome in outcomes {
+                if let Some(reply) = requests.reloads.recv().await {
+                    let _ = reply.send(outcome.map(str::to_owned).map_err(str::to_owned));
+                }
             }
         });
     }
 
     #[tokio::test]
     async fn reload_reaches_control_and_reports_its_outcome() {
-        let (control, mut requests) = Control::new();
-        answer(&mut requests, Ok("1 pool resized"));
+        let (control, requests) = Control::new();
+        answer(
+            requests,
+            vec![Ok("1 pool resized"), Err("pool_size: must be at least 1")],
+        );
         let mut out = BytesMut::new();
         reload(&control, &mut out).await.expect("reload refused");
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("1 pool resized"), "{text}");
         assert!(text.contains("RELOAD"), "{text}");
 
-        answer(&mut requests, Err("pool_size: must be at least 1"));
         let e = reload(&control, &mut BytesMut::new()).await.unwrap_err();
         assert_eq!(e.code, "F0000");
         assert!(e.message.contains("must be at least 1"), "{}", e.message);

@@ -41,7 +41,12 @@ pub fn config(config: &Config) -> Table {
             ("pool_size", db.pool_size.to_string()),
             ("credentials", db.credentials.clone()),
         ] {
-            t.row(vec![text(format!("{prefix}.{key}")), text(value), None, text("no")]);
+            t.row(vec![
+                text(format!("{prefix}.{key}")),
+                text(value),
+                None,
+                text("no"),
+            ]);
         }
     }
     for (name, entry) in &config.credentials {
@@ -64,7 +69,10 @@ fn proxy_rows(p: &ProxyConfig) -> Vec<(&'static str, String)> {
         ("admin_users", p.admin_users.join(",")),
         ("auth_type", auth_type(p.auth_type).to_owned()),
         ("max_message_size", p.max_message_size.to_string()),
-        ("max_prepared_statements", p.max_prepared_statements.to_string()),
+        (
+            "max_prepared_statements",
+            p.max_prepared_statements.to_string(),
+        ),
         ("query_wait_timeout", seconds(p.query_wait_timeout)),
         ("connect_timeout", seconds(p.connect_timeout)),
         ("login_timeout", seconds(p.login_timeout)),

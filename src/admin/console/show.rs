@@ -166,7 +166,10 @@ pub fn databases(shared: &Shared) -> Table {
         ("credentials", Text),
     ]);
     for db in &shared.config.databases {
-        let pools: Vec<_> = shared.pools().filter(|(name, _, _)| *name == db.name).collect();
+        let pools: Vec<_> = shared
+            .pools()
+            .filter(|(name, _, _)| *name == db.name)
+            .collect();
         let open: usize = pools.iter().map(|(_, _, e)| e.pool.status().0).sum();
         let paused = !pools.is_empty() && pools.iter().all(|(_, _, e)| e.pool.is_paused());
         t.row(vec![

@@ -92,7 +92,10 @@ pub fn int(v: impl std::fmt::Display) -> Option<String> {
 pub fn time(at: Option<SystemTime>) -> Option<String> {
     let at = at?;
     let iso = humantime::format_rfc3339_seconds(at).to_string();
-    Some(format!("{} UTC", iso.trim_end_matches('Z').replacen('T', " ", 1)))
+    Some(format!(
+        "{} UTC",
+        iso.trim_end_matches('Z').replacen('T', " ", 1)
+    ))
 }
 
 /// A yes/no cell in PgBouncer's way (`0`/`1` as int).
@@ -148,7 +151,12 @@ pub fn ready(out: &mut BytesMut) {
 
 fn fields(out: &mut BytesMut, tag: u8, severity: &str, code: &str, text: &str) {
     message(out, tag, |b| {
-        for (field, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', text)] {
+        for (field, value) in [
+            (b'S', severity),
+            (b'V', severity),
+            (b'C', code),
+            (b'M', text),
+        ] {
             b.put_u8(field);
             cstr(b, value);
         }
