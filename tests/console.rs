@@ -511,26 +511,57 @@ async fn pause_holds_a_query_until_resume() {
 #[tokio::test]
 async fn rotate_publishes_a_new_generation() {
     let db = fresh_db("console_rotate").await;
-    let proxy = console_proxy(&db, 2).await;
+    // A source that takes a while to answer, so a ROTATE that returned before the new
+    // generation is published would be seen doing so.
+    let script = std::env::temp_dir().join(format!("pglease-{}-creds.sh", db.name));
+    let document = format!(
+        r#"{{"username":"{}","password":"{}"}}"#,
+        db.role,
+        db.role_password.expose()
+    );
+    std::fs::write(&script, format!("sleep 1\nprintf '%s' '{document}'\n")).unwrap();
+    let source = format!(
+        "source = \"exec\"\ncommand = [\"sh\", \"{}\"]",
+        script.display()
+    );
+    let admin_line = format!("admin_users = [\"{}\"]", db.user);
+    let proxy = start_proxy(&pooled_toml(
+        &db,
+        "transaction",
+        2,
+        &admin_line,
+        "slow",
+        &source,
+    ))
+    .await;
     let console = admin(&proxy, &db).await;
+    let creds = proxy.shared().credentials["slow"].clone();
+    assert!(
+        creds.wait_current(Duration::from_secs(20)).await.is_some(),
+        "no first lease"
+    );
     assert_eq!(show(&console, "LEASES").await.cell(0, "generation"), "1");
+
     console
-        .simple_query("ROTATE upstream")
+        .simple_query("ROTATE slow")
         .await
         .expect("ROTATE failed");
+    let leases = show(&console, "LEASES").await;
     assert_eq!(
-        show(&console, "LEASES").await.cell(0, "generation"),
+        leases.cell(0, "generation"),
         "2",
         "ROTATE returns once the new generation is published"
     );
+    assert_eq!(leases.cell(0, "source"), "exec");
     console
-        .simple_query("ROTATE")
+        .simple_query("rotate;")
         .await
         .expect("ROTATE of all failed");
     assert_eq!(show(&console, "LEASES").await.cell(0, "generation"), "3");
     let (code, _) = error_of(&console, "ROTATE nosuch").await;
     assert_eq!(code, "42704");
     proxy.shutdown().await;
+    let _ = std::fs::remove_file(&script);
 }
 
 #[tokio::test]
