@@ -172,7 +172,9 @@ async fn run_query(shared: &Shared, text: &str, out: &mut BytesMut) {
 /// Runs one statement, writing its reply to `out`.
 async fn run(shared: &Shared, statement: &str, out: &mut BytesMut) -> Result<(), Refusal> {
     let words: Vec<&str> = statement.split_whitespace().collect();
-    let verb = words[0].to_ascii_uppercase();
+    let Some(verb) = words.first().map(|w| w.to_ascii_uppercase()) else {
+        return Err(unknown(statement));
+    };
     let arg = words.get(1).map(|w| unquote(w));
     if words.len() > 2 {
         return Err(unknown(statement));
