@@ -331,18 +331,35 @@ async fn show_stats_users_leases_config_version_and_lists() {
     assert_eq!(value["shutdown_timeout"], "2s");
     assert_eq!(value[format!("users.{}.password", db.user).as_str()], "***");
     assert_eq!(value["users.plain.password"], "***");
-    let everything: String = config
-        .rows
-        .iter()
-        .flat_map(|r| r.values().flatten().cloned())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let mut everything = String::new();
+    for what in [
+        "CONFIG",
+        "POOLS",
+        "CLIENTS",
+        "SERVERS",
+        "STATS",
+        "DATABASES",
+        "USERS",
+        "LEASES",
+        "LISTS",
+    ] {
+        for row in show(&console, what).await.rows {
+            everything.extend(row.into_values().flatten().map(|v| v + "\n"));
+        }
+    }
+    assert!(
+        everything.contains(&db.role),
+        "the role is shown, its password never"
+    );
     for secret in [
         db.password.as_str(),
         db.role_password.expose(),
         "plain-pass",
     ] {
-        assert!(!everything.contains(secret), "SHOW CONFIG shows a secret");
+        assert!(
+            !everything.contains(secret),
+            "a SHOW command shows a secret"
+        );
     }
 
     let version = show(&console, "VERSION").await;
