@@ -155,6 +155,8 @@ impl Proxy {
             client_tls,
             client_tls_required: config.proxy.client_tls == ClientTls::Require,
             control,
+            config: Arc::new(config.clone()),
+            console: Some(crate::admin::console::entry()),
         });
         let clients = TaskTracker::new();
         clients.spawn(accept_loop(listener, shared.clone(), clients.clone()));

@@ -17,6 +17,7 @@
 //!   lease) or close it with a [`pool::CloseReason`].
 //! - [`client`]: a client's handshake, authentication and relay loop, and the state every
 //!   client task reads ([`client::Shared`]).
+//! - [`admin`]: the operator's plane: the admin console (database `pglease`).
 //! - [`app`]: wiring only: builds the shared state from a config and runs the listener.
 //! - [`logging`]: the process's log output (filter, `text` or `json` lines on stderr).
 //! - [`dev`]: `pglease dev`, a throwaway local PostgreSQL with the proxy in front of it.
@@ -28,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod client;

@@ -24,6 +24,28 @@ use crate::protocol::startup::{self, Startup, StartupPacket};
 /// Largest message accepted during authentication; SASL messages are tiny.
 const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 
+/// The database name that reaches the admin console instead of a pool.
+pub const ADMIN_DATABASE: &str = "pglease";
+
+/// What a login led to.
+pub enum LoggedIn {
+    /// A pool's client, greeted and ready for its session.
+    Pool(Login),
+    /// An admin user on database [`ADMIN_DATABASE`], authenticated but not yet greeted.
+    Console(ConsoleLogin),
+}
+
+/// An authenticated admin user for the console (see [`super::shared::ConsoleEntry`]).
+pub struct ConsoleLogin {
+    /// The startup parameters the client sent.
+    pub startup: Startup,
+    /// What must go out first (AuthenticationOk, and any protocol-version negotiation);
+    /// the console adds its greeting.
+    pub greeting: BytesMut,
+    /// Bytes the client sent after its last login message.
+    pub pending: BytesMut,
+}
+
 /// A logged-in client, ready for its session.
 pub struct Login {
     /// The startup parameters the client sent.
@@ -105,12 +127,13 @@ async fn negotiate(
 }
 
 /// Runs the login phase on a stream [`open`] returned, with the bytes it already read.
-/// `Ok(None)` for a connection that only carried a CancelRequest.
+/// `Ok(None)` for a connection that only carried a CancelRequest. Database
+/// [`ADMIN_DATABASE`] leads to the console, for `admin_users` only.
 pub async fn login(
     shared: &Arc<Shared>,
     stream: &mut ClientStream,
     mut buf: BytesMut,
-) -> Result<Option<Login>, ClientError> {
+) -> Result<Option<LoggedIn>, ClientError> {
     let Some(startup) = read_login_startup(shared, stream, &mut buf).await? else {
         return Ok(None);
     };
@@ -135,6 +158,9 @@ pub async fn login(
     }
 
     authenticate(shared, stream, &mut buf, &mut out, &user).await?;
+    if database == ADMIN_DATABASE {
+        return admin_login(shared, startup, out, buf, &user).map(Some);
+    }
 
     let pool = shared.pool(&database, &user).ok_or_else(|| {
         ClientError::refused("3D000", format!("database \"{database}\" does not exist"))
@@ -155,12 +181,41 @@ pub async fn login(
     backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
     backend::ready_for_query(&mut out, b'I');
     send(stream, &mut out).await?;
-    Ok(Some(Login {
+    Ok(Some(LoggedIn::Pool(Login {
         startup,
         pool,
         cancel,
         pending: buf,
         settings: judged.settings,
+    })))
+}
+
+/// An authenticated user asked for the admin console: only `admin_users` get in.
+fn admin_login(
+    shared: &Shared,
+    startup: Startup,
+    mut greeting: BytesMut,
+    pending: BytesMut,
+    user: &str,
+) -> Result<LoggedIn, ClientError> {
+    if !shared.config.proxy.admin_users.iter().any(|u| u == user) {
+        tracing::warn!(
+            user,
+            "refused a user not in admin_users on the admin console"
+        );
+        return Err(ClientError::refused(
+            "42501",
+            format!(
+                "permission denied for the admin console: user \"{user}\" is not in \
+                 admin_users"
+            ),
+        ));
+    }
+    backend::auth_ok(&mut greeting);
+    Ok(LoggedIn::Console(ConsoleLogin {
+        startup,
+        greeting,
+        pending,
     }))
 }
 

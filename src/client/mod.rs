@@ -28,7 +28,7 @@ use tracing::{Instrument, debug, info_span};
 use crate::protocol::ProtocolError;
 use crate::protocol::backend::{self, Severity};
 
-pub use shared::{PoolEntry, Pools, Shared};
+pub use shared::{ConsoleEntry, PoolEntry, Pools, Shared};
 pub use stream::ClientStream;
 
 /// Why a client connection ended abnormally; a clean hang-up is not an error.
@@ -62,10 +62,18 @@ impl ClientError {
 /// Serves one accepted client connection until it ends. Never panics on client input; an
 /// error here closes this client only.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let span =
-        info_span!("client", %peer, user = tracing::field::Empty, db = tracing::field::Empty);
+    let id = shared.clients.next_id();
+    let span = info_span!(
+        "client",
+        id,
+        %peer,
+        user = tracing::field::Empty,
+        db = tracing::field::Empty
+    );
     async move {
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
+        let connected_at = std::time::SystemTime::now();
         let deadline = tokio::time::Instant::now() + shared.login_timeout;
         let (mut stream, buf) = match handshake::open(&shared, stream, deadline).await {
             Ok(opened) => opened,
@@ -78,7 +86,33 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             .await
             .unwrap_or_else(|_| Err(ClientError::refused("08P01", "login timeout")));
         let result = match login {
-            Ok(Some(login)) => session::Session::new(shared, stream, login).run().await,
+            Ok(Some(handshake::LoggedIn::Pool(login))) => {
+                let info = stop::ClientInfo {
+                    id,
+                    user: login.startup.user().unwrap_or_default().to_owned(),
+                    database: login.startup.database().unwrap_or_default().to_owned(),
+                    peer,
+                    local,
+                    connected_at,
+                    tls: stream.is_tls(),
+                    application_name: login
+                        .startup
+                        .get("application_name")
+                        .unwrap_or_default()
+                        .to_owned(),
+                };
+                session::Session::new(shared, stream, login, info)
+                    .run()
+                    .await
+            }
+            Ok(Some(handshake::LoggedIn::Console(admin))) => match shared.console.clone() {
+                Some(console) => console(shared, stream, admin).await,
+                None => {
+                    let e = ClientError::refused("08004", "the admin console is not available");
+                    refuse(&mut stream, &e).await;
+                    Err(e)
+                }
+            },
             Ok(None) => Ok(()),
             Err(e) => {
                 refuse(&mut stream, &e).await;

@@ -32,6 +32,7 @@ use bytes::{Buf, BytesMut};
 
 use super::settings::mentions_set_config;
 use super::statements::ReplyError;
+use super::stop::Stop;
 use super::tracked::{self, Filter, Tracking};
 use crate::credentials::LeaseEnd;
 use crate::protocol::ProtocolError;
@@ -124,6 +125,8 @@ pub enum RelayEnd {
     /// The upstream's lease reached its hard deadline: the session must end now, wherever
     /// it is, before the lease is revoked under it.
     LeaseEnded,
+    /// An administrator ended the client (`KILL`): the session ends now, wherever it is.
+    Killed,
 }
 
 /// What the relay watches besides the two sockets.
@@ -133,6 +136,8 @@ pub struct Signals<'a, 't> {
     pub rotated: Option<Pin<&'a mut (dyn Future<Output = ()> + Send)>>,
     /// Fires when the upstream's lease reaches its hard deadline; the relay stops at once.
     pub deadline: &'a LeaseEnd,
+    /// The client's signals: `KILL` stops the relay at once.
+    pub stop: &'t Stop,
     /// Transaction mode with `max_prepared_statements` above 0: the statement tracking.
     pub tracking: Option<Tracking<'t>>,
 }
@@ -151,12 +156,16 @@ pub async fn relay(
     let Signals {
         mut rotated,
         deadline,
+        stop,
         mut tracking,
     } = signals;
     let mut rotation_due = false;
     let end = poll_fn(|cx| {
         if deadline.poll_ended(cx) {
             return Poll::Ready(RelayEnd::LeaseEnded);
+        }
+        if stop.poll_killed(cx).is_ready() {
+            return Poll::Ready(RelayEnd::Killed);
         }
         if !rotation_due {
             if let Some(signal) = rotated.as_mut() {

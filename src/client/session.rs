@@ -14,7 +14,7 @@ use super::notify::ClientNotify;
 use super::relay::{Buffers, RelayEnd, Signals, Tracker, relay};
 use super::shared::{PoolEntry, Shared};
 use super::statements::{ClientStatements, UpstreamStatements};
-use super::stop::Registration;
+use super::stop::{ClientInfo, ClientState, Registration};
 use super::stream::ClientStream;
 use super::tracked::Tracking;
 use crate::config::PoolMode;
@@ -37,6 +37,10 @@ const KEEP_CAPACITY: usize = 1 << 20;
 /// What a client hears when pglease shuts down while it is idle (PostgreSQL's own code for an
 /// administrator's shutdown).
 const SHUTTING_DOWN: &str = "terminating connection: pglease is shutting down";
+
+/// What a client ended by the admin console's `KILL` hears (with 57P01, as PostgreSQL's
+/// `pg_terminate_backend`).
+const KILLED: &str = "terminating connection: terminated by administrator (KILL)";
 
 /// One client session after login.
 pub struct Session {
@@ -66,18 +70,27 @@ enum Next {
     Closed,
     /// Told to leave while idle.
     Stopped,
+    /// Ended by an administrator.
+    Killed,
 }
 
 impl Session {
-    /// A session for a client that just logged in.
-    pub fn new(shared: std::sync::Arc<Shared>, client: ClientStream, mut login: Login) -> Self {
+    /// A session for a client that just logged in, registered under `info` (idle).
+    pub fn new(
+        shared: std::sync::Arc<Shared>,
+        client: ClientStream,
+        mut login: Login,
+        info: ClientInfo,
+    ) -> Self {
         let mut bufs = Buffers {
             c2u: std::mem::take(&mut login.pending),
             ..Buffers::default()
         };
         bufs.c2u.reserve(8 * 1024);
         bufs.u2c.reserve(8 * 1024);
-        let registration = shared.clients.register();
+        let registration = shared
+            .clients
+            .register(info, login.pool.pool.stats_handle());
         let transaction = login.pool.mode == PoolMode::Transaction;
         let tracked = transaction && shared.max_prepared_statements > 0;
         Session {
@@ -110,17 +123,26 @@ impl Session {
                         .fatal(ClientError::refused("57P01", SHUTTING_DOWN))
                         .await);
                 }
+                Next::Killed => return Err(self.killed().await),
             }
             if self.answer_listen().await? || self.answer_without_upstream().await? {
                 continue;
             }
-            let up = match self.entry().pool.checkout().await {
+            self.registration.set_state(ClientState::Waiting);
+            let checkout = tokio::select! {
+                biased;
+                () = self.registration.stop.killed() => return Err(self.killed().await),
+                up = self.entry().pool.checkout() => up,
+            };
+            let up = match checkout {
                 Ok(up) => up,
                 Err(e) => {
+                    self.registration.set_state(ClientState::Idle);
                     self.fail_request(&e).await?;
                     continue;
                 }
             };
+            self.registration.set_state(ClientState::Active);
             let Some(up) = self.put_settings(up).await? else {
                 continue;
             };
@@ -134,6 +156,7 @@ impl Session {
                 } else {
                     self.release(up).await;
                 }
+                self.registration.set_state(ClientState::Idle);
                 self.flush_client().await?;
                 self.shrink_buffers();
                 self.deliver_notifications().await?;
@@ -252,6 +275,12 @@ impl Session {
                     self.cleanup(up).await;
                     return Ok(None);
                 }
+                RelayEnd::Killed => {
+                    // Cleaned up as if the client had vanished: what it was doing is dropped.
+                    self.cleanup(up).await;
+                    let _ = self.flush_client().await;
+                    return Err(self.killed().await);
+                }
                 RelayEnd::ClientIo(e) => {
                     self.cleanup(up).await;
                     return Err(e.into());
@@ -305,6 +334,7 @@ impl Session {
         let signals = Signals {
             rotated,
             deadline,
+            stop: &self.registration.stop,
             tracking,
         };
         relay(
@@ -317,6 +347,12 @@ impl Session {
             signals,
         )
         .await
+    }
+
+    /// Ends a client an administrator killed: FATAL 57P01 to it, logged once.
+    async fn killed(&mut self) -> ClientError {
+        tracing::info!("client terminated by administrator (KILL)");
+        self.fatal(ClientError::refused("57P01", KILLED)).await
     }
 
     /// Sends a FATAL error to the client and returns it.
@@ -365,6 +401,7 @@ impl Session {
                 r = read => r?,
                 // Idle between transactions: the moment a shutdown may end the session.
                 () = self.registration.stop.stopped(), if idle => return Ok(Next::Stopped),
+                () = self.registration.stop.killed() => return Ok(Next::Killed),
                 () = notified, if deliverable => {
                     self.deliver_notifications().await?;
                     continue;

@@ -3,15 +3,20 @@
 //! (`app`), immutable after start except what sits behind its own handles.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::ClientError;
 use super::cancel::CancelRegistry;
+use super::handshake::ConsoleLogin;
 use super::stop::Clients;
+use super::stream::ClientStream;
 use crate::auth::LocalPassword;
-use crate::config::{AuthType, PoolMode};
+use crate::config::{AuthType, Config, PoolMode};
 use crate::credentials::Credentials;
 use crate::pool::Pool;
 
@@ -59,6 +64,19 @@ impl Pools {
     }
 }
 
+/// The admin console's entry point: serves an authenticated admin user on database
+/// `pglease` until it leaves. Defined here so `client` needs no `admin` import; the `admin`
+/// folder implements it and the wiring sets it in [`Shared::console`].
+pub type ConsoleEntry = Arc<
+    dyn Fn(
+            Arc<Shared>,
+            ClientStream,
+            ConsoleLogin,
+        ) -> Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// State every client task reads: immutable after start, except what sits behind its own
 /// handles (pools, cancel registry, clients).
 pub struct Shared {
@@ -91,6 +109,10 @@ pub struct Shared {
     pub client_tls_required: bool,
     /// How the admin console asks for a reload or a shutdown.
     pub control: super::control::Control,
+    /// The config the proxy started from (`admin_users`, `SHOW CONFIG`).
+    pub config: Arc<Config>,
+    /// The admin console; `None` refuses database `pglease` with a clear error.
+    pub console: Option<ConsoleEntry>,
 }
 
 impl Shared {

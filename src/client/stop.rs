@@ -1,23 +1,35 @@
-//! Ending clients from outside their own task: every logged-in client is registered here, so
-//! a shutdown can tell each one to leave at its next idle point.
+//! The registry of logged-in clients: what the admin console shows about each one (`SHOW
+//! CLIENTS`), its state (active, waiting, idle), and the signals that end it from outside its
+//! own task (a shutdown tells each one to leave at its next idle point; `KILL` ends one now).
 //!
 //! # Design
 //!
 //! A client registers once per connection (one short lock); after that, watching for the
-//! signal costs one atomic load and an [`AtomicWaker`] registration per wakeup, with no lock,
-//! so transaction mode can afford to watch it between every two transactions.
+//! signals costs one atomic load and an [`AtomicWaker`] registration per wakeup, with no lock,
+//! so transaction mode can afford to watch them between every two transactions. A state
+//! change is one atomic swap on the client's entry plus one add on each of the two pool
+//! gauges it moves between ([`PoolStats`]), also without a lock.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use futures_util::task::AtomicWaker;
 
-/// One client's "please leave" flag.
+use crate::pool::PoolStats;
+
+mod info;
+
+pub use info::{ClientInfo, ClientState};
+
+/// One client's "please leave" flag (a shutdown) and its "end now" flag (`KILL`).
 #[derive(Debug, Default)]
 pub struct Stop {
     stopped: AtomicBool,
+    killed: AtomicBool,
+    /// Both signals are watched from the client's own task only, so one waker serves both.
     waker: AtomicWaker,
 }
 
@@ -46,47 +58,156 @@ impl Stop {
         self.stopped.load(Ordering::Acquire)
     }
 
+    /// Ready once an administrator ended the client; otherwise arranges a wake-up for then.
+    pub fn poll_killed(&self, cx: &Context<'_>) -> Poll<()> {
+        if self.is_killed() {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.is_killed() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Resolves once an administrator ended the client.
+    pub async fn killed(&self) {
+        std::future::poll_fn(|cx| self.poll_killed(cx)).await
+    }
+
+    /// True once an administrator ended the client.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
     fn fire(&self) {
         self.stopped.store(true, Ordering::Release);
         self.waker.wake();
     }
+
+    fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
 }
 
-/// Every logged-in client's [`Stop`].
-#[derive(Debug, Default)]
+/// One registered client: what `SHOW CLIENTS` lists and the signals that end it.
+#[derive(Debug)]
+pub struct ClientEntry {
+    /// Fixed facts of the connection.
+    pub info: ClientInfo,
+    /// Its signals.
+    pub stop: Arc<Stop>,
+    /// A [`ClientState`] as its number.
+    state: AtomicU8,
+    /// Since when it waits for an upstream, in microseconds after [`Clients`]' epoch; read
+    /// only while the state is waiting (`maxwait`).
+    waiting_since: AtomicU64,
+}
+
+impl ClientEntry {
+    /// Its state now.
+    pub fn state(&self) -> ClientState {
+        ClientState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+}
+
+/// Every logged-in client's entry.
+#[derive(Debug)]
 pub struct Clients {
     next_id: AtomicU64,
-    live: Mutex<HashMap<u64, Arc<Stop>>>,
+    live: Mutex<HashMap<u64, Arc<ClientEntry>>>,
     /// Set by [`Clients::stop_all`]: a client registering afterwards is stopped at once.
     closing: AtomicBool,
+    /// What `waiting_since` counts from.
+    epoch: Instant,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients {
+            next_id: AtomicU64::new(1),
+            live: Mutex::default(),
+            closing: AtomicBool::new(false),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl Clients {
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Stop>>> {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ClientEntry>>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a client for its whole connection; dropping the registration removes it.
-    pub fn register(self: &Arc<Self>) -> Registration {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+    /// A new client id, taken when the connection is accepted so its log span carries it
+    /// from the start; the same id is registered at login, shown by `SHOW CLIENTS` and taken
+    /// by `KILL`.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a client for its whole connection, idle and counted in `stats`' idle gauge;
+    /// dropping the registration removes it (and its count).
+    pub fn register(self: &Arc<Self>, info: ClientInfo, stats: Arc<PoolStats>) -> Registration {
+        let id = info.id;
         let stop = Arc::new(Stop::default());
-        self.live().insert(id, stop.clone());
+        let entry = Arc::new(ClientEntry {
+            info,
+            stop: stop.clone(),
+            state: AtomicU8::new(ClientState::Idle as u8),
+            waiting_since: AtomicU64::new(0),
+        });
+        stats.clients_idle.fetch_add(1, Ordering::Relaxed);
+        self.live().insert(id, entry.clone());
         if self.closing.load(Ordering::Acquire) {
             stop.fire();
         }
         Registration {
             clients: self.clone(),
-            id,
+            entry,
+            stats,
             stop,
         }
+    }
+
+    /// Ends client `id` now (`KILL`): it gets FATAL 57P01 and its upstream is cleaned up as
+    /// if it had vanished. False when no such client is connected.
+    pub fn kill(&self, id: u64) -> bool {
+        let Some(entry) = self.live().get(&id).cloned() else {
+            return false;
+        };
+        entry.stop.kill();
+        true
+    }
+
+    /// Every registered client, ordered by id.
+    pub fn list(&self) -> Vec<Arc<ClientEntry>> {
+        let mut all: Vec<Arc<ClientEntry>> = self.live().values().cloned().collect();
+        all.sort_by_key(|e| e.info.id);
+        all
+    }
+
+    /// How long since the registry was made (the proxy started).
+    pub fn uptime(&self) -> std::time::Duration {
+        self.epoch.elapsed()
+    }
+
+    /// How long `entry` has waited for an upstream; zero unless it is waiting.
+    pub fn waited(&self, entry: &ClientEntry) -> std::time::Duration {
+        if entry.state() != ClientState::Waiting {
+            return std::time::Duration::ZERO;
+        }
+        let since = entry.waiting_since.load(Ordering::Relaxed);
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        std::time::Duration::from_micros(now.saturating_sub(since))
     }
 
     /// Tells every client, present and future, to leave at its next idle point.
     pub fn stop_all(&self) {
         self.closing.store(true, Ordering::Release);
-        let all: Vec<Arc<Stop>> = self.live().values().cloned().collect();
-        for stop in all {
-            stop.fire();
+        for entry in self.list() {
+            entry.stop.fire();
         }
     }
 
@@ -100,14 +221,45 @@ impl Clients {
 #[derive(Debug)]
 pub struct Registration {
     clients: Arc<Clients>,
-    id: u64,
-    /// This client's signal.
+    entry: Arc<ClientEntry>,
+    /// The gauges of the client's pool, moved with its state.
+    stats: Arc<PoolStats>,
+    /// This client's signals.
     pub stop: Arc<Stop>,
+}
+
+impl Registration {
+    /// The client's id.
+    pub fn id(&self) -> u64 {
+        self.entry.info.id
+    }
+
+    /// Records a state transition: the entry's state and the pool's gauges move together.
+    pub fn set_state(&self, state: ClientState) {
+        if state == ClientState::Waiting {
+            let now = u64::try_from(self.clients.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.entry.waiting_since.store(now, Ordering::Relaxed);
+        }
+        let old = ClientState::from_u8(self.entry.state.swap(state as u8, Ordering::Relaxed));
+        if old != state {
+            gauge(&self.stats, old).fetch_sub(1, Ordering::Relaxed);
+            gauge(&self.stats, state).fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn gauge(stats: &PoolStats, state: ClientState) -> &AtomicI64 {
+    match state {
+        ClientState::Active => &stats.clients_active,
+        ClientState::Waiting => &stats.clients_waiting,
+        ClientState::Idle => &stats.clients_idle,
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.clients.live().remove(&self.id);
+        gauge(&self.stats, self.entry.state()).fetch_sub(1, Ordering::Relaxed);
+        self.clients.live().remove(&self.entry.info.id);
     }
 }
 
@@ -118,8 +270,9 @@ mod tests {
     #[tokio::test]
     async fn stop_all_reaches_present_and_later_clients_and_departures_unregister() {
         let clients = Arc::new(Clients::default());
-        let a = clients.register();
-        let b = clients.register();
+        let stats = Arc::new(PoolStats::default());
+        let a = clients.register(info(clients.next_id()), stats.clone());
+        let b = clients.register(info(clients.next_id()), stats.clone());
         drop(b);
         assert_eq!(clients.count(), 1);
         let waiting = tokio::spawn({
@@ -132,7 +285,48 @@ mod tests {
             .await
             .expect("the waiting client was not woken")
             .unwrap();
-        let late = clients.register();
+        let late = clients.register(info(clients.next_id()), stats);
         assert!(late.stop.is_stopped(), "a client arriving during shutdown");
+    }
+
+    fn info(id: u64) -> ClientInfo {
+        ClientInfo {
+            id,
+            user: "u".into(),
+            database: "d".into(),
+            peer: ([127, 0, 0, 1], 5000).into(),
+            local: None,
+            connected_at: std::time::SystemTime::now(),
+            tls: false,
+            application_name: String::new(),
+        }
+    }
+
+    #[test]
+    fn state_changes_move_the_pool_gauges_and_kill_reaches_only_its_client() {
+        let clients = Arc::new(Clients::default());
+        let stats = Arc::new(PoolStats::default());
+        let a = clients.register(info(clients.next_id()), stats.clone());
+        let b = clients.register(info(clients.next_id()), stats.clone());
+        a.set_state(ClientState::Waiting);
+        a.set_state(ClientState::Active);
+        b.set_state(ClientState::Waiting);
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.clients_active, s.clients_waiting, s.clients_idle),
+            (1, 1, 0)
+        );
+        assert!(clients.kill(b.id()));
+        assert!(b.stop.is_killed() && !a.stop.is_killed());
+        assert!(!clients.kill(9999), "no such client");
+        drop(b);
+        a.set_state(ClientState::Idle);
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.clients_active, s.clients_waiting, s.clients_idle),
+            (0, 0, 1)
+        );
+        drop(a);
+        assert_eq!(stats.snapshot().clients_idle, 0);
     }
 }

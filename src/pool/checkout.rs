@@ -26,6 +26,7 @@ use tracing::debug;
 use super::close::CloseReason;
 use super::manager::Manager;
 use super::replacements::Tally;
+use super::upstreams::{InUse, Listed, UpstreamInfo};
 use crate::client::statements::UpstreamStatements;
 use crate::credentials::LeaseEnd;
 use crate::upstream::Upstream;
@@ -53,6 +54,8 @@ pub struct Pooled {
     /// Counts this connection under its generation for as long as it is open, wherever it is
     /// (idle, checked out, or waiting as a replacement).
     _tally: Tally,
+    /// Lists this connection in its pool's `SHOW SERVERS` registry while it is open.
+    listed: Listed,
     /// The pool's credentials entry, named in the close log line.
     credentials: Arc<str>,
     /// What clients left on this connection.
@@ -66,12 +69,14 @@ impl Pooled {
         up: Upstream,
         deadline: Arc<LeaseEnd>,
         tally: Tally,
+        listed: Listed,
         credentials: Arc<str>,
     ) -> Pooled {
         Pooled {
             up,
             deadline,
             _tally: tally,
+            listed,
             credentials,
             state: UpstreamState::default(),
             closing: None,
@@ -96,6 +101,11 @@ impl Pooled {
     /// What clients left on this connection.
     pub fn state(&self) -> &UpstreamState {
         &self.state
+    }
+
+    /// What `SHOW SERVERS` shows about it.
+    pub fn info(&self) -> &UpstreamInfo {
+        self.listed.info()
     }
 
     /// Decides why this connection closes when it is dropped; an earlier reason stays.
@@ -134,10 +144,16 @@ impl std::fmt::Debug for Pooled {
 }
 
 /// An upstream checked out of a pool. Dropping it gives the connection back to the pool;
-/// [`Checkout::discard`] closes it instead.
-pub struct Checkout(pub(super) managed::Object<Manager>);
+/// [`Checkout::discard`] closes it instead. The [`InUse`] beside it shows the connection as
+/// active in `SHOW SERVERS` for as long as it is held.
+pub struct Checkout(pub(super) managed::Object<Manager>, InUse);
 
 impl Checkout {
+    pub(super) fn new(object: managed::Object<Manager>) -> Checkout {
+        let in_use = object.listed.in_use();
+        Checkout(object, in_use)
+    }
+
     /// The connection, for the exchanges pglease itself runs on it (cleanup, a session
     /// move's capture and replay).
     pub fn upstream_mut(&mut self) -> &mut Upstream {
@@ -160,6 +176,7 @@ impl Checkout {
     /// closes and lets its lease drain, while the slot stays the client's.
     pub fn swap(&mut self, replacement: Replacement) {
         self.0.swap(replacement.0);
+        self.1 = self.0.listed.in_use();
     }
 
     /// Closes the connection instead of giving it back (its state is unknown or dirty, or it

@@ -11,6 +11,7 @@ use tracing::warn;
 use super::checkout::Pooled;
 use super::close::CloseReason;
 use super::replacements::Replacements;
+use super::upstreams::Upstreams;
 use crate::credentials::Credentials;
 use crate::upstream::{self, ServerParams, Upstream, UpstreamError, UpstreamTarget};
 
@@ -37,6 +38,8 @@ pub struct Manager {
     /// Logins made on the checkout path, where a client waits for them (or the drain task,
     /// when the ready replacement it cycles in was taken by someone else meanwhile).
     pub(super) checkout_logins: AtomicU64,
+    /// Every open connection, for `SHOW SERVERS`.
+    pub(super) upstreams: Arc<Upstreams>,
 }
 
 impl Manager {
@@ -54,6 +57,7 @@ impl Manager {
             replacements: Replacements::default(),
             wanted: Notify::new(),
             checkout_logins: AtomicU64::new(0),
+            upstreams: Arc::default(),
         }
     }
 
@@ -98,10 +102,12 @@ impl Manager {
     /// counted under its generation.
     fn pooled(&self, up: Upstream) -> Pooled {
         let generation = up.generation();
+        let listed = self.upstreams.list(&up);
         Pooled::new(
             up,
             self.credentials.watch_deadline(generation),
             self.replacements.tally(generation),
+            listed,
             self.credentials_name.clone(),
         )
     }

@@ -22,9 +22,11 @@ mod idle;
 pub mod listener;
 mod manager;
 mod moves;
+mod pause;
 mod prove;
 mod replacements;
 pub mod stats;
+pub mod upstreams;
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -43,6 +45,7 @@ pub use manager::Manager;
 pub use moves::{Move, MoveError};
 pub use prove::prover;
 pub use stats::{PoolStats, StatsSnapshot};
+pub use upstreams::UpstreamInfo;
 
 /// Settings of one pool, from its `[[databases]]` entry and `[proxy]`.
 #[derive(Debug, Clone)]
@@ -79,6 +82,8 @@ pub struct Pool {
     listener: listener::Listener,
     /// Counts and totals the admin plane reads ([`stats`]).
     stats: Arc<PoolStats>,
+    /// `PAUSE` / `RESUME` ([`pause`]).
+    pause: Arc<pause::PauseGate>,
 }
 
 impl Pool {
@@ -98,11 +103,14 @@ impl Pool {
             settings: Arc::new(settings),
             listener,
             stats: Arc::default(),
+            pause: Arc::default(),
         }
     }
 
-    /// Waits (fairly, first come first served) for an upstream.
+    /// Waits (fairly, first come first served) for an upstream; while the pool is paused,
+    /// first for `RESUME`.
     pub async fn checkout(&self) -> Result<Checkout, CheckoutError> {
+        self.pause.pass().await;
         let timeouts = Timeouts {
             wait: Some(self.settings.wait_timeout),
             create: None,
@@ -111,7 +119,7 @@ impl Pool {
         self.inner
             .timeout_get(&timeouts)
             .await
-            .map(Checkout)
+            .map(Checkout::new)
             .map_err(|e| match e {
                 PoolError::Timeout(managed::TimeoutType::Wait) => {
                     CheckoutError::WaitTimeout(self.settings.wait_timeout)
@@ -269,6 +277,37 @@ impl Pool {
     /// The pool's counts and totals, for the admin plane.
     pub fn stats(&self) -> &PoolStats {
         &self.stats
+    }
+
+    /// A handle on the pool's counts, for a client's registry entry to move its gauges.
+    pub fn stats_handle(&self) -> Arc<PoolStats> {
+        self.stats.clone()
+    }
+
+    /// Every open upstream connection, for `SHOW SERVERS`.
+    pub fn upstreams(&self) -> Vec<Arc<UpstreamInfo>> {
+        self.inner.manager().upstreams.all()
+    }
+
+    /// `PAUSE`: new checkouts wait until [`Pool::resume`]; held upstreams finish their work.
+    pub fn pause(&self) {
+        self.pause.pause();
+    }
+
+    /// `RESUME`: waiting and future checkouts go on.
+    pub fn resume(&self) {
+        self.pause.resume();
+    }
+
+    /// Whether the pool is paused.
+    pub fn is_paused(&self) -> bool {
+        self.pause.is_paused()
+    }
+
+    /// How many upstreams clients hold right now.
+    pub fn active_upstreams(&self) -> usize {
+        let s = self.inner.status();
+        s.size.saturating_sub(s.available)
     }
 }
 

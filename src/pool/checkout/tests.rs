@@ -39,10 +39,12 @@ async fn pooled(generation: u64, pid: i32, counts: &Replacements) -> (Pooled, Tc
         created_at: Instant::now(),
         broken: false,
     };
+    let listed = Arc::new(crate::pool::upstreams::Upstreams::default()).list(&up);
     let pooled = Pooled::new(
         up,
         LeaseEnd::never(),
         counts.tally(generation),
+        listed,
         "app".into(),
     );
     (pooled, accepted.unwrap().0)

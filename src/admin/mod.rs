@@ -1,0 +1,3 @@
+//! The operator's plane: the admin console (database `pglease`, [`console`]).
+
+pub mod console;
