@@ -27,12 +27,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod dev;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod secret;

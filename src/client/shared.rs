@@ -91,6 +91,8 @@ pub struct Shared {
     pub client_tls_required: bool,
     /// How the admin console asks for a reload or a shutdown.
     pub control: super::control::Control,
+    /// Failed logins and errors sent to clients, for `/metrics`.
+    pub instruments: super::instruments::ClientInstruments,
 }
 
 impl Shared {

@@ -21,6 +21,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use deadpool::managed;
+use prometheus::IntCounter;
 use tracing::debug;
 
 use super::close::CloseReason;
@@ -55,6 +56,8 @@ pub struct Pooled {
     _tally: Tally,
     /// The pool's credentials entry, named in the close log line.
     credentials: Arc<str>,
+    /// The pool's close counters by reason, one bumped when this connection closes.
+    closes: Arc<[IntCounter]>,
     /// What clients left on this connection.
     state: UpstreamState,
     /// Why it is being closed, once that is decided; the first reason stays.
@@ -67,12 +70,14 @@ impl Pooled {
         deadline: Arc<LeaseEnd>,
         tally: Tally,
         credentials: Arc<str>,
+        closes: Arc<[IntCounter]>,
     ) -> Pooled {
         Pooled {
             up,
             deadline,
             _tally: tally,
             credentials,
+            closes,
             state: UpstreamState::default(),
             closing: None,
         }
@@ -113,6 +118,9 @@ impl Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         let reason = self.closing.unwrap_or(CloseReason::PoolClosed);
+        if let Some(c) = self.closes.get(reason.index()) {
+            c.inc();
+        }
         debug!(
             credentials = %self.credentials,
             generation = self.up.generation(),

@@ -44,6 +44,7 @@ async fn pooled(generation: u64, pid: i32, counts: &Replacements) -> (Pooled, Tc
         LeaseEnd::never(),
         counts.tally(generation),
         "app".into(),
+        crate::pool::PoolInstruments::default().closes,
     );
     (pooled, accepted.unwrap().0)
 }
