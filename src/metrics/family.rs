@@ -30,17 +30,18 @@ impl Family {
 
     /// Adds one sample with `labels`.
     pub(super) fn add(&mut self, labels: &[(&str, &str)], value: f64) {
-        let mut m = Metric::from_label(
-            labels
-                .iter()
-                .map(|(name, value)| {
-                    let mut pair = LabelPair::default();
-                    pair.set_name((*name).to_owned());
-                    pair.set_value((*value).to_owned());
-                    pair
-                })
-                .collect(),
-        );
+        let mut pairs: Vec<LabelPair> = labels
+            .iter()
+            .map(|(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name((*name).to_owned());
+                pair.set_value((*value).to_owned());
+                pair
+            })
+            .collect();
+        // In name order, as the registered families write theirs.
+        pairs.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut m = Metric::from_label(pairs);
         if self.inner.get_field_type() == MetricType::COUNTER {
             let mut c = Counter::default();
             c.set_value(value);
@@ -53,8 +54,7 @@ impl Family {
         self.inner.mut_metric().push(m);
     }
 
-    /// The finished family; `None` when it has no sample (the encoder skips empty ones
-    /// anyway, and so does the registry).
+    /// The finished family (one with no sample is left out of the text by the registry).
     pub(super) fn done(self) -> MetricFamily {
         self.inner
     }
