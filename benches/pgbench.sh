@@ -317,8 +317,9 @@ scrape_loop() {
   local out=$1 pause
   pause=$(awk -v ms="$SCRAPE_MS" 'BEGIN {printf "%.3f", ms / 1000}')
   while :; do
-    curl -s -o /dev/null -w '%{http_code}\n' --max-time 5 \
-      "http://127.0.0.1:$SCRAPED_ADMIN_PORT/metrics" >>"$out" 2>/dev/null || echo fail >>"$out"
+    # In the background, so a slow answer does not stretch the interval.
+    { curl -s -o /dev/null -w '%{http_code}\n' --max-time 5 \
+      "http://127.0.0.1:$SCRAPED_ADMIN_PORT/metrics" >>"$out" 2>/dev/null || echo fail >>"$out"; } &
     sleep "$pause"
   done
 }
