@@ -17,6 +17,10 @@
 //!   lease) or close it with a [`pool::CloseReason`].
 //! - [`client`]: a client's handshake, authentication and relay loop, and the state every
 //!   client task reads ([`client::Shared`]).
+//! - [`metrics`]: the Prometheus registry: hands the data path its instruments, reads pools,
+//!   leases and the process at scrape time, and judges readiness.
+//! - [`admin`]: the operator's plane: the HTTP endpoint on `admin_listen` (`/metrics`,
+//!   `/healthz`, `/readyz`).
 //! - [`app`]: wiring only: builds the shared state from a config and runs the listener.
 //! - [`dev`]: `pglease dev`, a throwaway local PostgreSQL with the proxy in front of it.
 //! - [`secret`]: the redacting type every secret travels in.

@@ -90,7 +90,8 @@ impl Pool {
         settings: PoolSettings,
         instruments: PoolInstruments,
     ) -> Pool {
-        let listener = listener::Listener::new(target.clone(), credentials.clone());
+        let listener =
+            listener::Listener::new(target.clone(), credentials.clone(), instruments.clone());
         let manager = Manager::new(target, credentials, settings.idle_timeout, instruments);
         let inner = managed::Pool::builder(manager)
             .max_size(settings.size)
