@@ -20,7 +20,7 @@
 //!
 //! The pool's totals are counted without a lock or a shared write per message: bytes, queries
 //! and query times add up in the session's own [`Tracker`], and go to the pool's
-//! [`PoolStats`] in one step when a transaction ends (a ReadyForQuery `I` with nothing
+//! [`crate::pool::PoolStats`] in one step when a transaction ends (a ReadyForQuery `I` with nothing
 //! outstanding), together with that transaction's histogram observations ([`Meter`]). The
 //! clock is read when a query starts from an idle upstream and when it ends, nowhere else.
 //!

@@ -16,7 +16,7 @@
 //! proxy's shared state exists ([`Metrics::watch`]): the pools' [`crate::pool::PoolStats`]
 //! (client states, transactions, queries, bytes) and upstream counts, each credentials
 //! entry's lease (generation, expiry, seconds to its cliff), readiness ([`ready`]), and the
-//! process itself ([`process`]: build, start time, memory, file descriptors). The collectors
+//! process itself (`process`: build, start time, memory, file descriptors). The collectors
 //! hold the shared state weakly, so a stopped proxy is not kept alive by its registry.
 //!
 //! Labels are `database`, `user`, `credentials` and small fixed enums (`state`, `reason`,
