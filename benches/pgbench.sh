@@ -24,7 +24,10 @@ SCALE=${SCALE:-10}             # pgbench -i -s
 WARMUP=${WARMUP:-5}            # seconds of unmeasured load per target before round 1; 0 = none
 # pglease-tls: a second pglease with client_tls = "require" (self-signed certificate), pgbench
 # with sslmode=require; run it next to `pglease` to see what TLS costs per transaction.
+# pglease-scraped: a second pglease with admin_listen on, whose /metrics is fetched every
+# SCRAPE_MS milliseconds during its runs; run it next to `pglease` to see what scraping costs.
 TARGETS=${TARGETS:-direct pglease pgbouncer}
+SCRAPE_MS=${SCRAPE_MS:-100}    # pglease-scraped only: milliseconds between two scrapes
 BENCH_INSTALL=${BENCH_INSTALL:-0}  # 1 = apt-get install pgbouncer when it is missing
 KEEP_TMP=${KEEP_TMP:-0}        # 1 = keep the temp dir (logs, configs) after exit
 # Session mode pins one upstream per client for the whole run, so a pool smaller than the
@@ -35,6 +38,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TMP=""
 PG_BIN_DIR="" PSQL="" PGBENCH=""
 PG_PORT="" PGLEASE_PORT="" PGBOUNCER_PORT=""
+PGLEASE_SCRAPED_PORT="" PGLEASE_SCRAPED_PID="" SCRAPED_ADMIN_PORT="" SCRAPER_PID=""
 PGLEASE_PID="" PGLEASE_LOG="" PGLEASE_TLS_PORT="" PGLEASE_TLS_PID="" PGBOUNCER_PID="" PGBOUNCER_VERSION="" SAMPLER_PID=""
 PG_STARTED=0
 BENCH_PASSWORD="" ADMIN_PASSWORD=""
@@ -51,11 +55,11 @@ validate_knobs() {
   [[ $SCENARIO =~ ^(select|tpcb|rotation)$ ]] || die "SCENARIO must be select, tpcb or rotation"
   [[ $ROTATION_WORKLOAD =~ ^(select|tpcb)$ ]] || die "ROTATION_WORKLOAD must be select or tpcb"
   local n
-  for n in ROUNDS DURATION CLIENTS RATE THREADS SCALE WARMUP POOL_SIZE; do
+  for n in ROUNDS DURATION CLIENTS RATE THREADS SCALE WARMUP POOL_SIZE SCRAPE_MS; do
     [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a non-negative integer, got '${!n}'"
   done
-  ((ROUNDS >= 1 && DURATION >= 1 && CLIENTS >= 1 && THREADS >= 1 && POOL_SIZE >= 1)) ||
-    die "ROUNDS, DURATION, CLIENTS, THREADS and POOL_SIZE must be at least 1"
+  ((ROUNDS >= 1 && DURATION >= 1 && CLIENTS >= 1 && THREADS >= 1 && POOL_SIZE >= 1 && SCRAPE_MS >= 1)) ||
+    die "ROUNDS, DURATION, CLIENTS, THREADS, POOL_SIZE and SCRAPE_MS must be at least 1"
   ((CLIENTS % THREADS == 0)) || die "pgbench needs CLIENTS ($CLIENTS) to be a multiple of THREADS ($THREADS)"
   if [[ $MODE == session && $POOL_SIZE -lt $CLIENTS ]]; then
     loud "MODE=session with POOL_SIZE=$POOL_SIZE < CLIENTS=$CLIENTS: clients beyond the pool wait the whole run"
@@ -98,6 +102,8 @@ cleanup() {
   stop_pid "$SAMPLER_PID"
   stop_pid "$PGLEASE_PID"
   stop_pid "$PGLEASE_TLS_PID"
+  stop_pid "$SCRAPER_PID"
+  stop_pid "$PGLEASE_SCRAPED_PID"
   stop_pid "$PGBOUNCER_PID"
   if ((PG_STARTED)); then
     as_pg "$PG_BIN_DIR/pg_ctl" -D "$TMP/pgdata" -m fast -w stop >/dev/null 2>&1
@@ -294,6 +300,30 @@ start_pglease_tls() {
   PGLEASE_PORT=$port PGLEASE_PID=$pid PGLEASE_LOG=$log
 }
 
+# The pglease-scraped target: another pglease on static credentials with its admin endpoint
+# on, scraped during its runs (see scrape_loop).
+start_pglease_scraped() {
+  local port=$PGLEASE_PORT pid=$PGLEASE_PID log=$PGLEASE_LOG
+  SCRAPED_ADMIN_PORT=$(free_port)
+  PGLEASE_EXTRA="admin_listen = \"127.0.0.1:$SCRAPED_ADMIN_PORT\"" start_pglease static pglease-scraped
+  PGLEASE_SCRAPED_PORT=$PGLEASE_PORT PGLEASE_SCRAPED_PID=$PGLEASE_PID
+  PGLEASE_PORT=$port PGLEASE_PID=$pid PGLEASE_LOG=$log
+  wait_port "$SCRAPED_ADMIN_PORT" "$PGLEASE_SCRAPED_PID" "pglease admin endpoint"
+}
+
+# Fetches /metrics every SCRAPE_MS ms until killed, appending one line per answered scrape
+# (its status line) to $1, so the report can say how many scrapes the run really had.
+scrape_loop() {
+  local out=$1 pause
+  pause=$(awk -v ms="$SCRAPE_MS" 'BEGIN {printf "%.3f", ms / 1000}')
+  while :; do
+    # In the background, so a slow answer does not stretch the interval.
+    { curl -s -o /dev/null -w '%{http_code}\n' --max-time 5 \
+      "http://127.0.0.1:$SCRAPED_ADMIN_PORT/metrics" >>"$out" 2>/dev/null || echo fail >>"$out"; } &
+    sleep "$pause"
+  done
+}
+
 # ---- PgBouncer -----------------------------------------------------------------------------
 find_pgbouncer() {
   command -v pgbouncer >/dev/null 2>&1 && return 0
@@ -380,6 +410,7 @@ target_port() {
     direct) echo "$PG_PORT" ;;
     pglease) echo "$PGLEASE_PORT" ;;
     pglease-tls) echo "$PGLEASE_TLS_PORT" ;;
+    pglease-scraped) echo "$PGLEASE_SCRAPED_PORT" ;;
     pgbouncer) echo "$PGBOUNCER_PORT" ;;
   esac
 }
@@ -387,6 +418,7 @@ target_pid() {
   case $1 in
     pglease) echo "$PGLEASE_PID" ;;
     pglease-tls) echo "$PGLEASE_TLS_PID" ;;
+    pglease-scraped) echo "$PGLEASE_SCRAPED_PID" ;;
     pgbouncer) echo "$PGBOUNCER_PID" ;;
     *) echo "" ;;
   esac
@@ -421,10 +453,18 @@ run_one() {
   out=$TMP/run-$target-$round.log
   local -a args
   mapfile -t args < <(pgbench_args "$target")
+  if [[ $target == pglease-scraped ]]; then
+    scrape_loop "$TMP/scrapes-$round" &
+    SCRAPER_PID=$!
+  fi
   before=$(cpu_ticks "$pid")
   PGPASSWORD=$BENCH_PASSWORD PGSSLMODE=$(target_sslmode "$target") "$PGBENCH" "${args[@]}" \
     -T "$DURATION" -h 127.0.0.1 -p "$port" -U bench bench >"$out" 2>&1 || rc=$?
   after=$(cpu_ticks "$pid")
+  if [[ -n $SCRAPER_PID ]]; then
+    stop_pid "$SCRAPER_PID"
+    SCRAPER_PID=""
+  fi
   if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
     die "$target (pid $pid) died during round $round; pgbench said: $(grep -m 1 -i error "$out")"
   fi
@@ -688,6 +728,14 @@ report() {
     ratio pglease-tls pglease "pglease tls/plain  tps" MED_TPS
     ratio pglease-tls pglease "pglease tls/plain  cpu/txn" CPU_US
   fi
+  if [[ " ${targets[*]} " == *" pglease-scraped "* ]]; then
+    ratio pglease-scraped pglease "pglease scraped/plain tps (every ${SCRAPE_MS} ms)" MED_TPS
+    ratio pglease-scraped pglease "pglease scraped/plain cpu/txn" CPU_US
+    local answered failed_scrapes
+    answered=$(cat "$TMP"/scrapes-* 2>/dev/null | grep -c '^200$' || true)
+    failed_scrapes=$(cat "$TMP"/scrapes-* 2>/dev/null | grep -vc '^200$' || true)
+    printf 'scrapes during pglease-scraped runs: %s answered 200, %s not\n' "$answered" "$failed_scrapes"
+  fi
 }
 
 ratio() {
@@ -711,7 +759,7 @@ main() {
   ((${#want[@]} > 0)) || die "TARGETS is empty"
   local t
   for t in "${want[@]}"; do
-    [[ $t =~ ^(direct|pglease|pglease-tls|pgbouncer)$ ]] || die "unknown target '$t' in TARGETS"
+    [[ $t =~ ^(direct|pglease|pglease-tls|pglease-scraped|pgbouncer)$ ]] || die "unknown target '$t' in TARGETS"
   done
   if [[ $SCENARIO == rotation ]]; then
     build_pglease
@@ -724,7 +772,7 @@ main() {
     loud "pgbouncer: not installed (apt-get install pgbouncer, or BENCH_INSTALL=1); running without it"
   fi
 
-  if [[ " ${want[*]} " == *" pglease "* || " ${want[*]} " == *" pglease-tls "* ]]; then
+  if [[ " ${want[*]} " == *" pglease"* ]]; then
     build_pglease
   fi
   start_postgres
@@ -732,6 +780,7 @@ main() {
     case $t in
       pglease) start_pglease ;;
       pglease-tls) start_pglease_tls ;;
+      pglease-scraped) start_pglease_scraped ;;
       pgbouncer) [[ -n ${MISSING[pgbouncer]:-} ]] && continue; start_pgbouncer ;;
     esac
     run+=("$t")

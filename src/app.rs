@@ -9,7 +9,8 @@
 //! client task; nothing is global. This file only wires.
 //! Every task is tracked, in two groups stopped in order by [`Proxy::shutdown`]: the clients
 //! (with the accept loop) first, then the background (rotators, pool upkeep, the reaper),
-//! whose rotators revoke their leases on the way out.
+//! whose rotators revoke their leases on the way out. The admin endpoint (`admin_listen`) is
+//! a third group, stopped after both, so it answers (`/readyz`: shutting down) to the end.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,11 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admin::http::AdminState;
 use crate::auth::{AuthError, LocalPassword};
 use crate::client::control::{Control, ControlRequests};
 use crate::client::{PoolEntry, Pools, Shared};
 use crate::config::{ClientTls, Config, DatabaseConfig, UpstreamTlsMode};
 use crate::credentials::setup;
+use crate::metrics::{Metrics, Readiness};
 use crate::pool::{Pool, PoolSettings};
 use crate::tls::client::{ClientTlsFiles, TlsConfigError, client_config};
 use crate::upstream::{UpstreamTarget, UpstreamTls};
@@ -58,6 +61,9 @@ pub enum AppError {
     /// The client TLS certificate or key did not load.
     #[error("proxy.client_tls: {0}")]
     ClientTls(#[from] crate::tls::server::ServerTlsError),
+    /// The metrics registry could not be built.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -81,6 +87,13 @@ pub struct Proxy {
     shutdown_timeout: Duration,
     /// Reload and shutdown requests from the admin console.
     requests: ControlRequests,
+    /// The proxy's metrics registry.
+    metrics: Metrics,
+    /// Where the admin endpoint listens, when `admin_listen` is set.
+    admin_addr: Option<SocketAddr>,
+    /// The admin endpoint and its connections; stopped last.
+    admin: TaskTracker,
+    admin_stop: CancellationToken,
 }
 
 /// After `shutdown_timeout`, how long the clients told to end get to go before the pools close
@@ -103,6 +116,17 @@ impl Proxy {
             addr: config.proxy.listen.clone(),
             source,
         })?;
+        let admin_listener =
+            match &config.proxy.admin_listen {
+                Some(listen) => Some(crate::admin::http::bind(listen).await.map_err(|source| {
+                    AppError::Bind {
+                        addr: listen.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
+        let metrics = Metrics::new()?;
         let users = local_users(&config).await?;
         let targets = config
             .databases
@@ -125,7 +149,14 @@ impl Proxy {
                 }
             };
         }
-        let pools = build_pools(&config, &targets, &entries, &background, &shutdown);
+        let pools = build_pools(
+            &config,
+            &targets,
+            &entries,
+            &metrics,
+            &background,
+            &shutdown,
+        );
         let mut credentials = HashMap::new();
         for (name, entry) in entries {
             let prove = entry
@@ -133,9 +164,11 @@ impl Proxy {
                 .then(|| proving_pools(&config, &targets, &name, &pools))
                 .flatten()
                 .map(|(target, pools)| crate::pool::prover(target, pools));
-            entry
-                .rotator
-                .start(prove, &background, credentials_stop.clone());
+            entry.rotator.instrumented(metrics.lease(&name)).start(
+                prove,
+                &background,
+                credentials_stop.clone(),
+            );
             credentials.insert(name, entry.credentials);
         }
         let client_tls = client_tls(&config.proxy)?;
@@ -157,10 +190,27 @@ impl Proxy {
             control,
             config: Arc::new(config.clone()),
             console: Some(crate::admin::console::entry()),
+            instruments: metrics.clients(),
         });
+        let readiness = Readiness {
+            margin: config.proxy.readiness_margin,
+        };
+        metrics.watch(Arc::downgrade(&shared), readiness)?;
         let clients = TaskTracker::new();
         clients.spawn(accept_loop(listener, shared.clone(), clients.clone()));
         info!(%addr, "pglease listening");
+        let (admin, admin_stop) = (TaskTracker::new(), CancellationToken::new());
+        let admin_addr = admin_listener.map(|(listener, admin_addr)| {
+            let state = Arc::new(AdminState {
+                shared: shared.clone(),
+                metrics: metrics.clone(),
+                readiness,
+            });
+            let serve =
+                crate::admin::http::serve(listener, state, admin.clone(), admin_stop.clone());
+            admin.spawn(serve);
+            admin_addr
+        });
         Ok(Proxy {
             addr,
             shared,
@@ -169,7 +219,22 @@ impl Proxy {
             credentials_stop,
             shutdown_timeout: config.proxy.shutdown_timeout,
             requests,
+            metrics,
+            admin_addr,
+            admin,
+            admin_stop,
         })
+    }
+
+    /// Where the admin endpoint (`/metrics`, `/healthz`, `/readyz`) listens, when
+    /// `admin_listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The proxy's metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The address clients connect to.
@@ -222,6 +287,9 @@ impl Proxy {
         {
             warn!("revoking leases took too long; some may stay valid until they expire");
         }
+        self.admin_stop.cancel();
+        self.admin.close();
+        self.admin.wait().await;
         info!("pglease stopped");
     }
 
@@ -246,6 +314,7 @@ fn build_pools(
     config: &Config,
     targets: &HashMap<String, UpstreamTarget>,
     entries: &HashMap<String, setup::Entry>,
+    metrics: &Metrics,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Pools {
@@ -262,7 +331,12 @@ fn build_pools(
             idle_timeout: config.proxy.idle_timeout,
         };
         for user in &config.users {
-            let pool = Pool::new(target.clone(), entry.credentials.clone(), settings.clone());
+            let pool = Pool::new(
+                target.clone(),
+                entry.credentials.clone(),
+                settings.clone(),
+                metrics.pool(&db.name, &user.name),
+            );
             tasks.spawn(crate::pool::maintain(pool.clone(), shutdown.clone()));
             let entry = PoolEntry {
                 pool,

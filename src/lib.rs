@@ -17,7 +17,10 @@
 //!   lease) or close it with a [`pool::CloseReason`].
 //! - [`client`]: a client's handshake, authentication and relay loop, and the state every
 //!   client task reads ([`client::Shared`]).
-//! - [`admin`]: the operator's plane: the admin console (database `pglease`).
+//! - [`metrics`]: the Prometheus registry: hands the data path its instruments, reads pools,
+//!   leases and the process at scrape time, and judges readiness.
+//! - [`admin`]: the operator's plane: the HTTP endpoint on `admin_listen` (`/metrics`,
+//!   `/healthz`, `/readyz`) and the admin console (database `pglease`).
 //! - [`app`]: wiring only: builds the shared state from a config and runs the listener.
 //! - [`logging`]: the process's log output (filter, `text` or `json` lines on stderr).
 //! - [`dev`]: `pglease dev`, a throwaway local PostgreSQL with the proxy in front of it.
@@ -37,6 +40,7 @@ pub mod config;
 pub mod credentials;
 pub mod dev;
 pub mod logging;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod secret;

@@ -12,6 +12,7 @@ use tracing::Span;
 
 use super::ClientError;
 use super::cancel::CancelKey;
+use super::instruments::AuthFailure;
 use super::settings::{ClientSettings, greeting};
 use super::shared::{PoolEntry, Shared};
 use super::stream::ClientStream;
@@ -141,9 +142,11 @@ pub async fn login(
     if startup.minor > 0 || startup.protocol_options().next().is_some() {
         backend::negotiate_protocol_version(&mut out, startup.protocol_options());
     }
+    let failed = |reason| shared.instruments.auth_failed(reason);
     let user = startup
         .user()
         .ok_or_else(|| {
+            failed(AuthFailure::NoUser);
             ClientError::refused(
                 "28000",
                 "no PostgreSQL user name specified in startup packet",
@@ -154,15 +157,24 @@ pub async fn login(
     Span::current().record("user", user.as_str());
     Span::current().record("db", database.as_str());
     if shared.client_tls_required && !stream.is_tls() {
+        failed(AuthFailure::TlsRequired);
         return Err(plaintext_refused(&user, &database));
     }
 
-    authenticate(shared, stream, &mut buf, &mut out, &user).await?;
+    authenticate(shared, stream, &mut buf, &mut out, &user)
+        .await
+        .inspect_err(|e| match e.sqlstate() {
+            Some("28P01") => failed(AuthFailure::WrongPassword),
+            Some(_) => failed(AuthFailure::Protocol),
+            // The client hung up: nothing was refused.
+            None => {}
+        })?;
     if database == ADMIN_DATABASE {
         return admin_login(shared, startup, out, buf, &user).map(Some);
     }
 
     let pool = shared.pool(&database, &user).ok_or_else(|| {
+        failed(AuthFailure::UnknownDatabase);
         ClientError::refused("3D000", format!("database \"{database}\" does not exist"))
     })?;
     let wanted = super::settings::startup::settings(&startup)?;

@@ -6,6 +6,7 @@
 pub mod cancel;
 pub mod control;
 pub mod handshake;
+pub mod instruments;
 pub mod notify;
 pub mod relay;
 pub mod session;
@@ -29,6 +30,8 @@ use crate::protocol::ProtocolError;
 use crate::protocol::backend::{self, Severity};
 
 pub use shared::{ConsoleEntry, PoolEntry, Pools, Shared};
+
+use instruments::AuthFailure;
 pub use stream::ClientStream;
 
 /// Why a client connection ended abnormally; a clean hang-up is not an error.
@@ -50,6 +53,16 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The SQLSTATE the client is sent for this error, if it is sent one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { code, .. } => Some(code),
+            ClientError::RefusedUpstream { code, .. } => Some(code),
+            ClientError::Protocol(_) => Some("08P01"),
+            ClientError::Io(_) => None,
+        }
+    }
+
     /// A FATAL error to send before closing.
     pub fn refused(code: &'static str, message: impl Into<String>) -> Self {
         ClientError::Refused {
@@ -84,7 +97,10 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         };
         let login = tokio::time::timeout_at(deadline, handshake::login(&shared, &mut stream, buf))
             .await
-            .unwrap_or_else(|_| Err(ClientError::refused("08P01", "login timeout")));
+            .unwrap_or_else(|_| {
+                shared.instruments.auth_failed(AuthFailure::Timeout);
+                Err(ClientError::refused("08P01", "login timeout"))
+            });
         let result = match login {
             Ok(Some(handshake::LoggedIn::Pool(login))) => {
                 let info = stop::ClientInfo {
@@ -115,6 +131,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             },
             Ok(None) => Ok(()),
             Err(e) => {
+                if let Some(code) = e.sqlstate() {
+                    shared.instruments.error_sent(code);
+                }
                 refuse(&mut stream, &e).await;
                 Err(e)
             }

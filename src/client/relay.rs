@@ -18,6 +18,12 @@
 //! through rustls, and each pass also pushes out TLS records rustls still holds, so nothing
 //! waits in its buffer while the relay waits on a socket.
 //!
+//! The pool's totals are counted without a lock or a shared write per message: bytes, queries
+//! and query times add up in the session's own [`Tracker`], and go to the pool's
+//! [`crate::pool::PoolStats`] in one step when a transaction ends (a ReadyForQuery `I` with nothing
+//! outstanding), together with that transaction's histogram observations ([`Meter`]). The
+//! clock is read when a query starts from an idle upstream and when it ends, nowhere else.
+//!
 //! Both directions flow at once, so a client that pipelines more than the socket buffers
 //! hold while PostgreSQL is busy writing results cannot deadlock the pair. Each buffer holds
 //! at most [`READ_CHUNK`] unsent bytes, so memory per client is bounded whatever the result
@@ -27,6 +33,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 
@@ -35,9 +42,14 @@ use super::statements::ReplyError;
 use super::stop::Stop;
 use super::tracked::{self, Filter, Tracking};
 use crate::credentials::LeaseEnd;
+use crate::pool::TransactionTotals;
+
+mod meter;
+
 use crate::protocol::ProtocolError;
 use crate::protocol::frame::{BackendScanner, FrontendScanner};
 use crate::tls::stream::RelayIo;
+pub use meter::{Meter, micros};
 
 /// Most bytes buffered in one direction before reading pauses for the writer to catch up.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -83,6 +95,12 @@ pub struct Tracker {
     /// Transaction mode: something relayed may have changed the session's settings
     /// (see [`super::settings`]); the session reads them before the upstream goes back.
     pub settings_changed: bool,
+    /// Traffic since the last transaction ended, not yet added to the pool's totals.
+    pub totals: TransactionTotals,
+    /// When the queries now outstanding started (`pending` went up from 0).
+    pub busy_since: Option<Instant>,
+    /// When the transaction now open started.
+    pub transaction_since: Option<Instant>,
     idle_point: bool,
 }
 
@@ -94,6 +112,9 @@ impl Default for Tracker {
             terminated: false,
             unsolicited: false,
             settings_changed: false,
+            totals: TransactionTotals::default(),
+            busy_since: None,
+            transaction_since: None,
             idle_point: false,
         }
     }
@@ -130,7 +151,7 @@ pub enum RelayEnd {
 }
 
 /// What the relay watches besides the two sockets.
-pub struct Signals<'a, 't> {
+pub struct Signals<'a, 't, 'm> {
     /// Session mode: resolves when the upstream's lease is superseded; the relay then stops
     /// at the next idle boundary so the session can move.
     pub rotated: Option<Pin<&'a mut (dyn Future<Output = ()> + Send)>>,
@@ -140,6 +161,8 @@ pub struct Signals<'a, 't> {
     pub stop: &'t Stop,
     /// Transaction mode with `max_prepared_statements` above 0: the statement tracking.
     pub tracking: Option<Tracking<'t>>,
+    /// Where finished queries and transactions are recorded.
+    pub meter: Meter<'m>,
 }
 
 /// Relays until one of the [`RelayEnd`] conditions.
@@ -150,7 +173,7 @@ pub async fn relay(
     track: &mut Tracker,
     release_on_idle: bool,
     max_message: usize,
-    signals: Signals<'_, '_>,
+    signals: Signals<'_, '_, '_>,
 ) -> RelayEnd {
     track.idle_point = false;
     let Signals {
@@ -158,6 +181,7 @@ pub async fn relay(
         deadline,
         stop,
         mut tracking,
+        meter,
     } = signals;
     let mut rotation_due = false;
     let end = poll_fn(|cx| {
@@ -184,8 +208,11 @@ pub async fn relay(
             bufs,
             track,
             tracking.as_mut(),
-            release_on_idle,
-            max_message,
+            Mode {
+                release_on_idle,
+                max_message,
+                meter,
+            },
         );
         if end.is_pending() && rotation_due && at_idle_boundary(bufs, track) {
             return Poll::Ready(RelayEnd::Rotated);
@@ -221,16 +248,24 @@ struct Sockets<'a, C, U> {
     upstream: &'a mut U,
 }
 
+/// How a relay run treats what it moves.
+#[derive(Clone, Copy)]
+struct Mode<'a> {
+    release_on_idle: bool,
+    max_message: usize,
+    meter: Meter<'a>,
+}
+
 fn poll_relay(
     cx: &mut Context<'_>,
     io: Sockets<'_, impl RelayIo, impl RelayIo>,
     b: &mut Buffers,
     t: &mut Tracker,
     mut tracking: Option<&mut Tracking<'_>>,
-    release_on_idle: bool,
-    max_message: usize,
+    mode: Mode<'_>,
 ) -> Poll<RelayEnd> {
     let Sockets { client, upstream } = io;
+    let max_message = mode.max_message;
     loop {
         let mut progress = false;
         // TLS may hold records from an earlier write; pending here only means the socket is
@@ -252,7 +287,7 @@ fn poll_relay(
                             return Poll::Ready(RelayEnd::UpstreamMismatch(e));
                         }
                     }
-                    if let Err(e) = scan_backend(b, t, release_on_idle, tracking.is_some()) {
+                    if let Err(e) = scan_backend(b, t, mode, tracking.is_some()) {
                         return Poll::Ready(RelayEnd::UpstreamProtocol(e));
                     }
                 }
@@ -265,6 +300,7 @@ fn poll_relay(
         if n > 0 {
             match poll_write(client, &b.u2c[..n], cx) {
                 Poll::Ready(Ok(w)) => {
+                    t.totals.sent_bytes += w as u64;
                     b.u2c.advance(w);
                     b.bscan.consumed(w);
                     b.filter.consumed(w);
@@ -284,11 +320,12 @@ fn poll_relay(
         if !t.terminated && room {
             match poll_read(client, &mut b.c2u, cx) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::ClientClosed),
-                Poll::Ready(Ok(_)) => {
+                Poll::Ready(Ok(n)) => {
                     progress = true;
+                    t.totals.received_bytes += n as u64;
                     match b.fscan.scan(&b.c2u, tracking.is_some(), max_message) {
                         Ok(s) => {
-                            t.pending += s.sync_points;
+                            t.requested(s.sync_points);
                             t.terminated |= s.terminate;
                         }
                         Err(e) => return Poll::Ready(RelayEnd::ClientProtocol(e)),
@@ -299,7 +336,7 @@ fn poll_relay(
             }
         }
 
-        match poll_send(cx, upstream, b, t, tracking.as_deref_mut(), release_on_idle) {
+        match poll_send(cx, upstream, b, t, tracking.as_deref_mut(), mode) {
             Poll::Ready(Ok(())) => progress = true,
             Poll::Ready(Err(end)) => return Poll::Ready(end),
             Poll::Pending => {}
@@ -322,8 +359,9 @@ fn poll_send(
     b: &mut Buffers,
     t: &mut Tracker,
     tracking: Option<&mut Tracking<'_>>,
-    release_on_idle: bool,
+    mode: Mode<'_>,
 ) -> Poll<Result<(), RelayEnd>> {
+    let release_on_idle = mode.release_on_idle;
     let Some(tr) = tracking else {
         let n = b.fscan.forwardable();
         if n == 0 {
@@ -341,7 +379,7 @@ fn poll_send(
     }
     // Replies the proxy owes at once are placed, and shown to the client, now.
     tracked::filter_replies(b, tr.upstream).map_err(RelayEnd::UpstreamMismatch)?;
-    scan_backend(b, t, release_on_idle, true).map_err(RelayEnd::UpstreamProtocol)?;
+    scan_backend(b, t, mode, true).map_err(RelayEnd::UpstreamProtocol)?;
     if !b.send.is_empty() {
         t.settings_changed |= release_on_idle && mentions_set_config(&b.send);
         let w = ready!(poll_write(upstream, &b.send, cx)).map_err(RelayEnd::UpstreamIo)?;
@@ -365,9 +403,10 @@ fn poll_send(
 fn scan_backend(
     b: &mut Buffers,
     t: &mut Tracker,
-    release_on_idle: bool,
+    mode: Mode<'_>,
     tracked: bool,
 ) -> Result<(), ProtocolError> {
+    let release_on_idle = mode.release_on_idle;
     loop {
         let judged = if tracked {
             &b.u2c[..b.filter.checked]
@@ -381,6 +420,9 @@ fn scan_backend(
         };
         t.pending = t.pending.saturating_sub(1);
         t.status = status;
+        if t.pending == 0 {
+            t.answered(status, &mode.meter);
+        }
         let nothing_outstanding = t.pending == 0 && !b.fscan.open_batch() && b.nothing_to_send();
         if release_on_idle && status == b'I' && nothing_outstanding {
             t.idle_point = true;

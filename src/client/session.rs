@@ -2,7 +2,7 @@
 //! the upstream back (transaction mode: at each idle ReadyForQuery; session mode: when the
 //! client leaves), and clean up whatever a vanished client left open.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 use super::ClientError;
 use super::handshake::Login;
 use super::notify::ClientNotify;
-use super::relay::{Buffers, RelayEnd, Signals, Tracker, relay};
+use super::relay::{Buffers, Meter, RelayEnd, Signals, Tracker, micros, relay};
 use super::shared::{PoolEntry, Shared};
 use super::statements::{ClientStatements, UpstreamStatements};
 use super::stop::{ClientInfo, ClientState, Registration};
@@ -129,11 +129,13 @@ impl Session {
                 continue;
             }
             self.registration.set_state(ClientState::Waiting);
+            let asked = Instant::now();
             let checkout = tokio::select! {
                 biased;
                 () = self.registration.stop.killed() => return Err(self.killed().await),
                 up = self.entry().pool.checkout() => up,
             };
+            self.waited(asked);
             let up = match checkout {
                 Ok(up) => up,
                 Err(e) => {
@@ -331,11 +333,16 @@ impl Session {
                 .statements
                 .get_or_insert_with(|| UpstreamStatements::new(max_statements)),
         });
+        let pool = &self.login.pool.pool;
         let signals = Signals {
             rotated,
             deadline,
             stop: &self.registration.stop,
             tracking,
+            meter: Meter {
+                stats: pool.stats(),
+                instruments: pool.instruments(),
+            },
         };
         relay(
             &mut self.client,
@@ -357,6 +364,9 @@ impl Session {
 
     /// Sends a FATAL error to the client and returns it.
     async fn fatal(&mut self, err: ClientError) -> ClientError {
+        if let Some(code) = err.sqlstate() {
+            self.shared.instruments.error_sent(code);
+        }
         super::refuse(&mut self.client, &err).await;
         err
     }
@@ -368,6 +378,7 @@ impl Session {
         loop {
             let scan = self.bufs.fscan.scan(&self.bufs.c2u, true, max)?;
             self.track.pending += scan.sync_points;
+            self.track.totals.queries += u64::from(scan.sync_points);
             self.request_ready |= scan.request_ready;
             if scan.terminate && self.bufs.fscan.forwardable() == 0 {
                 return Ok(Next::Closed);
@@ -410,7 +421,21 @@ impl Session {
             if n == 0 {
                 return Ok(Next::Closed);
             }
+            self.track.totals.received_bytes += n as u64;
         }
+    }
+
+    /// A checkout asked for at `asked` ended (with an upstream or not): its wait is counted,
+    /// and the request's query and transaction are timed from now.
+    fn waited(&mut self, asked: Instant) {
+        let now = Instant::now();
+        let waited = now.saturating_duration_since(asked);
+        let pool = &self.login.pool.pool;
+        pool.instruments().wait.observe(waited.as_secs_f64());
+        pool.stats()
+            .wait_micros
+            .fetch_add(micros(waited), std::sync::atomic::Ordering::Relaxed);
+        self.track.begin(now);
     }
 
     /// Transaction mode: answers a LISTEN / UNLISTEN request through the pool's listener (see
@@ -462,6 +487,7 @@ impl Session {
     async fn refuse_request(&mut self, code: &str, message: &str) -> Result<(), ClientError> {
         self.bufs.fscan.discard_scanned(&mut self.bufs.c2u);
         self.request_ready = false;
+        self.shared.instruments.error_sent(code);
         let out = &mut self.bufs.u2c;
         backend::error_response(out, Severity::Error, code, message);
         for _ in 0..self.track.pending {
@@ -511,5 +537,13 @@ impl Session {
                 *buf = BytesMut::with_capacity(8 * 1024);
             }
         }
+    }
+}
+
+impl Drop for Session {
+    /// Traffic since the last finished transaction (a client that left in the middle of one,
+    /// or between transactions after its last reply went out) still counts.
+    fn drop(&mut self) {
+        self.login.pool.pool.stats().add_traffic(&self.track.totals);
     }
 }

@@ -113,6 +113,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// The admin console; `None` refuses database `pglease` with a clear error.
     pub console: Option<ConsoleEntry>,
+    /// Failed logins and errors sent to clients, for `/metrics`.
+    pub instruments: super::instruments::ClientInstruments,
 }
 
 impl Shared {

@@ -19,6 +19,12 @@ pub struct ProxyConfig {
     pub listen: String,
     /// `host:port` of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`); none by default.
     pub admin_listen: Option<String>,
+    /// `/readyz` turns 503 when a pool's lease is closer than this to its cliff (its hard
+    /// deadline), so traffic moves away before the lease stops working during a source
+    /// outage. Capped at a tenth of each lease's lifetime, so a short lease's normal rotation
+    /// (at `rotate_at` of its lifetime, well before the cliff) never makes the proxy unready.
+    /// Default 30s.
+    pub readiness_margin: Duration,
     /// Local users allowed into the admin console (database `pglease`); each must be a
     /// `[[users]]` name.
     pub admin_users: Vec<String>,
@@ -104,6 +110,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             listen: "127.0.0.1:6432".to_owned(),
             admin_listen: None,
+            readiness_margin: Duration::from_secs(30),
             admin_users: Vec::new(),
             auth_type: AuthType::ScramSha256,
             max_message_size: 64 * 1024 * 1024,

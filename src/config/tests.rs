@@ -25,6 +25,7 @@ const FULL: &str = r#"
     [proxy]
     listen = "localhost:7000"
     admin_listen = "[::1]:9930"
+    readiness_margin = "10s"
     admin_users = ["ops"]
     auth_type = "md5"
     max_message_size = 1048576
@@ -107,6 +108,7 @@ fn full_config_round_trips_including_defaults() {
     let proxy = ProxyConfig {
         listen: "localhost:7000".into(),
         admin_listen: Some("[::1]:9930".into()),
+        readiness_margin: secs(10),
         admin_users: vec!["ops".into()],
         auth_type: AuthType::Md5,
         max_message_size: 1 << 20,

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod deadline;
 pub mod exec_source;
 pub mod file_source;
+pub mod instruments;
 pub mod issuer;
 pub mod json;
 pub mod lease;

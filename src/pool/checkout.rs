@@ -21,6 +21,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use deadpool::managed;
+use prometheus::IntCounter;
 use tracing::debug;
 
 use super::close::CloseReason;
@@ -58,6 +59,8 @@ pub struct Pooled {
     listed: Listed,
     /// The pool's credentials entry, named in the close log line.
     credentials: Arc<str>,
+    /// The pool's close counters by reason, one bumped when this connection closes.
+    closes: Arc<[IntCounter]>,
     /// What clients left on this connection.
     state: UpstreamState,
     /// Why it is being closed, once that is decided; the first reason stays.
@@ -71,6 +74,7 @@ impl Pooled {
         tally: Tally,
         listed: Listed,
         credentials: Arc<str>,
+        closes: Arc<[IntCounter]>,
     ) -> Pooled {
         Pooled {
             up,
@@ -78,6 +82,7 @@ impl Pooled {
             _tally: tally,
             listed,
             credentials,
+            closes,
             state: UpstreamState::default(),
             closing: None,
         }
@@ -123,6 +128,9 @@ impl Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         let reason = self.closing.unwrap_or(CloseReason::PoolClosed);
+        if let Some(c) = self.closes.get(reason.index()) {
+            c.inc();
+        }
         debug!(
             credentials = %self.credentials,
             generation = self.up.generation(),

@@ -46,6 +46,32 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in [`CloseReason::index`] order (metrics resolve one counter per reason).
+    pub const ALL: [CloseReason; 17] = [
+        CloseReason::Broken,
+        CloseReason::UpstreamLost,
+        CloseReason::IdleTimeout,
+        CloseReason::LeaseRetired,
+        CloseReason::UnsolicitedInput,
+        CloseReason::ReplyMismatch,
+        CloseReason::ClientVanished,
+        CloseReason::CleanupFailed,
+        CloseReason::CancelUnsettled,
+        CloseReason::MoveFailed,
+        CloseReason::SettingsUnknown,
+        CloseReason::SettingsFailed,
+        CloseReason::SessionStateLeft,
+        CloseReason::NotNeeded,
+        CloseReason::Deadline,
+        CloseReason::Shutdown,
+        CloseReason::PoolClosed,
+    ];
+
+    /// Position in [`CloseReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// A stable label for logs and metrics: snake case, never changed once released.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -82,25 +108,10 @@ mod tests {
 
     #[test]
     fn labels_are_distinct_snake_case() {
-        let all = [
-            CloseReason::Broken,
-            CloseReason::UpstreamLost,
-            CloseReason::IdleTimeout,
-            CloseReason::LeaseRetired,
-            CloseReason::UnsolicitedInput,
-            CloseReason::ReplyMismatch,
-            CloseReason::ClientVanished,
-            CloseReason::CleanupFailed,
-            CloseReason::CancelUnsettled,
-            CloseReason::MoveFailed,
-            CloseReason::SettingsUnknown,
-            CloseReason::SettingsFailed,
-            CloseReason::SessionStateLeft,
-            CloseReason::NotNeeded,
-            CloseReason::Deadline,
-            CloseReason::Shutdown,
-            CloseReason::PoolClosed,
-        ];
+        let all = CloseReason::ALL;
+        for (i, r) in all.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r} is out of place in ALL");
+        }
         let labels: std::collections::HashSet<&str> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(labels.len(), all.len(), "two reasons share a label");
         for label in labels {

@@ -72,6 +72,8 @@ pub struct Listener(Arc<Shared>);
 struct Shared {
     target: UpstreamTarget,
     credentials: Credentials,
+    /// The pool's instruments, where the listener's logins are counted too.
+    instruments: super::PoolInstruments,
     state: Mutex<State>,
     /// Woken when the wanted channel set changes.
     changed: Notify,
@@ -103,10 +105,15 @@ struct State {
 impl Listener {
     /// A listener for the pool logging in to `target` with `credentials`; nothing is opened
     /// until the first LISTEN.
-    pub fn new(target: UpstreamTarget, credentials: Credentials) -> Listener {
+    pub fn new(
+        target: UpstreamTarget,
+        credentials: Credentials,
+        instruments: super::PoolInstruments,
+    ) -> Listener {
         Listener(Arc::new(Shared {
             target,
             credentials,
+            instruments,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
             confirmed: watch::Sender::new(Confirmed::default()),

@@ -11,6 +11,7 @@ use tracing::warn;
 use super::checkout::Pooled;
 use super::close::CloseReason;
 use super::replacements::Replacements;
+use super::stats::PoolInstruments;
 use super::upstreams::Upstreams;
 use crate::credentials::Credentials;
 use crate::upstream::{self, ServerParams, Upstream, UpstreamError, UpstreamTarget};
@@ -35,6 +36,8 @@ pub struct Manager {
     pub(super) replacements: Replacements,
     /// Woken when a ready replacement was used, so the drain task opens the next one.
     pub(super) wanted: Notify,
+    /// Where logins and closes are counted.
+    pub(super) instruments: PoolInstruments,
     /// Logins made on the checkout path, where a client waits for them (or the drain task,
     /// when the ready replacement it cycles in was taken by someone else meanwhile).
     pub(super) checkout_logins: AtomicU64,
@@ -47,6 +50,7 @@ impl Manager {
         target: UpstreamTarget,
         credentials: Credentials,
         idle_timeout: Duration,
+        instruments: PoolInstruments,
     ) -> Self {
         Manager {
             target,
@@ -58,6 +62,7 @@ impl Manager {
             wanted: Notify::new(),
             checkout_logins: AtomicU64::new(0),
             upstreams: Arc::default(),
+            instruments,
         }
     }
 
@@ -86,7 +91,9 @@ impl Manager {
                 .ok_or_else(|| UpstreamError::NoLease(self.credentials.name().to_owned()))?,
         };
         let generation = lease.generation;
-        let up = match upstream::connect(&self.target, lease).await {
+        let first = upstream::connect(&self.target, lease).await;
+        self.instruments.connected(&first);
+        let up = match first {
             Err(UpstreamError::Refused { code, .. }) if code == "28P01" => {
                 self.after_bad_password(generation).await?
             }
@@ -109,6 +116,7 @@ impl Manager {
             self.replacements.tally(generation),
             listed,
             self.credentials_name.clone(),
+            self.instruments.closes.clone(),
         )
     }
 
@@ -150,7 +158,9 @@ impl Manager {
             .credentials
             .current()
             .ok_or_else(|| UpstreamError::NoLease(self.credentials.name().to_owned()))?;
-        upstream::connect(&self.target, lease).await
+        let retried = upstream::connect(&self.target, lease).await;
+        self.instruments.connected(&retried);
+        retried
     }
 }
 

@@ -44,7 +44,7 @@ pub use drain::maintain;
 pub use manager::Manager;
 pub use moves::{Move, MoveError};
 pub use prove::prover;
-pub use stats::{PoolStats, StatsSnapshot};
+pub use stats::{ConnectResult, PoolInstruments, PoolStats, StatsSnapshot, TransactionTotals};
 pub use upstreams::UpstreamInfo;
 
 /// Settings of one pool, from its `[[databases]]` entry and `[proxy]`.
@@ -87,10 +87,17 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool that logs in to `target` with the current lease of `credentials`.
-    pub fn new(target: UpstreamTarget, credentials: Credentials, settings: PoolSettings) -> Pool {
-        let listener = listener::Listener::new(target.clone(), credentials.clone());
-        let manager = Manager::new(target, credentials, settings.idle_timeout);
+    /// A pool that logs in to `target` with the current lease of `credentials`, recording on
+    /// `instruments`.
+    pub fn new(
+        target: UpstreamTarget,
+        credentials: Credentials,
+        settings: PoolSettings,
+        instruments: PoolInstruments,
+    ) -> Pool {
+        let listener =
+            listener::Listener::new(target.clone(), credentials.clone(), instruments.clone());
+        let manager = Manager::new(target, credentials, settings.idle_timeout, instruments);
         let inner = managed::Pool::builder(manager)
             .max_size(settings.size)
             .queue_mode(managed::QueueMode::Lifo)
@@ -309,6 +316,39 @@ impl Pool {
         let s = self.inner.status();
         s.size.saturating_sub(s.available)
     }
+    /// The pool's prometheus instruments (histograms, login and close counters).
+    pub fn instruments(&self) -> &PoolInstruments {
+        &self.inner.manager().instruments
+    }
+
+    /// Upstream connections by state, for the admin plane (takes the replacements' lock
+    /// briefly: scrape and `SHOW` time only, never on the data path).
+    pub fn upstream_counts(&self) -> UpstreamCounts {
+        let s = self.inner.status();
+        let manager = self.inner.manager();
+        let current = manager.credentials().generation();
+        UpstreamCounts {
+            active: s.size.saturating_sub(s.available),
+            idle: s.available,
+            replacement: manager
+                .replacements
+                .count_ready(current, manager.idle_timeout()),
+            retiring: manager.replacements.older_than(current).connections,
+        }
+    }
+}
+
+/// A pool's upstream connections by state (`pglease_upstream_connections{state}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamCounts {
+    /// Checked out by a client.
+    pub active: usize,
+    /// In the pool, free.
+    pub idle: usize,
+    /// Logged in on the newest lease ahead of need, not yet in the pool.
+    pub replacement: usize,
+    /// Open on a superseded lease (these are also counted as active or idle).
+    pub retiring: usize,
 }
 
 /// How long before a superseded lease's hard deadline a session still on it moves even with

@@ -19,9 +19,11 @@ pub fn prover(target: UpstreamTarget, pools: Vec<Pool>) -> Prover {
         let target = target.clone();
         let pools = pools.clone();
         Box::pin(async move {
-            let up = upstream::connect(&target, lease)
-                .await
-                .map_err(proof_error)?;
+            let login = upstream::connect(&target, lease).await;
+            if let Some(first) = pools.first() {
+                first.instruments().connected(&login);
+            }
+            let up = login.map_err(proof_error)?;
             offer_in_turn(&pools, up);
             Ok(())
         })
@@ -35,6 +37,9 @@ fn offer_in_turn(pools: &[Pool], mut up: Upstream) {
             None => return,
             Some(back) => up = back,
         }
+    }
+    if let Some(first) = pools.first() {
+        first.instruments().closed(CloseReason::NotNeeded);
     }
     debug!(
         generation = up.generation(),

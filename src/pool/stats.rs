@@ -5,9 +5,19 @@
 //!
 //! Plain relaxed atomics: the data path adds to them without a lock, and readers take a
 //! [`StatsSnapshot`] at scrape or `SHOW` time. Gauges (`clients_*`) go up and down as clients
-//! change state; totals only grow.
+//! change state; totals only grow. A client adds its transaction's bytes, queries and times
+//! once per transaction ([`PoolStats::add_transaction`]), not per message.
+//!
+//! The histograms and the login and close counters are prometheus instruments
+//! ([`PoolInstruments`]) resolved to their labels when the pool is built.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use prometheus::{Histogram, HistogramOpts, IntCounter};
+
+use super::CloseReason;
+use crate::upstream::UpstreamError;
 
 /// Counts and totals of one pool.
 #[derive(Debug, Default)]
@@ -50,7 +60,45 @@ pub struct StatsSnapshot {
     pub wait_micros: u64,
 }
 
+/// What one transaction (or, in session mode, one stretch between idle points) added.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TransactionTotals {
+    /// Bytes read from the client.
+    pub received_bytes: u64,
+    /// Bytes written to the client.
+    pub sent_bytes: u64,
+    /// Queries (Query messages and Syncs).
+    pub queries: u64,
+    /// Microseconds spent in those queries.
+    pub query_micros: u64,
+}
+
 impl PoolStats {
+    /// Adds one finished transaction that took `micros` on its upstream.
+    pub fn add_transaction(&self, totals: &TransactionTotals, micros: u64) {
+        let add = |a: &AtomicU64, v: u64| {
+            if v > 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        add(&self.transactions, 1);
+        add(&self.transaction_micros, micros);
+        self.add_traffic(totals);
+    }
+
+    /// Adds traffic that finished no transaction (a client that left mid-transaction).
+    pub fn add_traffic(&self, totals: &TransactionTotals) {
+        let add = |a: &AtomicU64, v: u64| {
+            if v > 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        add(&self.received_bytes, totals.received_bytes);
+        add(&self.sent_bytes, totals.sent_bytes);
+        add(&self.queries, totals.queries);
+        add(&self.query_micros, totals.query_micros);
+    }
+
     /// Reads every field (each one atomically; the set is not one instant, which scrapes do
     /// not need).
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -68,5 +116,120 @@ impl PoolStats {
             query_micros: u(&self.query_micros),
             wait_micros: u(&self.wait_micros),
         }
+    }
+}
+
+/// The prometheus instruments a pool writes on its own data path, built once per pool by the
+/// metrics registry (`crate::metrics`) with their labels already resolved, so recording is
+/// an atomic add: no label lookup and no lock per transaction. A pool built without a
+/// registry gets [`PoolInstruments::default`], whose instruments are registered nowhere.
+#[derive(Clone)]
+pub struct PoolInstruments {
+    /// How long each request waited for an upstream (`pglease_client_wait_seconds`).
+    pub wait: Histogram,
+    /// Each transaction's time on its upstream (`pglease_transaction_duration_seconds`).
+    pub transaction: Histogram,
+    /// Each query's time from its request to its ReadyForQuery
+    /// (`pglease_query_duration_seconds`).
+    pub query: Histogram,
+    /// Upstream logins by [`ConnectResult`], indexed by [`ConnectResult::index`].
+    pub connects: Arc<[IntCounter]>,
+    /// Upstream closes by [`CloseReason`], indexed by [`CloseReason::index`].
+    pub closes: Arc<[IntCounter]>,
+}
+
+impl PoolInstruments {
+    /// Counts the outcome of one upstream login.
+    pub fn connected<T>(&self, result: &Result<T, UpstreamError>) {
+        if let Some(c) = self.connects.get(ConnectResult::of(result).index()) {
+            c.inc();
+        }
+    }
+
+    /// Counts one upstream close.
+    pub fn closed(&self, reason: CloseReason) {
+        if let Some(c) = self.closes.get(reason.index()) {
+            c.inc();
+        }
+    }
+}
+
+impl Default for PoolInstruments {
+    fn default() -> Self {
+        let histogram = |name: &str| {
+            Histogram::with_opts(HistogramOpts::new(name, "unregistered"))
+                .unwrap_or_else(|_| unreachable!("a fixed valid name and default buckets"))
+        };
+        let counters = |n: usize| {
+            (0..n)
+                .map(|_| IntCounter::new("unregistered", "unregistered"))
+                .collect::<Result<Arc<[_]>, _>>()
+                .unwrap_or_else(|_| unreachable!("a fixed valid name"))
+        };
+        PoolInstruments {
+            wait: histogram("wait"),
+            transaction: histogram("transaction"),
+            query: histogram("query"),
+            connects: counters(ConnectResult::ALL.len()),
+            closes: counters(CloseReason::ALL.len()),
+        }
+    }
+}
+
+/// How an upstream login ended: the `result` label of `pglease_upstream_connects_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectResult {
+    /// Logged in.
+    Ok,
+    /// PostgreSQL refused the login (a bad lease password, an unknown role).
+    Refused,
+    /// Connect plus login took longer than `connect_timeout`.
+    Timeout,
+    /// PostgreSQL could not be reached, or hung up during the login.
+    Unreachable,
+    /// No lease was published for the pool's credentials yet.
+    NoLease,
+    /// TLS, protocol or authentication-method failures.
+    Failed,
+}
+
+impl ConnectResult {
+    /// Every result, in [`ConnectResult::index`] order.
+    pub const ALL: [ConnectResult; 6] = [
+        ConnectResult::Ok,
+        ConnectResult::Refused,
+        ConnectResult::Timeout,
+        ConnectResult::Unreachable,
+        ConnectResult::NoLease,
+        ConnectResult::Failed,
+    ];
+
+    /// The result of one login attempt.
+    pub fn of<T>(result: &Result<T, UpstreamError>) -> ConnectResult {
+        match result {
+            Ok(_) => ConnectResult::Ok,
+            Err(UpstreamError::Refused { .. }) => ConnectResult::Refused,
+            Err(UpstreamError::Timeout) => ConnectResult::Timeout,
+            Err(UpstreamError::Io(_) | UpstreamError::Closed) => ConnectResult::Unreachable,
+            Err(UpstreamError::NoLease(_)) => ConnectResult::NoLease,
+            Err(_) => ConnectResult::Failed,
+        }
+    }
+
+    /// The stable metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectResult::Ok => "ok",
+            ConnectResult::Refused => "refused",
+            ConnectResult::Timeout => "timeout",
+            ConnectResult::Unreachable => "unreachable",
+            ConnectResult::NoLease => "no_lease",
+            ConnectResult::Failed => "failed",
+        }
+    }
+
+    /// Position in [`ConnectResult::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
+pub mod http;
 pub mod log;
 pub mod tls;
 pub mod vault_standin;

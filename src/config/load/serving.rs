@@ -13,6 +13,7 @@ pub(super) fn read_proxy(mut s: Section<'_, '_>) -> ProxyConfig {
     let proxy = ProxyConfig {
         listen: s.string_or("listen", &d.listen),
         admin_listen: s.string("admin_listen"),
+        readiness_margin: s.duration_or("readiness_margin", d.readiness_margin),
         admin_users: s.strings("admin_users").unwrap_or_default(),
         auth_type: s.choice(
             "auth_type",

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -15,6 +15,7 @@ mod housekeeping;
 
 use super::{Credentials, ObtainError, Prover};
 use crate::credentials::audit::{self, Event};
+use crate::credentials::instruments::{LeaseInstruments, Outcome};
 use crate::credentials::schedule::{Backoff, Lifecycle, SHORT_LEASE_RETRY, rotation_time};
 use crate::credentials::{Lease, Source, SourceError};
 
@@ -31,6 +32,8 @@ pub struct Rotator {
     source: Arc<dyn Source>,
     life: Lifecycle,
     publish: watch::Sender<Option<Arc<Lease>>>,
+    /// Where lease events are counted, beside their audit lines.
+    instruments: LeaseInstruments,
 }
 
 /// A lease the rotator holds: the published one, or a superseded one still in use.
@@ -42,6 +45,8 @@ struct Held {
     renew_after: Option<SystemTime>,
     /// The source refused to extend the lease, or extended it no further: stop asking.
     renewal_done: bool,
+    /// When it was superseded, for the drain histogram.
+    retired_at: Option<Instant>,
 }
 
 impl Held {
@@ -51,6 +56,7 @@ impl Held {
             lease,
             renew_after: None,
             renewal_done: false,
+            retired_at: None,
         }
     }
 
@@ -110,7 +116,15 @@ impl Rotator {
             source,
             life,
             publish,
+            instruments: LeaseInstruments::default(),
         }
+    }
+
+    /// Counts this entry's lease events on `instruments` (the metrics registry's, resolved
+    /// for this entry) instead of on unregistered ones.
+    pub fn instrumented(mut self, instruments: LeaseInstruments) -> Rotator {
+        self.instruments = instruments;
+        self
     }
 
     /// Runs the rotator, and the watcher of its source, as tasks of `tasks` until `stop` is
@@ -204,8 +218,10 @@ impl Run {
                 let now = SystemTime::now();
                 let short =
                     rotation_time(&next, &self.rotator.life).is_some_and(|at| at <= now + MIN_LEAD);
-                if let Some(old) = self.current.replace(Held::new(next.clone())) {
+                if let Some(mut old) = self.current.replace(Held::new(next.clone())) {
                     self.audit(Event::Rotated, &next, trigger.as_str());
+                    self.rotator.instruments.rotation(Outcome::Ok);
+                    old.retired_at = Some(Instant::now());
                     self.retiring.push(old);
                     self.creds().update(|s| s.rotations += 1);
                 }
@@ -217,6 +233,10 @@ impl Run {
                 }
             }
             Err(e) => {
+                self.rotator.instruments.rotation(Outcome::Failed);
+                if let ObtainError::Source(source) = &e {
+                    self.rotator.instruments.source_error(source);
+                }
                 self.failing = true;
                 let delay = self.failures.next_delay();
                 self.failed(&e, delay);
@@ -244,6 +264,7 @@ impl Run {
         let mut lease = self.rotator.source.acquire().await?;
         lease.generation = generation;
         self.audit(Event::Issued, &lease, "acquired from source");
+        self.rotator.instruments.issued.inc();
         let lease = Arc::new(lease);
         if let Some(prove) = &self.prover {
             if let Err(e) = prove(lease.clone()).await {

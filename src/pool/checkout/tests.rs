@@ -46,6 +46,7 @@ async fn pooled(generation: u64, pid: i32, counts: &Replacements) -> (Pooled, Tc
         counts.tally(generation),
         listed,
         "app".into(),
+        crate::pool::PoolInstruments::default().closes,
     );
     (pooled, accepted.unwrap().0)
 }

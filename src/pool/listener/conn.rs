@@ -12,6 +12,7 @@ use postgres_protocol::message::backend::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::credentials::{Credentials, LeaseEnd};
+use crate::pool::PoolInstruments;
 use crate::protocol::ProtocolError;
 use crate::protocol::frame::header;
 use crate::upstream::connect::refused;
@@ -46,6 +47,7 @@ impl Conn {
     pub(super) async fn open(
         target: &UpstreamTarget,
         credentials: &Credentials,
+        instruments: &PoolInstruments,
     ) -> Result<Conn, UpstreamError> {
         let lease = match credentials.current() {
             Some(lease) => lease,
@@ -55,7 +57,9 @@ impl Conn {
                 .ok_or_else(|| UpstreamError::NoLease(credentials.name().to_owned()))?,
         };
         let deadline = credentials.watch_deadline(lease.generation);
-        let up = upstream::connect(target, lease).await?;
+        let login = upstream::connect(target, lease).await;
+        instruments.connected(&login);
+        let up = login?;
         Ok(Conn {
             up,
             buf: BytesMut::with_capacity(4096),

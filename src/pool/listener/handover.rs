@@ -84,7 +84,7 @@ pub(super) async fn rotate(
     sink: &mut impl FnMut(Notification),
 ) -> (Option<Conn>, bool) {
     let name = shared.credentials.name();
-    let mut new = match Conn::open(&shared.target, &shared.credentials).await {
+    let mut new = match Conn::open(&shared.target, &shared.credentials, &shared.instruments).await {
         Ok(new) if new.generation() > old.generation() => new,
         Ok(_) => return (Some(old), false),
         Err(e) => {

@@ -58,13 +58,15 @@ pub(super) async fn run(shared: Arc<Shared>) {
         }
         let made = match conn.as_mut() {
             Some(c) => c.apply(&wanted, sink).await,
-            None => match Conn::open(&shared.target, &shared.credentials).await {
-                Ok(c) => {
-                    info!(credentials = %shared.credentials.name(), generation = c.generation(), channels = wanted.len(), "listener connection opened");
-                    conn.insert(c).apply(&wanted, sink).await
+            None => {
+                match Conn::open(&shared.target, &shared.credentials, &shared.instruments).await {
+                    Ok(c) => {
+                        info!(credentials = %shared.credentials.name(), generation = c.generation(), channels = wanted.len(), "listener connection opened");
+                        conn.insert(c).apply(&wanted, sink).await
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
         };
         if let Err(e) = made {
             warn!(credentials = %shared.credentials.name(), error = %e, retry_in = ?retry, "listener connection failed");

@@ -9,6 +9,7 @@ use tracing::warn;
 use super::{Held, Run};
 use crate::credentials::audit::{self, Event};
 use crate::credentials::deadline::EndReason;
+use crate::credentials::instruments::Outcome;
 use crate::credentials::schedule::renewal_target;
 use crate::credentials::{Lease, SourceError};
 
@@ -27,6 +28,7 @@ impl Run {
         let mut kept = Vec::with_capacity(self.retiring.len());
         for mut r in std::mem::take(&mut self.retiring) {
             if r.in_use() == 0 {
+                self.drained(&r);
                 self.creds().end_lease(r.lease.generation, None);
                 self.audit(Event::Drained, &r.lease, "no connection uses it any more");
                 self.revoke(&r.lease, "drained: no connection uses it")
@@ -61,6 +63,9 @@ impl Run {
             "hard deadline reached with connections still on it",
         );
         self.creds().update(|s| s.expired_in_use += 1);
+        self.drained(r);
+        let ended = u64::try_from(r.in_use()).unwrap_or(u64::MAX);
+        self.rotator.instruments.deadline_closes.inc_by(ended);
         self.creds()
             .end_lease(r.lease.generation, Some(EndReason::Deadline));
         let grace = tokio::time::Instant::now() + DEADLINE_GRACE;
@@ -119,6 +124,7 @@ impl Run {
                 );
             }
             Ok(new_expiry) => {
+                self.rotator.instruments.renewals.inc();
                 r.expires_at = Some(new_expiry);
                 let generation = r.lease.generation;
                 let creds = self.creds();
@@ -142,6 +148,7 @@ impl Run {
                 );
             }
             Err(e) => {
+                self.rotator.instruments.source_error(&e);
                 if let SourceError::Unreachable(_) = e {
                     r.renew_after = Some(now + RENEW_RETRY);
                 } else {
@@ -170,17 +177,38 @@ impl Run {
     }
 
     pub(super) async fn revoke(&self, lease: &Lease, reason: &str) {
+        let instruments = &self.rotator.instruments;
         match self.rotator.source.revoke(lease).await {
-            Ok(()) => self.audit(Event::Revoked, lease, reason),
-            Err(e) => audit::record!(
-                WARN,
+            Ok(()) => {
+                instruments.revocation(Outcome::Ok);
+                let lived = SystemTime::now()
+                    .duration_since(lease.issued_at)
+                    .unwrap_or_default();
+                instruments.lifetime.observe(lived.as_secs_f64());
+                self.audit(Event::Revoked, lease, reason)
+            }
+            Err(e) => {
+                instruments.revocation(Outcome::Failed);
+                instruments.source_error(&e);
+                audit::record!(
+                    WARN,
                 credentials = %self.creds().name,
                 event = "revoke_failed",
                 lease_id = %lease.id,
                 generation = lease.generation,
                 error = %e,
                 "lease revocation failed"
-            ),
+                )
+            }
+        }
+    }
+
+    /// A superseded lease's drain is over (its last connection left, or its deadline came):
+    /// observes how long it took.
+    fn drained(&self, r: &Held) {
+        if let Some(at) = r.retired_at {
+            let took = at.elapsed();
+            self.rotator.instruments.drain.observe(took.as_secs_f64());
         }
     }
 }
