@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::time::{Instant, sleep};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::Refusal;
 use super::wire::{command_complete, notice};
 use crate::client::control::Control;
 use crate::client::{PoolEntry, Shared};
-use crate::credentials::Credentials;
+use crate::credentials::{Credentials, audit};
 
 /// Longest `PAUSE` waits for the upstreams clients hold to come back before it returns (the
 /// pause stays in force either way).
@@ -30,7 +30,7 @@ const RELOAD_WAIT: Duration = Duration::from_secs(60);
 
 /// `RELOAD`: asks the wiring, reports its outcome.
 pub async fn reload(control: &Control, out: &mut BytesMut) -> Result<(), Refusal> {
-    info!(audit = true, "admin console: RELOAD");
+    audit::record!(INFO, "admin console: RELOAD");
     let outcome = tokio::time::timeout(RELOAD_WAIT, control.reload())
         .await
         .map_err(|_| {
@@ -72,8 +72,8 @@ pub async fn pause(
     out: &mut BytesMut,
 ) -> Result<(), Refusal> {
     let pools = pools_of(shared, database)?;
-    info!(
-        audit = true,
+    audit::record!(
+        INFO,
         database = database.unwrap_or("*"),
         "admin console: PAUSE"
     );
@@ -107,8 +107,8 @@ pub async fn pause(
 /// `RESUME [db]`: waiting and future checkouts go on.
 pub fn resume(shared: &Shared, database: Option<&str>, out: &mut BytesMut) -> Result<(), Refusal> {
     let pools = pools_of(shared, database)?;
-    info!(
-        audit = true,
+    audit::record!(
+        INFO,
         database = database.unwrap_or("*"),
         "admin console: RESUME"
     );
@@ -134,8 +134,8 @@ pub async fn rotate(
             None => shared.credentials.values().collect(),
         };
     entries.sort_by(|a, b| a.name().cmp(b.name()));
-    info!(
-        audit = true,
+    audit::record!(
+        INFO,
         credentials = name.unwrap_or("*"),
         "admin console: ROTATE"
     );
@@ -207,14 +207,14 @@ pub fn kill(shared: &Shared, id: &str, out: &mut BytesMut) -> Result<(), Refusal
     if !shared.clients.kill(id) {
         return Err(Refusal::new("42704", format!("no client with id {id}")));
     }
-    info!(audit = true, client = id, "admin console: KILL");
+    audit::record!(INFO, client = id, "admin console: KILL");
     command_complete(out, "KILL");
     Ok(())
 }
 
 /// `SHUTDOWN`: asks the process to shut down gracefully.
 pub fn shutdown(shared: &Shared, out: &mut BytesMut) -> Result<(), Refusal> {
-    info!(audit = true, "admin console: SHUTDOWN");
+    audit::record!(INFO, "admin console: SHUTDOWN");
     shared.control.request_shutdown();
     command_complete(out, "SHUTDOWN");
     Ok(())
