@@ -25,6 +25,7 @@ use crate::protocol::backend::{self, Severity};
 /// How long cleanup statements (ROLLBACK, the reset query) may take before the upstream is
 /// closed instead.
 mod cleanup;
+mod follow;
 mod release;
 mod settings;
 
@@ -114,6 +115,7 @@ impl Session {
             if self.answer_listen().await? || self.answer_without_upstream().await? {
                 continue;
             }
+            self.follow_reload();
             let up = match self.entry().pool.checkout().await {
                 Ok(up) => up,
                 Err(e) => {

@@ -43,6 +43,8 @@ pub enum CloseReason {
     Shutdown,
     /// Its pool was closed.
     PoolClosed,
+    /// A config reload replaced or removed its pool, and it was idle.
+    Reloaded,
 }
 
 impl CloseReason {
@@ -66,6 +68,7 @@ impl CloseReason {
             CloseReason::Deadline => "deadline",
             CloseReason::Shutdown => "shutdown",
             CloseReason::PoolClosed => "pool_closed",
+            CloseReason::Reloaded => "reloaded",
         }
     }
 }
@@ -100,6 +103,7 @@ mod tests {
             CloseReason::Deadline,
             CloseReason::Shutdown,
             CloseReason::PoolClosed,
+            CloseReason::Reloaded,
         ];
         let labels: std::collections::HashSet<&str> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(labels.len(), all.len(), "two reasons share a label");

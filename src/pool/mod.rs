@@ -24,6 +24,7 @@ mod manager;
 mod moves;
 mod prove;
 mod replacements;
+mod retire;
 pub mod stats;
 
 use std::pin::pin;
@@ -42,6 +43,7 @@ pub use drain::maintain;
 pub use manager::Manager;
 pub use moves::{Move, MoveError};
 pub use prove::prover;
+pub use retire::{Retired, retire};
 pub use stats::{PoolStats, StatsSnapshot};
 
 /// Settings of one pool, from its `[[databases]]` entry and `[proxy]`.
@@ -249,6 +251,18 @@ impl Pool {
         self.inner.close();
         self.listener.close();
         self.inner.manager().replacements.clear();
+    }
+
+    /// Closes every idle upstream (and ready replacement) now, as `reason`; connections in
+    /// use are left alone. Returns how many closed.
+    pub fn close_idle(&self, reason: CloseReason) -> usize {
+        let removed = self.inner.retain(|_, _| false).removed;
+        let closed = removed.len();
+        for mut up in removed {
+            up.close_as(reason);
+        }
+        self.inner.manager().replacements.clear();
+        closed
     }
 
     /// The pool's listener, which transaction-mode clients' LISTENs subscribe to.
