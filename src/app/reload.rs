@@ -170,8 +170,7 @@ impl Reloader {
             }
         }
         let keep = |db: &DatabaseConfig| same_pool(old, &config, db, &rebuilt);
-        let upkeep = &mut running.upkeep;
-        let pools = self.pools(&config, &current, &credentials, &targets, upkeep, keep);
+        let (pools, new_upkeep) = self.pools(&config, &current, &credentials, &targets, keep);
         summary.count(old, &config, &current.pools, &pools, &rebuilt);
         drop(current);
         // Out of service from here on; stopped once their old pools are drained.
@@ -194,7 +193,9 @@ impl Reloader {
             pools,
             credentials,
         });
+        // The old pools' upkeep goes to their drains before the new pools' takes its place.
         let drains = self.retire_pools(&replaced.pools, &mut running.upkeep);
+        running.upkeep.extend(new_upkeep);
         drop(replaced);
         self.retire_entries(going, drains);
         running.config = Some(config);
@@ -232,17 +233,17 @@ impl Reloader {
     }
 
     /// The pools of `config`: the unchanged ones carried over (the same entry, connections
-    /// and all), the others new.
+    /// and all), the others new, with what stops each new one's upkeep.
     fn pools(
         &self,
         config: &Config,
         current: &Serving,
         credentials: &HashMap<String, Credentials>,
         targets: &HashMap<String, UpstreamTarget>,
-        upkeep: &mut HashMap<(String, String), CancellationToken>,
         keep: impl Fn(&DatabaseConfig) -> bool,
-    ) -> Pools {
+    ) -> (Pools, HashMap<(String, String), CancellationToken>) {
         let mut pools = Pools::default();
+        let mut upkeep = HashMap::new();
         for db in &config.databases {
             pools.add_database(&db.name);
             let Some(creds) = credentials.get(&db.credentials) else {
@@ -267,7 +268,7 @@ impl Reloader {
                 pools.insert(&db.name, &user.name, entry);
             }
         }
-        pools
+        (pools, upkeep)
     }
 
     /// Starts the rotator of a newly built entry, proving its leases through the pools of
