@@ -60,8 +60,7 @@ async fn postgres_own_refusal(db: &TestDb) -> (String, String, Option<String>) {
     let upstream = common::upstream_addr();
     let e = try_connect(upstream, &role, "nocon-pw", &db.name)
         .await
-        .err()
-        .expect("PostgreSQL refuses a role without CONNECT");
+        .expect_err("PostgreSQL refuses a role without CONNECT");
     refusal(&e)
 }
 
@@ -79,8 +78,7 @@ async fn a_user_off_the_list_gets_postgres_own_refusal_and_a_listed_one_is_serve
         .unwrap();
     let refused = try_connect(addr, &other, "other-pw", &db.name)
         .await
-        .err()
-        .expect("a user off the list is refused");
+        .expect_err("a user off the list is refused");
     let ours = refusal(&refused);
     assert_eq!(ours.0, "42501", "{}", describe(&refused));
     assert_eq!(ours, postgres_own_refusal(&db).await);

@@ -232,8 +232,7 @@ async fn a_removed_database_refuses_new_clients_while_connected_ones_finish() {
 
     let refused = try_connect(addr, &a.user, &a.password, &a.name)
         .await
-        .err()
-        .expect("a new client of the removed database is refused");
+        .expect_err("a new client of the removed database is refused");
     let db_error = refused.as_db_error().expect("a PostgreSQL error");
     assert_eq!(db_error.code().code(), "3D000", "{}", describe(&refused));
     for _ in 0..3 {
@@ -266,8 +265,7 @@ async fn an_invalid_file_is_refused_and_the_old_config_keeps_serving() {
     let err = proxy
         .reload()
         .await
-        .err()
-        .expect("an invalid file is refused");
+        .expect_err("an invalid file is refused");
     assert!(matches!(err, ReloadError::Invalid { .. }), "{err}");
     let text = err.to_string();
     assert!(
@@ -276,7 +274,7 @@ async fn an_invalid_file_is_refused_and_the_old_config_keeps_serving() {
     );
     // The console's RELOAD goes through the same path and gets the reason back.
     let console = proxy.shared().control.reload().await;
-    let reason = console.err().expect("RELOAD refused too");
+    let reason = console.expect_err("RELOAD refused too");
     assert!(reason.contains("pool_size"), "{reason}");
 
     let after = proxy.shared().pool(&a.name, &a.user).unwrap();
