@@ -300,6 +300,48 @@ async fn an_invalid_file_is_refused_and_the_old_config_keeps_serving() {
 }
 
 #[tokio::test]
+async fn a_new_password_and_a_changed_credentials_entry_apply_to_new_logins() {
+    let (a, b) = (fresh_db("rlpw_a").await, fresh_db("rlpw_b").await);
+    let path = config_file("pw", &two_databases(&a, &b, 2, ""));
+    let proxy = start_from(&path).await;
+    let addr = proxy.local_addr();
+    let connected = connect(addr, &b.user, &b.password, &b.name).await;
+    connected.batch_execute("SELECT 1").await.unwrap();
+    let old_pool = proxy.shared().pool(&b.name, &b.user).unwrap().pool;
+
+    // The upstream role gets a new password, the file both it and a new local password.
+    let admin = superuser().await;
+    let role = postgres_protocol::escape::escape_identifier(&b.role);
+    admin
+        .batch_execute(&format!("ALTER ROLE {role} PASSWORD 'upstream-2'"))
+        .await
+        .unwrap();
+    let changed = two_databases(&a, &b, 2, "")
+        .replace(b.role_password.expose(), "upstream-2")
+        .replace(
+            &format!("password = \"{}\"", b.password),
+            "password = \"local-2\"",
+        );
+    std::fs::write(&path, changed).unwrap();
+    let summary = proxy.reload().await.expect("reload");
+    assert_eq!(summary.passwords_changed, [b.user.clone()], "{summary}");
+    assert_eq!(summary.credentials_replaced, ["cb"], "{summary}");
+
+    let old_login = try_connect(addr, &b.user, &b.password, &b.name).await;
+    let refused = old_login.expect_err("the old local password still works");
+    assert_eq!(refused.as_db_error().unwrap().code().code(), "28P01");
+    let fresh = connect(addr, &b.user, "local-2", &b.name).await;
+    fresh.batch_execute("SELECT 1").await.unwrap();
+    // The client connected before moves to the new pool, on the new upstream password.
+    connected.batch_execute("SELECT 1").await.unwrap();
+    eventually("the replaced pool drains", async || {
+        old_pool.status().0 == 0
+    })
+    .await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn keys_bound_at_start_are_reported_and_keep_their_value() {
     let (a, b) = (fresh_db("rlkeys_a").await, fresh_db("rlkeys_b").await);
     let path = config_file("keys", &two_databases(&a, &b, 2, ""));
