@@ -341,6 +341,51 @@ async fn a_new_password_and_a_changed_credentials_entry_apply_to_new_logins() {
     proxy.shutdown().await;
 }
 
+/// `db` served in transaction mode with leases from the embedded issuer, lasting `ttl`.
+fn issuer_toml(db: &TestDb, ttl: &str) -> String {
+    let source = format!(
+        "source = \"issuer\"\nadmin_url = \"{admin}\"\nmember_of = [\"{role}\"]\n\
+         prefix = \"rliss\"\nttl = \"{ttl}\"\nmax_ttl = \"10m\"\nrotate_at = 0.9",
+        admin = common::cluster().url(&db.name).expose(),
+        role = db.role,
+    );
+    common::pooled_toml(db, "transaction", 2, "", "issued", &source)
+}
+
+#[tokio::test]
+async fn a_changed_credentials_entry_is_revoked_once_its_idle_clients_moved() {
+    let db = fresh_db("rliss").await;
+    let path = config_file("issuer", &issuer_toml(&db, "2m"));
+    let proxy = start_from(&path).await;
+    let client = connect(proxy.local_addr(), &db.user, &db.password, &db.name).await;
+    let who = async || -> String {
+        let row = client.query_one("SELECT session_user::text", &[]).await;
+        row.unwrap().get(0)
+    };
+    let first = who().await;
+
+    std::fs::write(&path, issuer_toml(&db, "3m")).unwrap();
+    let summary = proxy.reload().await.expect("reload");
+    assert_eq!(summary.credentials_replaced, ["issued"], "{summary}");
+    // The client sends nothing: being idle, it lets go of the old pool at once, which
+    // closes, and the old entry's rotator then drops its role.
+    let admin = superuser().await;
+    eventually("the old lease's role is dropped", async || {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FROM pg_roles WHERE rolname = $1",
+                &[&first],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0) == 0
+    })
+    .await;
+    let second = who().await;
+    assert_ne!(second, first, "still served by the old lease");
+    proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn keys_bound_at_start_are_reported_and_keep_their_value() {
     let (a, b) = (fresh_db("rlkeys_a").await, fresh_db("rlkeys_b").await);

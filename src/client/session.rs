@@ -60,6 +60,9 @@ pub struct Session {
     /// Session mode: why the last move was refused, named in the error the session ends with
     /// if its lease reaches its hard deadline.
     pinned_by: Option<String>,
+    /// Its pool was retired by a reload and the session stays on it (see
+    /// [`Session::follow_reload`]), so being idle on it is no reason to look again.
+    stays_on_retired: bool,
 }
 
 enum Next {
@@ -87,6 +90,7 @@ impl Session {
             statements: tracked.then(ClientStatements::new),
             registration,
             pinned_by: None,
+            stays_on_retired: false,
             shared,
             client,
             login,
@@ -369,6 +373,12 @@ impl Session {
                 () = self.registration.stop.stopped(), if idle => return Ok(Next::Stopped),
                 () = notified, if deliverable => {
                     self.deliver_notifications().await?;
+                    continue;
+                }
+                // A reload retired the pool: an idle client lets go of it now, not at its
+                // next request, so the old pool can close.
+                () = self.login.pool.tenure.retired(), if idle && !self.stays_on_retired => {
+                    self.follow_reload();
                     continue;
                 }
             };

@@ -57,6 +57,11 @@ impl Tenure {
         self.0.is_cancelled()
     }
 
+    /// Resolves once a reload retired the pool.
+    pub async fn retired(&self) {
+        self.0.cancelled().await
+    }
+
     /// Whether two entries are the same pool (one carried over by a reload).
     pub fn same(&self, other: &Tenure) -> bool {
         Arc::ptr_eq(&self.0, &other.0)

@@ -253,15 +253,14 @@ impl Pool {
         self.inner.manager().replacements.clear();
     }
 
-    /// Closes every idle upstream (and ready replacement) now, as `reason`; connections in
-    /// use are left alone. Returns how many closed.
+    /// Closes every idle upstream now, as `reason`; connections in use (and replacements
+    /// ready for them) are left alone. Returns how many closed.
     pub fn close_idle(&self, reason: CloseReason) -> usize {
         let removed = self.inner.retain(|_, _| false).removed;
         let closed = removed.len();
         for mut up in removed {
             up.close_as(reason);
         }
-        self.inner.manager().replacements.clear();
         closed
     }
 

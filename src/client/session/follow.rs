@@ -1,5 +1,6 @@
 //! A session whose pool a config reload retired: it moves to the pool that replaced it
-//! between two requests, so the old pool drains without anyone being cut off.
+//! between two requests (or at once, if it is idle), so the old pool drains without anyone
+//! being cut off.
 
 use super::Session;
 
@@ -12,6 +13,8 @@ impl Session {
         if !self.login.pool.tenure.is_retired() {
             return;
         }
+        // Set again below if the session does move (its new pool is in service).
+        self.stays_on_retired = true;
         let startup = &self.login.startup;
         let (Some(user), database) = (startup.user(), startup.database().unwrap_or_default())
         else {
@@ -31,5 +34,6 @@ impl Session {
             return;
         }
         self.login.pool = next;
+        self.stays_on_retired = false;
     }
 }
