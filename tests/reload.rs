@@ -204,6 +204,52 @@ async fn a_transaction_open_across_a_reload_finishes_then_moves_to_the_new_pool(
 }
 
 #[tokio::test]
+async fn a_session_mode_client_finishes_its_session_on_the_replaced_pool() {
+    let (a, b) = (fresh_db("rlses_a").await, fresh_db("rlses_b").await);
+    let session = |size| {
+        two_databases(&a, &b, size, "").replace(
+            &format!("[[databases]]\nname = \"{}\"\n", a.name),
+            &format!(
+                "[[databases]]\nname = \"{}\"\npool_mode = \"session\"\n",
+                a.name
+            ),
+        )
+    };
+    let path = config_file("ses", &session(2));
+    let proxy = start_from(&path).await;
+    let client = connect(proxy.local_addr(), &a.user, &a.password, &a.name).await;
+    client.batch_execute("SET work_mem = '7MB'").await.unwrap();
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    std::fs::write(&path, session(3)).unwrap();
+    proxy.reload().await.expect("reload");
+    let row = client
+        .query_one("SELECT pg_backend_pid(), current_setting('work_mem')", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), pid, "the session lost its upstream");
+    assert_eq!(row.get::<_, String>(1), "7MB", "the session lost its state");
+    let newcomer = connect(proxy.local_addr(), &a.user, &a.password, &a.name).await;
+    let other: i32 = newcomer
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(other, pid);
+    let new_pool = proxy.shared().pool(&a.name, &a.user).unwrap().pool;
+    assert_eq!(
+        new_pool.status().0,
+        1,
+        "the newcomer is not on the new pool"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_removed_database_refuses_new_clients_while_connected_ones_finish() {
     let (a, b) = (fresh_db("rlrm_a").await, fresh_db("rlrm_b").await);
     let path = config_file("rm", &two_databases(&a, &b, 2, ""));
@@ -324,7 +370,11 @@ async fn a_new_password_and_a_changed_credentials_entry_apply_to_new_logins() {
         );
     std::fs::write(&path, changed).unwrap();
     let summary = proxy.reload().await.expect("reload");
-    assert_eq!(summary.passwords_changed, [b.user.clone()], "{summary}");
+    assert_eq!(
+        summary.passwords_changed,
+        std::slice::from_ref(&b.user),
+        "{summary}"
+    );
     assert_eq!(summary.credentials_replaced, ["cb"], "{summary}");
 
     let old_login = try_connect(addr, &b.user, &b.password, &b.name).await;
