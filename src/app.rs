@@ -8,31 +8,39 @@
 //! state lives in one [`Shared`] handle (defined by its readers, in `client`) passed to every
 //! client task; nothing is global. This file only wires.
 //! Every task is tracked, in two groups stopped in order by [`Proxy::shutdown`]: the clients
-//! (with the accept loop) first, then the background (rotators, pool upkeep, the reaper),
-//! whose rotators revoke their leases on the way out. The admin endpoint (`admin_listen`) is
-//! a third group, stopped after both, so it answers (`/readyz`: shutting down) to the end.
+//! (with the accept loop and the answering of the console's reloads) first, then the
+//! background (rotators, pool upkeep, drains, the reaper), whose rotators revoke their leases
+//! on the way out. Building the parts from a config is [`build`]'s; putting a config in
+//! service, at start and at each reload, is [`reload`]'s ([`diff`] says what changed).
+//! The admin endpoint (`admin_listen`) is a third group, stopped after both, so it answers
+//! (`/readyz`: shutting down) to the end.
 
-use std::collections::HashMap;
+mod build;
+mod diff;
+mod reload;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admin::http::AdminState;
-use crate::auth::{AuthError, LocalPassword};
-use crate::client::control::{Control, ControlRequests};
-use crate::client::{PoolEntry, Pools, Shared};
-use crate::config::{ClientTls, Config, DatabaseConfig, UpstreamTlsMode};
-use crate::credentials::setup;
+use crate::auth::AuthError;
+use crate::client::Shared;
+use crate::client::control::{Control, ControlRequests, ReloadRequest};
+use crate::config::{ClientTls, Config};
 use crate::metrics::{Metrics, Readiness};
-use crate::pool::{Pool, PoolSettings};
-use crate::tls::client::{ClientTlsFiles, TlsConfigError, client_config};
-use crate::upstream::{UpstreamTarget, UpstreamTls};
+use crate::tls::client::TlsConfigError;
+use reload::Reloader;
+
+pub use reload::{ReloadError, ReloadSummary};
 
 /// Why the proxy could not start.
 #[derive(Debug, Error)]
@@ -77,16 +85,18 @@ pub enum AppError {
 pub struct Proxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    /// The accept loop and every client task.
+    /// Puts a config in service, at start and at each reload.
+    reloader: Arc<Reloader>,
+    /// The accept loop, the console's reload answers and every client task.
     clients: TaskTracker,
-    /// Rotators, their source watchers, pool upkeep and the issuer's reaper.
+    /// Rotators, their source watchers, pool upkeep, drains and the issuer's reaper.
     background: TaskTracker,
     /// Stops the rotators, which then revoke every lease they hold: cancelled only once no
     /// client and no pooled connection needs a lease any more.
     credentials_stop: CancellationToken,
     shutdown_timeout: Duration,
-    /// Reload and shutdown requests from the admin console.
-    requests: ControlRequests,
+    /// Cancelled by the admin console's `SHUTDOWN`.
+    shutdown_requested: CancellationToken,
     /// The proxy's metrics registry.
     metrics: Metrics,
     /// Where the admin endpoint listens, when `admin_listen` is set.
@@ -104,10 +114,26 @@ const END_GRACE: Duration = Duration::from_secs(2);
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Proxy {
-    /// Starts the proxy from `config`, in phases: the listener first (nothing is acquired if
-    /// the address is taken), then the credentials handles, the pools built on them, and last
-    /// the rotators, whose proving logins go to those pools.
+    /// Starts the proxy from `config`, built in code or loaded by the caller; there is no
+    /// file to reload, so [`Proxy::reload`] refuses.
     pub async fn start(config: Config) -> Result<Proxy, AppError> {
+        Self::start_inner(config, None).await
+    }
+
+    /// Starts the proxy from `config` as loaded from `path`; each [`Proxy::reload`] (SIGHUP,
+    /// the console's `RELOAD`) reads `path` again.
+    pub async fn start_from_file(
+        config: Config,
+        path: impl Into<PathBuf>,
+    ) -> Result<Proxy, AppError> {
+        Self::start_inner(config, Some(path.into())).await
+    }
+
+    /// Starts in phases: the listener first (nothing is acquired if the address is taken),
+    /// then the config is put in service as a reload from nothing would (credentials handles,
+    /// the pools built on them, last the rotators, whose proving logins go to those pools),
+    /// and only then are clients accepted.
+    async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Proxy, AppError> {
         for warning in &config.warnings {
             warn!(%warning, "config warning");
         }
@@ -127,56 +153,10 @@ impl Proxy {
                 None => None,
             };
         let metrics = Metrics::new()?;
-        let users = local_users(&config).await?;
-        let targets = config
-            .databases
-            .iter()
-            .map(|db| Ok((db.name.clone(), upstream_target(&config, db)?)))
-            .collect::<Result<HashMap<_, _>, AppError>>()?;
-        let shutdown = CancellationToken::new();
-        let credentials_stop = CancellationToken::new();
-        let background = TaskTracker::new();
-        let mut entries = HashMap::new();
-        for (name, entry) in &config.credentials {
-            match setup::build(name, entry, &background, &shutdown) {
-                Ok(built) => entries.insert(name.clone(), built),
-                Err(source) => {
-                    shutdown.cancel();
-                    return Err(AppError::Source {
-                        name: name.clone(),
-                        source,
-                    });
-                }
-            };
-        }
-        let pools = build_pools(
-            &config,
-            &targets,
-            &entries,
-            &metrics,
-            &background,
-            &shutdown,
-        );
-        let mut credentials = HashMap::new();
-        for (name, entry) in entries {
-            let prove = entry
-                .proves
-                .then(|| proving_pools(&config, &targets, &name, &pools))
-                .flatten()
-                .map(|(target, pools)| crate::pool::prover(target, pools));
-            entry.rotator.instrumented(metrics.lease(&name)).start(
-                prove,
-                &background,
-                credentials_stop.clone(),
-            );
-            credentials.insert(name, entry.credentials);
-        }
-        let client_tls = client_tls(&config.proxy)?;
+        let client_tls = build::client_tls(&config.proxy)?;
         let (control, requests) = Control::new();
         let shared = Arc::new(Shared {
-            users,
-            pools,
-            credentials,
+            serving: RwLock::default(),
             cancels: Arc::default(),
             clients: Arc::default(),
             mock_key: rand::random(),
@@ -184,20 +164,39 @@ impl Proxy {
             max_message_size: config.proxy.max_message_size,
             max_prepared_statements: config.proxy.max_prepared_statements,
             login_timeout: config.proxy.login_timeout,
-            shutdown,
+            shutdown: CancellationToken::new(),
             client_tls,
             client_tls_required: config.proxy.client_tls == ClientTls::Require,
             control,
-            config: Arc::new(config.clone()),
             console: Some(crate::admin::console::entry()),
             instruments: metrics.clients(),
         });
+        let background = TaskTracker::new();
+        let credentials_stop = CancellationToken::new();
+        let reloader = Arc::new(Reloader::new(
+            shared.clone(),
+            path,
+            background.clone(),
+            credentials_stop.clone(),
+            metrics.clone(),
+        ));
+        let shutdown_timeout = config.proxy.shutdown_timeout;
         let readiness = Readiness {
             margin: config.proxy.readiness_margin,
         };
+        if let Err(e) = reloader.apply(config).await {
+            shared.shutdown.cancel();
+            return Err(e);
+        }
         metrics.watch(Arc::downgrade(&shared), readiness)?;
+        let ControlRequests { reloads, shutdown } = requests;
         let clients = TaskTracker::new();
         clients.spawn(accept_loop(listener, shared.clone(), clients.clone()));
+        clients.spawn(answer_reloads(
+            reloader.clone(),
+            reloads,
+            shared.shutdown.clone(),
+        ));
         info!(%addr, "pglease listening");
         let (admin, admin_stop) = (TaskTracker::new(), CancellationToken::new());
         let admin_addr = admin_listener.map(|(listener, admin_addr)| {
@@ -214,16 +213,24 @@ impl Proxy {
         Ok(Proxy {
             addr,
             shared,
+            reloader,
             clients,
             background,
             credentials_stop,
-            shutdown_timeout: config.proxy.shutdown_timeout,
-            requests,
+            shutdown_timeout,
+            shutdown_requested: shutdown,
             metrics,
             admin_addr,
             admin,
             admin_stop,
         })
+    }
+
+    /// Reads the config file again and applies what changed (see [`reload`]'s design): on
+    /// success, what was done; on failure, why, with the running config untouched. Either
+    /// way the outcome is logged.
+    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        self.reloader.reload().await
     }
 
     /// Where the admin endpoint (`/metrics`, `/healthz`, `/readyz`) listens, when
@@ -244,7 +251,7 @@ impl Proxy {
 
     /// Resolves once the admin console asked for a shutdown (`SHUTDOWN`).
     pub async fn shutdown_requested(&self) {
-        self.requests.shutdown.cancelled().await
+        self.shutdown_requested.cancelled().await
     }
 
     /// The shared state (pools, users), for the admin plane and tests.
@@ -267,7 +274,7 @@ impl Proxy {
                 clients = self.shared.clients.count(),
                 "shutdown_timeout reached: ending the clients still in a transaction"
             );
-            for creds in self.shared.credentials.values() {
+            for creds in self.shared.credentials().values() {
                 creds.end_all_connections();
             }
             self.close_pools();
@@ -309,66 +316,6 @@ async fn bind(listen: &str) -> Result<TcpListener, AppError> {
         })
 }
 
-/// One pool per (database, local user), each with its upkeep task.
-fn build_pools(
-    config: &Config,
-    targets: &HashMap<String, UpstreamTarget>,
-    entries: &HashMap<String, setup::Entry>,
-    metrics: &Metrics,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> Pools {
-    let mut pools = Pools::default();
-    for db in &config.databases {
-        let (Some(entry), Some(target)) = (entries.get(&db.credentials), targets.get(&db.name))
-        else {
-            // Validation guarantees the entry exists; stay total anyway.
-            continue;
-        };
-        let settings = PoolSettings {
-            size: db.pool_size,
-            wait_timeout: config.proxy.query_wait_timeout,
-            idle_timeout: config.proxy.idle_timeout,
-        };
-        for user in &config.users {
-            let pool = Pool::new(
-                target.clone(),
-                entry.credentials.clone(),
-                settings.clone(),
-                metrics.pool(&db.name, &user.name),
-            );
-            tasks.spawn(crate::pool::maintain(pool.clone(), shutdown.clone()));
-            let entry = PoolEntry {
-                pool,
-                mode: db.pool_mode,
-                reset_query: db.reset_query.as_str().into(),
-                reported: Arc::default(),
-            };
-            pools.insert(&db.name, &user.name, entry);
-        }
-    }
-    pools
-}
-
-/// Where a credentials entry proves its leases: the first database that uses it, and that
-/// database's pools, which take the proving login as their first replacement.
-fn proving_pools(
-    config: &Config,
-    targets: &HashMap<String, UpstreamTarget>,
-    credentials: &str,
-    pools: &Pools,
-) -> Option<(UpstreamTarget, Vec<Pool>)> {
-    let db = config
-        .databases
-        .iter()
-        .find(|d| d.credentials == credentials)?;
-    let takers = pools
-        .of_database(&db.name)
-        .map(|e| e.pool.clone())
-        .collect();
-    Some((targets.get(&db.name)?.clone(), takers))
-}
-
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
     loop {
         let accepted = tokio::select! {
@@ -388,73 +335,26 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
     }
 }
 
-/// Turns each user's configured password into verifiers, off the async threads: deriving a
-/// SCRAM verifier from a plaintext password costs thousands of hash rounds.
-async fn local_users(config: &Config) -> Result<HashMap<String, LocalPassword>, AppError> {
-    let users: Vec<_> = config
-        .users
-        .iter()
-        .map(|u| (u.name.clone(), u.password.clone()))
-        .collect();
-    let parsed = tokio::task::spawn_blocking(move || {
-        users
-            .into_iter()
-            .map(|(name, pw)| match LocalPassword::parse(&name, &pw) {
-                Ok(p) => Ok((name, p)),
-                Err(source) => Err(AppError::BadPassword { user: name, source }),
-            })
-            .collect::<Result<HashMap<_, _>, _>>()
-    })
-    .await;
-    parsed.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-}
-
-/// The client-facing certificate, when `client_tls` is on (validation made sure both files
-/// are named).
-fn client_tls(
-    proxy: &crate::config::ProxyConfig,
-) -> Result<Option<Arc<crate::tls::server::ServerTls>>, AppError> {
-    match (
-        proxy.client_tls,
-        &proxy.client_tls_cert,
-        &proxy.client_tls_key,
-    ) {
-        (ClientTls::Disable, _, _) | (_, None, _) | (_, _, None) => Ok(None),
-        (_, Some(cert), Some(key)) => Ok(Some(Arc::new(crate::tls::server::ServerTls::load(
-            cert, key,
-        )?))),
-    }
-}
-
-/// Where a database's upstream connections go, with its TLS configuration built (CA and
-/// client certificate files read) once here.
-fn upstream_target(config: &Config, db: &DatabaseConfig) -> Result<UpstreamTarget, AppError> {
-    let config_for = |mode| {
-        let files = ClientTlsFiles {
-            ca: db.upstream_tls_ca.clone(),
-            cert: db.upstream_tls_cert.clone(),
-            key: db.upstream_tls_key.clone(),
+/// Answers the admin console's `RELOAD`s, one at a time, until shutdown.
+async fn answer_reloads(
+    reloader: Arc<Reloader>,
+    mut reloads: mpsc::UnboundedReceiver<ReloadRequest>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let reply = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = reloads.recv() => match r {
+                Some(reply) => reply,
+                None => return,
+            },
         };
-        client_config(mode, &files).map_err(|source| AppError::UpstreamTls {
-            database: db.name.clone(),
-            source,
-        })
-    };
-    let tls_config = match db.upstream_tls {
-        UpstreamTlsMode::Disable => None,
-        mode => Some(config_for(mode)?),
-    };
-    Ok(UpstreamTarget {
-        host: db.host.clone(),
-        port: db.port,
-        dbname: db.upstream_dbname().to_owned(),
-        application_name: config.proxy.application_name.clone(),
-        connect_timeout: config.proxy.connect_timeout,
-        database: db.name.clone(),
-        tls: UpstreamTls {
-            mode: db.upstream_tls,
-            config: tls_config,
-            allow_plaintext_password: db.allow_plaintext_password,
-        },
-    })
+        let outcome = reloader
+            .reload()
+            .await
+            .map(|summary| summary.to_string())
+            .map_err(|e| e.to_string());
+        // The console may have hung up meanwhile; the reload happened either way.
+        let _ = reply.send(outcome);
+    }
 }

@@ -128,6 +128,14 @@ fn check(path: &Path) -> ExitCode {
                 config.databases.len(),
                 config.credentials.len()
             );
+            for db in &config.databases {
+                let who = match &db.users {
+                    None => "all local users".to_owned(),
+                    Some(list) if list.is_empty() => "no local user".to_owned(),
+                    Some(list) => list.join(", "),
+                };
+                println!("  database {}: {who}", db.name);
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -156,15 +164,34 @@ fn run_proxy(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     let workers = config.proxy.workers;
+    let path = path.to_owned();
     run_async(workers, async move {
-        let proxy = Proxy::start(config).await?;
-        tokio::select! {
-            () = shutdown_signal() => {}
-            () = proxy.shutdown_requested() => {}
+        let mut hangups = reload_signal()?;
+        let proxy = Proxy::start_from_file(config, path).await?;
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = proxy.shutdown_requested() => break,
+                _ = hangups.recv() => {
+                    // Logged either way; a refused reload keeps the running config, and
+                    // SIGHUP never ends the process.
+                    let _ = proxy.reload().await;
+                }
+            }
         }
         proxy.shutdown().await;
         Ok(())
     })
+}
+
+/// SIGHUP, which reloads the config (systemd's `ExecReload`, PgBouncer's convention).
+/// Installed before the first one can arrive, so none terminates the process.
+fn reload_signal() -> anyhow::Result<tokio::signal::unix::Signal> {
+    use anyhow::Context as _;
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")
 }
 
 fn run_async(workers: Option<usize>, fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {

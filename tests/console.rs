@@ -552,7 +552,7 @@ async fn rotate_publishes_a_new_generation() {
     ))
     .await;
     let console = admin(&proxy, &db).await;
-    let creds = proxy.shared().credentials["slow"].clone();
+    let creds = proxy.shared().credentials()["slow"].clone();
     assert!(
         creds.wait_current(Duration::from_secs(20)).await.is_some(),
         "no first lease"

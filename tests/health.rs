@@ -77,7 +77,7 @@ async fn readiness_turns_false_before_the_cliff_during_a_source_outage() {
     let toml = pooled_toml(&db, "transaction", 2, ADMIN, "filed", &source);
     let proxy = start_proxy(&toml).await;
     let admin = proxy.admin_addr().unwrap();
-    let creds = proxy.shared().credentials["filed"].clone();
+    let creds = proxy.shared().credentials()["filed"].clone();
     let lease = creds
         .wait_current(Duration::from_secs(10))
         .await

@@ -211,7 +211,7 @@ max_ttl = "10m""#,
 async fn a_rotation_moves_the_lease_metrics() {
     let db = fresh_db("metrics_rotation").await;
     let proxy = start_proxy(&issuer_toml(&db, "mrot")).await;
-    let creds = proxy.shared().credentials["rotating"].clone();
+    let creds = proxy.shared().credentials()["rotating"].clone();
     let client = connect(proxy.local_addr(), &db.user, &db.password, &db.name).await;
     client.simple_query("SELECT 1").await.expect("first query");
     // Only copies: a held `Arc<Lease>` counts as a connection still using it.

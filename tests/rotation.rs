@@ -295,7 +295,7 @@ async fn source_outage_keeps_traffic_on_the_current_lease_and_recovery_resumes_r
         .replace(&cluster().url(&db.name).expose().to_string(), &url)
         .replace("ttl = \"8s\"", "ttl = \"12s\"");
     let proxy = start_proxy(&toml).await;
-    let creds = proxy.shared().credentials["rotating"].clone();
+    let creds = proxy.shared().credentials()["rotating"].clone();
     let client = connect(proxy.local_addr(), &db.user, &db.password, &db.name).await;
     client.simple_query("SELECT 1").await.expect("first query");
     let first = creds.generation();
@@ -380,7 +380,7 @@ async fn session_state_follows_rotation_and_pinned_sessions_end_at_the_deadline(
     let toml =
         issuer_toml(&db, prefix, "session").replace("max_ttl = \"30s\"", "max_ttl = \"10s\"");
     let proxy = start_proxy(&toml).await;
-    let creds = proxy.shared().credentials["rotating"].clone();
+    let creds = proxy.shared().credentials()["rotating"].clone();
     let addr = proxy.local_addr();
 
     let mover = connect(addr, &db.user, &db.password, &db.name).await;
@@ -469,7 +469,7 @@ async fn transaction_open_at_the_hard_deadline_ends_with_an_error_naming_it() {
     let toml =
         issuer_toml(&db, "txdl", "transaction").replace("max_ttl = \"30s\"", "max_ttl = \"10s\"");
     let proxy = start_proxy(&toml).await;
-    let creds = proxy.shared().credentials["rotating"].clone();
+    let creds = proxy.shared().credentials()["rotating"].clone();
     let addr = proxy.local_addr();
 
     let (stuck, stuck_conn) = client_config(addr, &db.user, &db.password, &db.name)
@@ -532,7 +532,7 @@ async fn password_changed_before_the_source_noticed_is_followed_at_the_next_logi
         "config not rewritten:\n{toml}"
     );
     let proxy = start_proxy(&toml).await;
-    let creds = proxy.shared().credentials["upstream"].clone();
+    let creds = proxy.shared().credentials()["upstream"].clone();
     let addr = proxy.local_addr();
 
     let first = connect(addr, &db.user, &db.password, &db.name).await;

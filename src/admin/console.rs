@@ -202,7 +202,7 @@ fn show(shared: &Shared, what: &str, statement: &str, out: &mut BytesMut) -> Res
         "CLIENTS" => clients::clients(shared),
         "SERVERS" | "UPSTREAMS" => clients::servers(shared),
         "LEASES" => leases::leases(shared),
-        "CONFIG" => config::config(&shared.config),
+        "CONFIG" => config::config(&shared.config()),
         _ => return Err(unknown(statement)),
     };
     table.write(out);

@@ -173,10 +173,8 @@ pub async fn login(
         return admin_login(shared, startup, out, buf, &user).map(Some);
     }
 
-    let pool = shared.pool(&database, &user).ok_or_else(|| {
-        failed(AuthFailure::UnknownDatabase);
-        ClientError::refused("3D000", format!("database \"{database}\" does not exist"))
-    })?;
+    let pool = find_pool(shared, &database, &user)
+        .inspect_err(|_| failed(AuthFailure::UnknownDatabase))?;
     let wanted = super::settings::startup::settings(&startup)?;
     let judged = greeting::judge(&pool.pool, &pool.reported, wanted).await?;
     let params = pool.pool.server_params().await.map_err(|e| {
@@ -210,7 +208,7 @@ fn admin_login(
     pending: BytesMut,
     user: &str,
 ) -> Result<LoggedIn, ClientError> {
-    if !shared.config.proxy.admin_users.iter().any(|u| u == user) {
+    if !shared.config().proxy.admin_users.iter().any(|u| u == user) {
         tracing::warn!(
             user,
             "refused a user not in admin_users on the admin console"
@@ -229,6 +227,22 @@ fn admin_login(
         greeting,
         pending,
     }))
+}
+
+/// The pool of the running config for an authenticated (database, user): PostgreSQL's
+/// errors for a database that does not exist, and for one the user may not use.
+fn find_pool(shared: &Shared, database: &str, user: &str) -> Result<PoolEntry, ClientError> {
+    let serving = shared.serving();
+    match serving.pools.get(database, user) {
+        Some(entry) => Ok(entry.clone()),
+        None if serving.pools.has_database(database) => Err(ClientError::NoConnectPrivilege {
+            database: database.to_owned(),
+        }),
+        None => Err(ClientError::refused(
+            "3D000",
+            format!("database \"{database}\" does not exist"),
+        )),
+    }
 }
 
 /// The startup packet after [`open`]; `None` when it was a CancelRequest (now handled).
@@ -320,7 +334,8 @@ async fn authenticate(
             format!("password authentication failed for user \"{user}\""),
         )
     };
-    let known = shared.users.get(user);
+    let serving = shared.serving();
+    let known = serving.users.get(user);
     let use_md5 = match known {
         Some(p) => p.scram().is_none() || (shared.auth_type == AuthType::Md5 && p.md5().is_some()),
         None => shared.auth_type == AuthType::Md5,

@@ -29,7 +29,7 @@ use tracing::{Instrument, debug, info_span};
 use crate::protocol::ProtocolError;
 use crate::protocol::backend::{self, Severity};
 
-pub use shared::{ConsoleEntry, PoolEntry, Pools, Shared};
+pub use shared::{ConsoleEntry, PoolEntry, Pools, Serving, Shared, Tenure};
 
 use instruments::AuthFailure;
 pub use stream::ClientStream;
@@ -46,6 +46,10 @@ pub enum ClientError {
     /// The client was refused with a FATAL error (already sent to it).
     #[error("{code}: {message}")]
     Refused { code: &'static str, message: String },
+    /// The client's user is not on the access list of the database it asked for: refused as
+    /// PostgreSQL refuses a role without CONNECT on a database.
+    #[error("42501: permission denied for database \"{database}\"")]
+    NoConnectPrivilege { database: String },
     /// The client was refused with a FATAL error PostgreSQL itself gave (its startup
     /// settings were refused), passed on as PostgreSQL worded it.
     #[error("{code}: {message}")]
@@ -59,6 +63,7 @@ impl ClientError {
             ClientError::Refused { code, .. } => Some(code),
             ClientError::RefusedUpstream { code, .. } => Some(code),
             ClientError::Protocol(_) => Some("08P01"),
+            ClientError::NoConnectPrivilege { .. } => Some(NO_PRIVILEGE),
             ClientError::Io(_) => None,
         }
     }
@@ -71,6 +76,13 @@ impl ClientError {
         }
     }
 }
+
+/// SQLSTATE insufficient_privilege, PostgreSQL's code for a login to a database the role
+/// may not connect to.
+const NO_PRIVILEGE: &str = "42501";
+
+/// PostgreSQL's DETAIL for that refusal (`postinit.c`), word for word.
+const NO_CONNECT_DETAIL: &str = "User does not have CONNECT privilege.";
 
 /// Serves one accepted client connection until it ends. Never panics on client input; an
 /// error here closes this client only.
@@ -148,14 +160,19 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
 
 /// Sends a FATAL ErrorResponse for errors the client should hear about.
 pub(crate) async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, e: &ClientError) {
-    let (code, message) = match e {
-        ClientError::Refused { code, message } => (*code, message.as_str()),
-        ClientError::RefusedUpstream { code, message } => (code.as_str(), message.as_str()),
-        ClientError::Protocol(_) => ("08P01", "invalid frontend message"),
+    let denied;
+    let (code, message, detail) = match e {
+        ClientError::Refused { code, message } => (*code, message.as_str(), None),
+        ClientError::RefusedUpstream { code, message } => (code.as_str(), message.as_str(), None),
+        ClientError::NoConnectPrivilege { database } => {
+            denied = format!("permission denied for database \"{database}\"");
+            (NO_PRIVILEGE, denied.as_str(), Some(NO_CONNECT_DETAIL))
+        }
+        ClientError::Protocol(_) => ("08P01", "invalid frontend message", None),
         ClientError::Io(_) => return,
     };
     let mut out = BytesMut::with_capacity(128);
-    backend::error_response(&mut out, Severity::Fatal, code, message);
+    backend::error_response_detail(&mut out, Severity::Fatal, code, message, detail);
     if stream.write_all(&out).await.is_ok() {
         let _ = stream.flush().await;
     }

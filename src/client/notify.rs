@@ -64,6 +64,17 @@ impl ClientNotify {
         }
     }
 
+    /// Points the client at `pool`'s listener instead (its pool was replaced by a reload),
+    /// when it listens on nothing yet; false, and nothing changed, when it does (its channels
+    /// live on the old pool's listener, so the client stays there).
+    pub fn move_to(&mut self, pool: Pool) -> bool {
+        if self.subscription.is_some() {
+            return false;
+        }
+        self.pool = pool;
+        true
+    }
+
     /// The subscription, once the client listened on something.
     pub fn subscription(&self) -> Option<&Subscription> {
         self.subscription.as_ref()

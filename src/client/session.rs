@@ -25,6 +25,7 @@ use crate::protocol::backend::{self, Severity};
 /// How long cleanup statements (ROLLBACK, the reset query) may take before the upstream is
 /// closed instead.
 mod cleanup;
+mod follow;
 mod release;
 mod settings;
 
@@ -63,6 +64,9 @@ pub struct Session {
     /// Session mode: why the last move was refused, named in the error the session ends with
     /// if its lease reaches its hard deadline.
     pinned_by: Option<String>,
+    /// Its pool was retired by a reload and the session stays on it (see
+    /// [`Session::follow_reload`]), so being idle on it is no reason to look again.
+    stays_on_retired: bool,
 }
 
 enum Next {
@@ -99,6 +103,7 @@ impl Session {
             statements: tracked.then(ClientStatements::new),
             registration,
             pinned_by: None,
+            stays_on_retired: false,
             shared,
             client,
             login,
@@ -128,6 +133,7 @@ impl Session {
             if self.answer_listen().await? || self.answer_without_upstream().await? {
                 continue;
             }
+            self.follow_reload();
             self.registration.set_state(ClientState::Waiting);
             let asked = Instant::now();
             let checkout = tokio::select! {
@@ -415,6 +421,12 @@ impl Session {
                 () = self.registration.stop.killed() => return Ok(Next::Killed),
                 () = notified, if deliverable => {
                     self.deliver_notifications().await?;
+                    continue;
+                }
+                // A reload retired the pool: an idle client lets go of it now, not at its
+                // next request, so the old pool can close.
+                () = self.login.pool.tenure.retired(), if idle && !self.stays_on_retired => {
+                    self.follow_reload();
                     continue;
                 }
             };

@@ -1,11 +1,20 @@
 //! The state every client task reads: local users, the pools by (database, user), cancel
-//! keys, the registry of logged-in clients and the proxy's limits. Built once by the wiring
-//! (`app`), immutable after start except what sits behind its own handles.
+//! keys, the registry of logged-in clients and the proxy's limits. Built by the wiring
+//! (`app`); what a reload may change ([`Serving`]) is swapped whole, the rest is fixed at
+//! start.
+//!
+//! # Design
+//!
+//! [`Serving`] sits behind a std `RwLock<Arc<_>>`: a login takes the read lock once, for as
+//! long as it takes to clone the `Arc`, and works on that snapshot; a reload builds the next
+//! snapshot aside and swaps it in under the write lock. The data path never touches the lock:
+//! a session keeps the [`PoolEntry`] it logged in with, and only looks again between requests
+//! once that entry is retired ([`Tenure`]).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -31,6 +40,42 @@ pub struct PoolEntry {
     pub reset_query: Arc<str>,
     /// How PostgreSQL reports the startup settings clients of this pool sent.
     pub reported: Arc<super::settings::greeting::ReportedCache>,
+    /// Whether a reload took this pool out of service, and how many still hold it.
+    pub tenure: Tenure,
+}
+
+/// A pool entry's standing in the running config. Every clone of the entry (the serving
+/// map's, each session's) holds one count, so a retired pool knows when its last client left
+/// without any bookkeeping on the data path.
+#[derive(Clone, Debug, Default)]
+pub struct Tenure(Arc<CancellationToken>);
+
+impl Tenure {
+    /// Takes the pool out of service: sessions on it move to its successor (if any) at their
+    /// next request, and it closes once nobody holds it.
+    pub fn retire(&self) {
+        self.0.cancel();
+    }
+
+    /// True once a reload retired the pool.
+    pub fn is_retired(&self) -> bool {
+        self.0.is_cancelled()
+    }
+
+    /// Resolves once a reload retired the pool.
+    pub async fn retired(&self) {
+        self.0.cancelled().await
+    }
+
+    /// Whether two entries are the same pool (one carried over by a reload).
+    pub fn same(&self, other: &Tenure) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// How many entries (map, sessions, the drain) hold this pool.
+    pub fn holders(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
 }
 
 /// The pools by database name, then local user name.
@@ -49,6 +94,17 @@ impl Pools {
     /// The pool for a (database, user) pair, if the config defines one.
     pub fn get(&self, database: &str, user: &str) -> Option<&PoolEntry> {
         self.0.get(database)?.get(user)
+    }
+
+    /// Records a database that clients may ask for, even if no local user may use it (its
+    /// access list), so such a login is refused as "no privilege", not "no such database".
+    pub fn add_database(&mut self, database: &str) {
+        self.0.entry(database.to_owned()).or_default();
+    }
+
+    /// Whether the config defines `database` (whoever may use it).
+    pub fn has_database(&self, database: &str) -> bool {
+        self.0.contains_key(database)
     }
 
     /// The pools of one database, by local user name.
@@ -77,15 +133,26 @@ pub type ConsoleEntry = Arc<
         + Sync,
 >;
 
-/// State every client task reads: immutable after start, except what sits behind its own
-/// handles (pools, cancel registry, clients).
-pub struct Shared {
+/// What a reload may change, swapped whole (see the module's design).
+#[derive(Clone, Default)]
+pub struct Serving {
     /// Local users, their passwords already turned into verifiers.
     pub users: HashMap<String, LocalPassword>,
-    /// The pools clients are served from.
+    /// The pools clients are served from; a (database, user) pair the access list refuses has
+    /// none.
     pub pools: Pools,
     /// Each credentials entry's rotator handle: current lease, state, `rotate_now`.
     pub credentials: HashMap<String, Credentials>,
+    /// The config in service (`admin_users`, `SHOW CONFIG`); keys that need a restart keep
+    /// their running values here.
+    pub config: Arc<Config>,
+}
+
+/// State every client task reads: fixed after start, except [`Serving`] (swapped by a
+/// reload) and what sits behind its own handles (cancel registry, clients).
+pub struct Shared {
+    /// Users, pools and credentials of the running config; read through [`Shared::serving`].
+    pub serving: RwLock<Arc<Serving>>,
     /// Proxy-issued cancel keys.
     pub cancels: Arc<CancelRegistry>,
     /// Every logged-in client, so a shutdown can tell each one to leave.
@@ -109,8 +176,6 @@ pub struct Shared {
     pub client_tls_required: bool,
     /// How the admin console asks for a reload or a shutdown.
     pub control: super::control::Control,
-    /// The config the proxy started from (`admin_users`, `SHOW CONFIG`).
-    pub config: Arc<Config>,
     /// The admin console; `None` refuses database `pglease` with a clear error.
     pub console: Option<ConsoleEntry>,
     /// Failed logins and errors sent to clients, for `/metrics`.
@@ -118,13 +183,47 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The pool for a (database, user) pair, if the config defines one.
-    pub fn pool(&self, database: &str, user: &str) -> Option<PoolEntry> {
-        self.pools.get(database, user).cloned()
+    /// The running config's users, pools and credentials, as one consistent snapshot.
+    pub fn serving(&self) -> Arc<Serving> {
+        // A poisoned lock still holds a whole snapshot: swaps replace the Arc in one store.
+        match self.serving.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
-    /// Every pool, as (database, user, entry).
-    pub fn pools(&self) -> impl Iterator<Item = (&str, &str, &PoolEntry)> {
-        self.pools.iter()
+    /// Puts `next` in service; returns the snapshot it replaced.
+    pub fn replace_serving(&self, next: Serving) -> Arc<Serving> {
+        let mut slot = match self.serving.write() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        std::mem::replace(&mut *slot, Arc::new(next))
+    }
+
+    /// The pool for a (database, user) pair, if the config defines one.
+    pub fn pool(&self, database: &str, user: &str) -> Option<PoolEntry> {
+        self.serving().pools.get(database, user).cloned()
+    }
+
+    /// Every pool in service, as (database, user, entry): a snapshot, so a reload while the
+    /// caller walks it changes nothing under it.
+    pub fn pools(&self) -> Vec<(String, String, PoolEntry)> {
+        let serving = self.serving();
+        serving
+            .pools
+            .iter()
+            .map(|(db, user, entry)| (db.to_owned(), user.to_owned(), entry.clone()))
+            .collect()
+    }
+
+    /// The config in service.
+    pub fn config(&self) -> Arc<Config> {
+        self.serving().config.clone()
+    }
+
+    /// Each credentials entry's rotator handle, by name.
+    pub fn credentials(&self) -> HashMap<String, Credentials> {
+        self.serving().credentials.clone()
     }
 }

@@ -246,6 +246,14 @@ impl Registration {
             gauge(&self.stats, state).fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// The client moved to another pool (a reload replaced its own): its count goes with it.
+    pub fn move_to(&mut self, stats: Arc<PoolStats>) {
+        let state = self.entry.state();
+        gauge(&self.stats, state).fetch_sub(1, Ordering::Relaxed);
+        gauge(&stats, state).fetch_add(1, Ordering::Relaxed);
+        self.stats = stats;
+    }
 }
 
 fn gauge(stats: &PoolStats, state: ClientState) -> &AtomicI64 {

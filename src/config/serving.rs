@@ -182,6 +182,10 @@ pub struct DatabaseConfig {
     /// Lets the upstream login answer a cleartext or md5 password request without TLS.
     /// Off by default: either exposes the lease (or a replayable hash) to the network.
     pub allow_plaintext_password: bool,
+    /// The access list (`users`): the `[[users]]` names that may use this database. `None`
+    /// (the key left out) lets every local user in; a user not on a list is refused after
+    /// authentication, with PostgreSQL's error for a missing CONNECT privilege.
+    pub users: Option<Vec<String>>,
 }
 
 impl DatabaseConfig {
@@ -201,7 +205,15 @@ impl DatabaseConfig {
             upstream_tls_cert: None,
             upstream_tls_key: None,
             allow_plaintext_password: false,
+            users: None,
         }
+    }
+
+    /// Whether local user `user` may use this database (its access list, if any).
+    pub fn admits(&self, user: &str) -> bool {
+        self.users
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|u| u == user))
     }
 
     /// The database to connect to upstream: `dbname` if set, else the name clients use.

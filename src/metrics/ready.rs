@@ -36,8 +36,9 @@ impl Readiness {
             return Err("shutting down".to_owned());
         }
         // Each entry once, in a stable order, so the reason names the same one every time.
-        let entries: BTreeMap<&str, &Credentials> = shared
-            .pools()
+        let pools = shared.pools();
+        let entries: BTreeMap<&str, &Credentials> = pools
+            .iter()
             .map(|(_, _, e)| (e.pool.credentials().name(), e.pool.credentials()))
             .collect();
         let now = SystemTime::now();

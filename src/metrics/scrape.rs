@@ -109,6 +109,7 @@ fn pools(shared: &Shared) -> Vec<MetricFamily> {
     let mut upstreams = Family::gauge(UPSTREAMS, help(UPSTREAMS));
     let mut totals = [TRANSACTIONS, QUERIES, RECEIVED, SENT].map(|n| Family::counter(n, help(n)));
     for (database, user, entry) in shared.pools() {
+        let (database, user) = (database.as_str(), user.as_str());
         let s = entry.pool.stats().snapshot();
         let u = entry.pool.upstream_counts();
         let with = |state| [("database", database), ("user", user), ("state", state)];
@@ -135,7 +136,7 @@ fn leases(shared: &Shared) -> Vec<MetricFamily> {
     let mut generation = Family::gauge(GENERATION, help(GENERATION));
     let mut cliff = Family::gauge(CLIFF, help(CLIFF));
     let now = SystemTime::now();
-    for (name, creds) in &shared.credentials {
+    for (name, creds) in &shared.credentials() {
         let labels = [("credentials", name.as_str())];
         generation.add(&labels, creds.generation() as f64);
         if let Some(at) = creds.state().expires_at {

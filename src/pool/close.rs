@@ -43,11 +43,13 @@ pub enum CloseReason {
     Shutdown,
     /// Its pool was closed.
     PoolClosed,
+    /// A config reload replaced or removed its pool, and it was idle.
+    Reloaded,
 }
 
 impl CloseReason {
     /// Every reason, in [`CloseReason::index`] order (metrics resolve one counter per reason).
-    pub const ALL: [CloseReason; 17] = [
+    pub const ALL: [CloseReason; 18] = [
         CloseReason::Broken,
         CloseReason::UpstreamLost,
         CloseReason::IdleTimeout,
@@ -65,6 +67,7 @@ impl CloseReason {
         CloseReason::Deadline,
         CloseReason::Shutdown,
         CloseReason::PoolClosed,
+        CloseReason::Reloaded,
     ];
 
     /// Position in [`CloseReason::ALL`].
@@ -92,6 +95,7 @@ impl CloseReason {
             CloseReason::Deadline => "deadline",
             CloseReason::Shutdown => "shutdown",
             CloseReason::PoolClosed => "pool_closed",
+            CloseReason::Reloaded => "reloaded",
         }
     }
 }

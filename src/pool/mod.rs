@@ -25,6 +25,7 @@ mod moves;
 mod pause;
 mod prove;
 mod replacements;
+mod retire;
 pub mod stats;
 pub mod upstreams;
 
@@ -44,6 +45,7 @@ pub use drain::maintain;
 pub use manager::Manager;
 pub use moves::{Move, MoveError};
 pub use prove::prover;
+pub use retire::{Retired, retire};
 pub use stats::{ConnectResult, PoolInstruments, PoolStats, StatsSnapshot, TransactionTotals};
 pub use upstreams::UpstreamInfo;
 
@@ -264,6 +266,17 @@ impl Pool {
         self.inner.close();
         self.listener.close();
         self.inner.manager().replacements.clear();
+    }
+
+    /// Closes every idle upstream now, as `reason`; connections in use (and replacements
+    /// ready for them) are left alone. Returns how many closed.
+    pub fn close_idle(&self, reason: CloseReason) -> usize {
+        let removed = self.inner.retain(|_, _| false).removed;
+        let closed = removed.len();
+        for mut up in removed {
+            up.close_as(reason);
+        }
+        closed
     }
 
     /// The pool's listener, which transaction-mode clients' LISTENs subscribe to.

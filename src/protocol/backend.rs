@@ -122,6 +122,18 @@ pub enum Severity {
 
 /// ErrorResponse with severity, SQLSTATE and message.
 pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, msg: &str) {
+    error_response_detail(buf, severity, code, msg, None);
+}
+
+/// ErrorResponse with severity, SQLSTATE, message and, when given, a DETAIL line (where
+/// PostgreSQL itself sends one, clients and tests expect the same).
+pub fn error_response_detail(
+    buf: &mut BytesMut,
+    severity: Severity,
+    code: &str,
+    msg: &str,
+    detail: Option<&str>,
+) {
     let sev = match severity {
         Severity::Error => "ERROR",
         Severity::Fatal => "FATAL",
@@ -130,6 +142,10 @@ pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, msg: &
         for (field, value) in [(b'S', sev), (b'V', sev), (b'C', code), (b'M', msg)] {
             b.put_u8(field);
             cstr(b, value);
+        }
+        if let Some(detail) = detail {
+            b.put_u8(b'D');
+            cstr(b, detail);
         }
         b.put_u8(0);
     });

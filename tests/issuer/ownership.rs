@@ -49,7 +49,7 @@ async fn objects_made_through_the_proxy_survive_rotation_and_revocation() {
         config.prefix,
     );
     let proxy = start_proxy(&pooled_toml(&db, "transaction", 2, "", "owned", &source)).await;
-    let creds = proxy.shared().credentials["owned"].clone();
+    let creds = proxy.shared().credentials()["owned"].clone();
     let app = connect(proxy.local_addr(), &db.user, &db.password, &db.name).await;
     sql(
         &app,
@@ -165,7 +165,7 @@ async fn dev_setup_keeps_pgbench_tables_working_across_rotations() {
     let proxy = pglease::dev::start(&opts, cluster())
         .await
         .unwrap_or_else(|e| panic!("dev did not start: {e:#}"));
-    let creds = proxy.shared().credentials["app"].clone();
+    let creds = proxy.shared().credentials()["app"].clone();
     let admin = superuser().await;
     dev_pgbench(&proxy, &["-i", "-q", "-s", "1"]).await;
     let in_app = connect_as_superuser("app").await;

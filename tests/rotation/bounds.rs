@@ -106,7 +106,7 @@ async fn rotations_under_load_stay_within_the_pool_bound_and_off_the_clients_pat
         .replace("ttl = \"8s\"", "ttl = \"10m\"")
         .replace("max_ttl = \"30s\"", "max_ttl = \"20m\"");
     let proxy = start_proxy(&toml).await;
-    let creds = proxy.shared().credentials["rotating"].clone();
+    let creds = proxy.shared().credentials()["rotating"].clone();
     let pool = proxy
         .shared()
         .pool(&db.name, &db.user)
@@ -184,7 +184,7 @@ async fn a_ready_replacement_unused_for_idle_timeout_is_closed() {
             "idle_timeout = \"1s\"\nshutdown_timeout",
         );
     let proxy = start_proxy(&toml).await;
-    let creds = proxy.shared().credentials["rotating"].clone();
+    let creds = proxy.shared().credentials()["rotating"].clone();
     // A session pinned to its lease by a temporary table: it hands back every replacement
     // it is offered, so the one kept ready for it would wait for nobody.
     let pinned = connect(proxy.local_addr(), &db.user, &db.password, &db.name).await;

@@ -67,7 +67,7 @@ async fn a_clean_shutdown_lets_transactions_finish_ends_idle_clients_and_revokes
     let admin = superuser().await;
     let prefix = "stopx";
     let proxy = start_proxy(&long_lived(&db, prefix, "10s")).await;
-    let creds = proxy.shared().credentials["rotating"].clone();
+    let creds = proxy.shared().credentials()["rotating"].clone();
     let addr = proxy.local_addr();
     let setup = owner(&db).await;
     setup
@@ -243,9 +243,9 @@ async fn an_exec_source_handing_out_nearly_expired_leases_is_asked_a_bounded_num
         count <= 6,
         "the helper ran {count} times in 6 s: {:?} {:?}",
         std::fs::read_to_string(&runs),
-        proxy.shared().credentials["helper"].state()
+        proxy.shared().credentials()["helper"].state()
     );
-    let state = proxy.shared().credentials["helper"].state();
+    let state = proxy.shared().credentials()["helper"].state();
     assert!(
         state
             .last_error
@@ -335,7 +335,7 @@ async fn an_unreachable_issuer_past_rotate_at_keeps_logins_working_backs_off_and
         .replace("ttl = \"8s\"", "ttl = \"20s\"")
         .replace("max_ttl = \"30s\"", "max_ttl = \"40s\"");
     let proxy = start_proxy(&toml).await;
-    let creds = proxy.shared().credentials["rotating"].clone();
+    let creds = proxy.shared().credentials()["rotating"].clone();
     let first = connect(proxy.local_addr(), &db.user, &db.password, &db.name).await;
     first_value(&first, "SELECT 1").await;
     let generation = creds.generation();

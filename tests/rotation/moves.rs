@@ -14,7 +14,7 @@ async fn session_proxy(
         .replace("ttl = \"8s\"", "ttl = \"10m\"")
         .replace("max_ttl = \"30s\"", "max_ttl = \"20m\"");
     let proxy = start_proxy(&toml).await;
-    let creds = proxy.shared().credentials["rotating"].clone();
+    let creds = proxy.shared().credentials()["rotating"].clone();
     (proxy, creds)
 }
 

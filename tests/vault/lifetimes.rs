@@ -22,7 +22,7 @@ async fn no_lease_outlives_the_token_that_created_it() {
     let lines = "role = \"app\"\n\
                  auth = { method = \"approle\", role_id = \"role-1\", secret_id = \"sid-1\" }";
     let proxy = start_proxy(&vault_toml(&db, "transaction", &vault, lines)).await;
-    let creds = proxy.shared().credentials["upstream"].clone();
+    let creds = proxy.shared().credentials()["upstream"].clone();
     let first = published(&creds).await;
     let counted = first
         .expires_at
@@ -124,7 +124,7 @@ async fn a_clean_stop_leaves_no_vault_lease_and_no_token_of_its_own_alive() {
     let lines = "role = \"app\"\n\
                  auth = { method = \"approle\", role_id = \"role-1\", secret_id = \"sid-1\" }";
     let proxy = start_proxy(&vault_toml(&db, "transaction", &vault, lines)).await;
-    let creds = proxy.shared().credentials["upstream"].clone();
+    let creds = proxy.shared().credentials()["upstream"].clone();
     let client = connect_app(&proxy, &db).await;
     first_value(&client, "SELECT 1").await;
     // A second lease, with the first still held by an open transaction.

@@ -118,7 +118,7 @@ async fn rides_out(mode: Mode, tag: &str) {
     let toml = vault_toml(&db, "transaction", &vault, &lines)
         .replace("rotate_at = 0.3", "rotate_at = 0.1");
     let proxy = start_proxy(&toml).await;
-    let creds = proxy.shared().credentials["upstream"].clone();
+    let creds = proxy.shared().credentials()["upstream"].clone();
     let first = published(&creds).await;
     let (generation, role) = (first.generation, first.username.clone());
     let due = first.issued_at

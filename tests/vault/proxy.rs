@@ -45,7 +45,7 @@ async fn dynamic_leases_rotate_under_load_and_superseded_ones_are_revoked() {
     let token = vault.issue_token(TokenSpec::forever());
     let toml = vault_toml(&db, "transaction", &vault, &token_lines("app", &token));
     let proxy = start_proxy(&toml).await;
-    let creds = proxy.shared().credentials["upstream"].clone();
+    let creds = proxy.shared().credentials()["upstream"].clone();
     // Only the generation is kept: holding the lease itself would count as a connection on it.
     let target = published(&creds).await.generation + 2;
     let client = connect_app(&proxy, &db).await;
@@ -191,7 +191,7 @@ async fn a_static_role_rotation_is_followed_without_client_errors() {
     let token = vault.issue_token(TokenSpec::forever());
     let lines = format!("{}\nkind = \"static\"", token_lines("app-static", &token));
     let proxy = start_proxy(&vault_toml(&db, "transaction", &vault, &lines)).await;
-    let creds = proxy.shared().credentials["upstream"].clone();
+    let creds = proxy.shared().credentials()["upstream"].clone();
     let first = published(&creds).await;
     assert_eq!(first.username, db.role);
     assert_eq!(first.expires_at, None);
@@ -249,7 +249,7 @@ async fn a_refused_token_shows_in_the_lease_state_without_the_token() {
         &token_lines("app", wrong),
     ))
     .await;
-    let creds = proxy.shared().credentials["upstream"].clone();
+    let creds = proxy.shared().credentials()["upstream"].clone();
     eventually(secs(20), "the refusal to be reported", async || {
         creds.state().last_error.is_some()
     })

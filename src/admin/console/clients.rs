@@ -79,8 +79,8 @@ pub fn servers(shared: &Shared) -> Table {
             let (local_addr, local_port) = split(up.local);
             t.row(vec![
                 text("S"),
-                text(user),
-                text(db),
+                text(&user),
+                text(&db),
                 text(if up.is_active() { "active" } else { "idle" }),
                 addr,
                 port,

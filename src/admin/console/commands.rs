@@ -53,8 +53,9 @@ pub async fn reload(control: &Control, out: &mut BytesMut) -> Result<(), Refusal
 fn pools_of(shared: &Shared, database: Option<&str>) -> Result<Vec<PoolEntry>, Refusal> {
     let pools: Vec<PoolEntry> = shared
         .pools()
-        .filter(|(db, _, _)| database.is_none_or(|d| d == *db))
-        .map(|(_, _, e)| e.clone())
+        .into_iter()
+        .filter(|(db, _, _)| database.is_none_or(|d| d == db))
+        .map(|(_, _, e)| e)
         .collect();
     match database {
         Some(db) if pools.is_empty() => {
@@ -126,12 +127,13 @@ pub async fn rotate(
     name: Option<&str>,
     out: &mut BytesMut,
 ) -> Result<(), Refusal> {
+    let all = shared.credentials();
     let mut entries: Vec<&Credentials> =
         match name {
-            Some(n) => vec![shared.credentials.get(n).ok_or_else(|| {
+            Some(n) => vec![all.get(n).ok_or_else(|| {
                 Refusal::new("42704", format!("no such credentials entry: \"{n}\""))
             })?],
-            None => shared.credentials.values().collect(),
+            None => all.values().collect(),
         };
     entries.sort_by(|a, b| a.name().cmp(b.name()));
     audit::record!(

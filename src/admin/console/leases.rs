@@ -27,16 +27,18 @@ pub fn leases(shared: &Shared) -> Table {
         ("last_error", Text),
         ("seconds_to_cliff", Int),
     ]);
-    let mut names: Vec<&String> = shared.credentials.keys().collect();
+    let all = shared.credentials();
+    let pools = shared.pools();
+    let mut names: Vec<&String> = all.keys().collect();
     names.sort();
     let now = SystemTime::now();
     for name in names {
-        let creds = &shared.credentials[name];
+        let creds = &all[name];
         let state = creds.state();
         let lease = creds.current();
         let generation = state.generation;
-        let connections: usize = shared
-            .pools()
+        let connections: usize = pools
+            .iter()
             .filter(|(_, _, e)| e.pool.credentials().name() == name.as_str())
             .flat_map(|(_, _, e)| e.pool.upstreams())
             .filter(|u| u.generation == generation)

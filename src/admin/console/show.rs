@@ -107,7 +107,7 @@ pub fn stats(shared: &Shared) -> Table {
         ("avg_query_time", Int),
         ("avg_wait_time", Int),
     ]);
-    let mut by_db: BTreeMap<&str, StatsSnapshot> = BTreeMap::new();
+    let mut by_db: BTreeMap<String, StatsSnapshot> = BTreeMap::new();
     for (db, _, entry) in shared.pools() {
         let s = entry.pool.stats().snapshot();
         let sum = by_db.entry(db).or_default();
@@ -165,9 +165,10 @@ pub fn databases(shared: &Shared) -> Table {
         ("disabled", Int),
         ("credentials", Text),
     ]);
-    for db in &shared.config.databases {
+    for db in &shared.config().databases {
         let pools: Vec<_> = shared
             .pools()
+            .into_iter()
             .filter(|(name, _, _)| *name == db.name)
             .collect();
         let open: usize = pools.iter().map(|(_, _, e)| e.pool.status().0).sum();
@@ -195,8 +196,8 @@ pub fn databases(shared: &Shared) -> Table {
 /// `SHOW USERS`: the local users, and which of them may use this console.
 pub fn users(shared: &Shared) -> Table {
     let mut t = Table::new(&[("name", Text), ("pool_mode", Text), ("admin", Int)]);
-    let admins = &shared.config.proxy.admin_users;
-    for user in &shared.config.users {
+    let admins = &shared.config().proxy.admin_users;
+    for user in &shared.config().users {
         t.row(vec![
             text(&user.name),
             None,
@@ -221,9 +222,9 @@ pub fn lists(shared: &Shared) -> Table {
         idle += available;
     }
     for (list, items) in [
-        ("databases", shared.config.databases.len()),
-        ("users", shared.config.users.len()),
-        ("pools", shared.pools().count()),
+        ("databases", shared.config().databases.len()),
+        ("users", shared.config().users.len()),
+        ("pools", shared.pools().len()),
         ("free_clients", 0),
         ("used_clients", used_clients),
         ("login_clients", 0),
@@ -243,9 +244,9 @@ pub fn version() -> Table {
 }
 
 /// Every pool, sorted by (database, user), so output is stable.
-pub fn sorted_pools(shared: &Shared) -> Vec<(&str, &str, &crate::client::PoolEntry)> {
-    let mut all: Vec<_> = shared.pools().collect();
-    all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+pub fn sorted_pools(shared: &Shared) -> Vec<(String, String, crate::client::PoolEntry)> {
+    let mut all = shared.pools();
+    all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     all
 }
 

@@ -88,6 +88,7 @@ pub(super) fn read_database(mut s: Section<'_, '_>) -> DatabaseConfig {
     d.upstream_tls_cert = s.opt_path("upstream_tls_cert");
     d.upstream_tls_key = s.opt_path("upstream_tls_key");
     d.allow_plaintext_password = s.bool_or("allow_plaintext_password", false);
+    d.users = s.strings("users");
     s.finish();
     d
 }

@@ -201,6 +201,20 @@ fn check_database(
         );
     }
     check_upstream_tls(path, database, problems);
+    check_access(path, database, config, problems);
+}
+
+/// Each name on an access list must be a local user: a typo would otherwise lock that user
+/// out silently.
+fn check_access(path: &str, database: &DatabaseConfig, config: &Config, problems: &mut Problems) {
+    for (index, name) in database.users.iter().flatten().enumerate() {
+        if !config.users.iter().any(|user| &user.name == name) {
+            problems.add(
+                format_args!("{path}.users[{index}]"),
+                format_args!("`{name}` is not the name of any [[users]] entry"),
+            );
+        }
+    }
 }
 
 /// The TLS files of a database entry: a client certificate comes with its key, and no path is
