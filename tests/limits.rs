@@ -66,10 +66,9 @@ async fn max_client_conn_refuses_before_authentication_and_still_serves_cancels(
     let second = connect_app(&proxy, &db).await;
 
     // A wrong password gets the limit, not 28P01: nothing of the login was looked at.
-    let refused = try_connect(addr, &db.user, "not-the-password", &db.name)
-        .await
-        .err()
-        .expect("a third client got in past max_client_conn = 2");
+    let Err(refused) = try_connect(addr, &db.user, "not-the-password", &db.name).await else {
+        panic!("a third client got in past max_client_conn = 2");
+    };
     let db_error = refused
         .as_db_error()
         .expect("refused without a server error");

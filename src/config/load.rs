@@ -181,4 +181,6 @@ fn array_of_tables(root: &mut Section<'_, '_>, key: &str) -> Vec<(String, Table)
 }
 
 #[cfg(test)]
+mod limits_tests;
+#[cfg(test)]
 mod tests;
