@@ -203,6 +203,55 @@ async fn query_timeout_cancels_a_long_request_and_the_client_carries_on() {
     }
 }
 
+/// Sends `signal` to an upstream backend (a stand-in for an upstream that stops answering).
+fn signal_backend(signal: &str, pid: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// Lets a stopped backend run again however the test ends, so it can exit.
+struct Continue(String);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn query_timeout_closes_an_upstream_that_ignores_the_cancel_and_the_client_hears_it() {
+    let db = fresh_db("querystuck").await;
+    let toml = proxy_toml(&db, "transaction", 1, "query_timeout = \"1s\"");
+    let proxy = start_proxy(&toml).await;
+    let client = connect_app(&proxy, &db).await;
+    // Pool size 1: the next request runs on this same backend.
+    let pid = first_value(&client, "SELECT pg_backend_pid()").await;
+    let slow = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A stopped backend acts on no cancel: only closing it ends the request.
+    signal_backend("-STOP", &pid);
+    let _resume = Continue(pid);
+    let result = tokio::time::timeout(WINDOW, slow)
+        .await
+        .expect("a request on a stuck upstream hung past query_timeout and its grace")
+        .unwrap();
+    let e = result.err().expect("the stuck request succeeded");
+    let db_error = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("no server error: {e}"));
+    assert_eq!(db_error.code().code(), "57014", "{}", describe(&e));
+    assert!(
+        db_error.message().contains("query_timeout"),
+        "{}",
+        db_error.message()
+    );
+}
+
 /// The first column of the first row of a simple query, as text.
 async fn first_value(client: &Client, sql: &str) -> String {
     let messages = client
