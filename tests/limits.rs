@@ -240,7 +240,7 @@ async fn query_timeout_closes_an_upstream_that_ignores_the_cancel_and_the_client
         .await
         .expect("a request on a stuck upstream hung past query_timeout and its grace")
         .unwrap();
-    let e = result.err().expect("the stuck request succeeded");
+    let e = result.expect_err("the stuck request succeeded");
     let db_error = e
         .as_db_error()
         .unwrap_or_else(|| panic!("no server error: {e}"));
