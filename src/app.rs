@@ -144,6 +144,12 @@ impl Proxy {
             addr: config.proxy.listen.clone(),
             source,
         })?;
+        let upstreams: usize = config
+            .databases
+            .iter()
+            .map(|db| (db.pool_size + db.reserve_pool_size) * config.users.len())
+            .sum();
+        crate::client::descriptors::make_room(config.proxy.max_client_conn, upstreams);
         let admin_listener =
             match &config.proxy.admin_listen {
                 Some(listen) => Some(crate::admin::http::bind(listen).await.map_err(|source| {

@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod cancel;
 pub mod control;
+pub mod descriptors;
 pub mod handshake;
 pub mod instruments;
 pub mod notify;
