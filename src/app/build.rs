@@ -59,6 +59,9 @@ pub(super) fn entries<'a>(
 }
 
 /// The pool of `user` on `db`, logging in with `credentials`, its upkeep task running until `upkeep`.
+// Each argument is a different part of the wiring this one call joins; a struct holding them
+// would only be built here.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn pool_entry(
     config: &Config,
     db: &DatabaseConfig,

@@ -124,6 +124,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, sea
                 .unwrap_or_else(|_| Err(ClientError::refused("08P01", "login timeout")));
             if let Err(e) = allowed {
                 debug!(error = %e, "client refused: max_client_conn reached");
+                if let Some(code) = e.sqlstate() {
+                    shared.instruments.error_sent(code);
+                }
                 refuse(&mut stream, &e).await;
                 return;
             }
