@@ -29,12 +29,14 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::admin::http::AdminState;
 use crate::auth::AuthError;
 use crate::client::Shared;
+use crate::client::admission::Admission;
 use crate::client::control::{Control, ControlRequests, ReloadRequest};
+use crate::client::timers::Timeouts;
 use crate::config::{ClientTls, Config};
 use crate::metrics::{Metrics, Readiness};
 use crate::tls::client::TlsConfigError;
@@ -142,6 +144,12 @@ impl Proxy {
             addr: config.proxy.listen.clone(),
             source,
         })?;
+        let upstreams: usize = config
+            .databases
+            .iter()
+            .map(|db| (db.pool_size + db.reserve_pool_size) * config.users.len())
+            .sum();
+        crate::client::descriptors::make_room(config.proxy.max_client_conn, upstreams);
         let admin_listener =
             match &config.proxy.admin_listen {
                 Some(listen) => Some(crate::admin::http::bind(listen).await.map_err(|source| {
@@ -163,7 +171,9 @@ impl Proxy {
             auth_type: config.proxy.auth_type,
             max_message_size: config.proxy.max_message_size,
             max_prepared_statements: config.proxy.max_prepared_statements,
-            login_timeout: config.proxy.login_timeout,
+            client_login_timeout: config.proxy.client_login_timeout,
+            admission: Arc::new(Admission::new(config.proxy.max_client_conn)),
+            timeouts: Timeouts::from_config(&config.proxy),
             shutdown: CancellationToken::new(),
             client_tls,
             client_tls_required: config.proxy.client_tls == ClientTls::Require,
@@ -323,9 +333,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                tracker.spawn(crate::client::serve(shared.clone(), stream, peer));
-            }
+            Ok((stream, peer)) => match shared.admission.seat() {
+                Some(seat) => {
+                    tracker.spawn(crate::client::serve(shared.clone(), stream, peer, seat));
+                }
+                // Above max_client_conn and the overflow path is full too.
+                None => debug!(%peer, "client closed at once: max_client_conn reached"),
+            },
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
                 warn!(error = %e, "accept failed");

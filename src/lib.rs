@@ -16,7 +16,8 @@
 //!   the only ways to swap it for a replacement (a connection opened ahead of need on a newer
 //!   lease) or close it with a [`pool::CloseReason`].
 //! - [`client`]: a client's handshake, authentication and relay loop, and the state every
-//!   client task reads ([`client::Shared`]).
+//!   client task reads ([`client::Shared`]); `max_client_conn` ([`client::admission`]) and
+//!   the session timeouts ([`client::timers`]).
 //! - [`metrics`]: the Prometheus registry: hands the data path its instruments, reads pools,
 //!   leases and the process at scrape time, and judges readiness.
 //! - [`admin`]: the operator's plane: the HTTP endpoint on `admin_listen` (`/metrics`,

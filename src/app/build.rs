@@ -59,6 +59,9 @@ pub(super) fn entries<'a>(
 }
 
 /// The pool of `user` on `db`, logging in with `credentials`, its upkeep task running until `upkeep`.
+// Each argument is a different part of the wiring this one call joins; a struct holding them
+// would only be built here.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn pool_entry(
     config: &Config,
     db: &DatabaseConfig,
@@ -73,6 +76,10 @@ pub(super) fn pool_entry(
         size: db.pool_size,
         wait_timeout: config.proxy.query_wait_timeout,
         idle_timeout: config.proxy.idle_timeout,
+        min_size: db.min_pool_size,
+        reserve_size: db.reserve_pool_size,
+        reserve_timeout: config.proxy.reserve_pool_timeout,
+        lifetime: Some(config.proxy.server_lifetime).filter(|d| !d.is_zero()),
     };
     let instruments = metrics.pool(&db.name, user);
     let pool = Pool::new(target.clone(), credentials.clone(), settings, instruments);

@@ -3,8 +3,10 @@
 //! What every client task reads lives here too ([`shared`]): the wiring builds it, clients
 //! use it.
 
+pub mod admission;
 pub mod cancel;
 pub mod control;
+pub mod descriptors;
 pub mod handshake;
 pub mod instruments;
 pub mod notify;
@@ -15,6 +17,7 @@ pub mod shared;
 pub mod statements;
 pub mod stop;
 pub mod stream;
+pub mod timers;
 pub mod tracked;
 
 use std::net::SocketAddr;
@@ -29,6 +32,7 @@ use tracing::{Instrument, debug, info_span};
 use crate::protocol::ProtocolError;
 use crate::protocol::backend::{self, Severity};
 
+pub use admission::Seat;
 pub use shared::{ConsoleEntry, PoolEntry, Pools, Serving, Shared, Tenure};
 
 use instruments::AuthFailure;
@@ -84,9 +88,10 @@ const NO_PRIVILEGE: &str = "42501";
 /// PostgreSQL's DETAIL for that refusal (`postinit.c`), word for word.
 const NO_CONNECT_DETAIL: &str = "User does not have CONNECT privilege.";
 
-/// Serves one accepted client connection until it ends. Never panics on client input; an
-/// error here closes this client only.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one accepted client connection until it ends, holding its `seat` against
+/// `max_client_conn` all along. Never panics on client input; an error here closes this
+/// client only.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, seat: Seat) {
     let id = shared.clients.next_id();
     let span = info_span!(
         "client",
@@ -99,14 +104,33 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
         let connected_at = std::time::SystemTime::now();
-        let deadline = tokio::time::Instant::now() + shared.login_timeout;
-        let (mut stream, buf) = match handshake::open(&shared, stream, deadline).await {
+        let budget = if seat.overflow {
+            admission::OVERFLOW_TIMEOUT.min(shared.client_login_timeout)
+        } else {
+            shared.client_login_timeout
+        };
+        let deadline = tokio::time::Instant::now() + budget;
+        let (mut stream, mut buf) = match handshake::open(&shared, stream, deadline).await {
             Ok(opened) => opened,
             Err(e) => {
                 debug!(error = %e, "client connection ended before login");
                 return;
             }
         };
+        if seat.overflow {
+            let allowed = admission::refuse_unless_allowed(&mut stream, &mut buf);
+            let allowed = tokio::time::timeout_at(deadline, allowed)
+                .await
+                .unwrap_or_else(|_| Err(ClientError::refused("08P01", "login timeout")));
+            if let Err(e) = allowed {
+                debug!(error = %e, "client refused: max_client_conn reached");
+                if let Some(code) = e.sqlstate() {
+                    shared.instruments.error_sent(code);
+                }
+                refuse(&mut stream, &e).await;
+                return;
+            }
+        }
         let login = tokio::time::timeout_at(deadline, handshake::login(&shared, &mut stream, buf))
             .await
             .unwrap_or_else(|_| {

@@ -40,6 +40,7 @@ use bytes::{Buf, BytesMut};
 use super::settings::mentions_set_config;
 use super::statements::ReplyError;
 use super::stop::Stop;
+use super::timers::{Expired, Phase, Timers};
 use super::tracked::{self, Filter, Tracking};
 use crate::credentials::LeaseEnd;
 use crate::pool::TransactionTotals;
@@ -148,6 +149,8 @@ pub enum RelayEnd {
     LeaseEnded,
     /// An administrator ended the client (`KILL`): the session ends now, wherever it is.
     Killed,
+    /// A session timeout ([`super::timers`]) was reached.
+    TimedOut(Expired),
 }
 
 /// What the relay watches besides the two sockets.
@@ -163,6 +166,8 @@ pub struct Signals<'a, 't, 'm> {
     pub tracking: Option<Tracking<'t>>,
     /// Where finished queries and transactions are recorded.
     pub meter: Meter<'m>,
+    /// The session's timeouts, when any is on; asked only when the relay is idle.
+    pub timers: Option<&'t mut Timers>,
 }
 
 /// Relays until one of the [`RelayEnd`] conditions.
@@ -182,6 +187,7 @@ pub async fn relay(
         stop,
         mut tracking,
         meter,
+        mut timers,
     } = signals;
     let mut rotation_due = false;
     let end = poll_fn(|cx| {
@@ -217,6 +223,11 @@ pub async fn relay(
         if end.is_pending() && rotation_due && at_idle_boundary(bufs, track) {
             return Poll::Ready(RelayEnd::Rotated);
         }
+        if let (true, Some(timers)) = (end.is_pending(), timers.as_deref_mut()) {
+            if let Poll::Ready(expired) = timers.poll(cx, phase(bufs, track)) {
+                return Poll::Ready(RelayEnd::TimedOut(expired));
+            }
+        }
         end
     })
     .await;
@@ -240,6 +251,21 @@ fn at_idle_boundary(b: &Buffers, t: &Tracker) -> bool {
         && b.send.is_empty()
         && b.u2c.is_empty()
         && b.bscan.at_boundary()
+}
+
+/// Where the conversation stands, for the session timeouts: a request is running while any
+/// is unanswered or part of one is still to go upstream; the client is idle once everything
+/// is answered and delivered (a partial message it is still sending does not stop the clock).
+fn phase(b: &Buffers, t: &Tracker) -> Phase {
+    if t.pending > 0 || b.fscan.open_batch() || !b.nothing_to_send() {
+        Phase::Running
+    } else if b.u2c.is_empty() && b.bscan.at_boundary() && !t.terminated {
+        Phase::Idle {
+            in_transaction: t.status != b'I',
+        }
+    } else {
+        Phase::Other
+    }
 }
 
 /// The two sockets of a relay run.

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tracing::{debug, warn};
 
 use super::ClientError;
@@ -16,6 +17,7 @@ use super::shared::{PoolEntry, Shared};
 use super::statements::{ClientStatements, UpstreamStatements};
 use super::stop::{ClientInfo, ClientState, Registration};
 use super::stream::ClientStream;
+use super::timers::{Expired, Timers};
 use super::tracked::Tracking;
 use crate::config::PoolMode;
 use crate::credentials::EndReason;
@@ -28,6 +30,7 @@ mod cleanup;
 mod follow;
 mod release;
 mod settings;
+mod timeouts;
 
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -67,6 +70,8 @@ pub struct Session {
     /// Its pool was retired by a reload and the session stays on it (see
     /// [`Session::follow_reload`]), so being idle on it is no reason to look again.
     stays_on_retired: bool,
+    /// The timeouts watched while an upstream is held; `None` when all are off.
+    timers: Option<Timers>,
 }
 
 enum Next {
@@ -76,6 +81,8 @@ enum Next {
     Stopped,
     /// Ended by an administrator.
     Killed,
+    /// Idle between transactions for `client_idle_timeout`.
+    IdleTimeout,
 }
 
 impl Session {
@@ -104,6 +111,10 @@ impl Session {
             registration,
             pinned_by: None,
             stays_on_retired: false,
+            timers: shared
+                .timeouts
+                .any_while_held()
+                .then(|| Timers::new(shared.timeouts)),
             shared,
             client,
             login,
@@ -129,6 +140,11 @@ impl Session {
                         .await);
                 }
                 Next::Killed => return Err(self.killed().await),
+                Next::IdleTimeout => {
+                    let e =
+                        ClientError::refused(timeouts::IDLE_SESSION.0, timeouts::IDLE_SESSION.1);
+                    return Err(self.fatal(e).await);
+                }
             }
             if self.answer_listen().await? || self.answer_without_upstream().await? {
                 continue;
@@ -155,6 +171,9 @@ impl Session {
                 continue;
             };
             self.request_ready = false;
+            if let Some(timers) = self.timers.as_mut() {
+                timers.reset();
+            }
             if let Some(up) = self.serve_on(up).await? {
                 if std::mem::take(&mut self.track.unsolicited) {
                     up.discard(CloseReason::UnsolicitedInput);
@@ -279,6 +298,8 @@ impl Session {
                     };
                     return Err(self.fatal(ClientError::refused("57P01", why)).await);
                 }
+                RelayEnd::TimedOut(Expired::Query) => self.cancel_for_timeout(&up),
+                RelayEnd::TimedOut(expired) => return Err(self.end_timed_out(up, expired).await),
                 RelayEnd::ClientClosed => {
                     self.cleanup(up).await;
                     return Ok(None);
@@ -349,6 +370,7 @@ impl Session {
                 stats: pool.stats(),
                 instruments: pool.instruments(),
             },
+            timers: self.timers.as_mut(),
         };
         relay(
             &mut self.client,
@@ -381,6 +403,8 @@ impl Session {
     /// checked out before then, so a slow client never holds an upstream while it types.
     async fn read_request(&mut self) -> Result<Next, ClientError> {
         let max = self.shared.max_message_size;
+        // When `client_idle_timeout` ends this wait, set once the client is first seen idle.
+        let mut idle_until = None;
         loop {
             let scan = self.bufs.fscan.scan(&self.bufs.c2u, true, max)?;
             self.track.pending += scan.sync_points;
@@ -412,10 +436,26 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
+            if !idle {
+                idle_until = None;
+            } else if idle_until.is_none() {
+                idle_until = self
+                    .shared
+                    .timeouts
+                    .client_idle
+                    .map(|l| tokio::time::Instant::now() + l);
+            }
+            let idle_over = async move {
+                match idle_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let read = self.client.read_buf(&mut self.bufs.c2u);
             let n = tokio::select! {
                 biased;
                 r = read => r?,
+                () = idle_over, if idle_until.is_some() => return Ok(Next::IdleTimeout),
                 // Idle between transactions: the moment a shutdown may end the session.
                 () = self.registration.stop.stopped(), if idle => return Ok(Next::Stopped),
                 () = self.registration.stop.killed() => return Ok(Next::Killed),

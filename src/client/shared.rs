@@ -166,8 +166,12 @@ pub struct Shared {
     /// `max_prepared_statements`: statements tracked per upstream in transaction mode; 0 is
     /// off (named statements pass through untracked).
     pub max_prepared_statements: usize,
-    /// Time a client has to finish logging in.
-    pub login_timeout: Duration,
+    /// Time a client has to finish logging in (`client_login_timeout`).
+    pub client_login_timeout: Duration,
+    /// Open client connections against `max_client_conn`.
+    pub admission: Arc<super::admission::Admission>,
+    /// The idle and query timeouts every session watches.
+    pub timeouts: super::timers::Timeouts,
     /// Cancelled when the proxy shuts down.
     pub shutdown: CancellationToken,
     /// The certificate served to clients that ask for TLS; `None` answers SSLRequest `N`.

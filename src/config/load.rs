@@ -68,6 +68,7 @@ pub(super) fn from_toml_str(
         base_dir,
         env,
         problems: Vec::new(),
+        warnings: Vec::new(),
         broken_credentials: BTreeSet::new(),
     };
     let mut config = read_root(Section::new(String::new(), root, &mut loader));
@@ -84,6 +85,7 @@ pub(super) fn from_toml_str(
             .filter(|p| !reported.contains(problem_path(p))),
     );
     if problems.is_empty() {
+        config.warnings.extend(loader.warnings);
         config.warnings.extend(validate::warnings(&config));
         Ok(config)
     } else {
@@ -178,5 +180,7 @@ fn array_of_tables(root: &mut Section<'_, '_>, key: &str) -> Vec<(String, Table)
     tables
 }
 
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod tests;

@@ -10,8 +10,12 @@ use crate::secret::Secret;
 /// PgBouncer's default for `max_prepared_statements`: statements kept per upstream.
 pub const DEFAULT_MAX_PREPARED_STATEMENTS: usize = 200;
 
+/// Default `max_client_conn` (see [`ProxyConfig::max_client_conn`] for why).
+pub const DEFAULT_MAX_CLIENT_CONN: usize = 5000;
+
 /// `[proxy]`: settings of the proxy process itself. Every key has a default, so the section
-/// may be left out entirely. Every timeout except `shutdown_timeout` must be longer than 0s.
+/// may be left out entirely. The timeouts that are always on must be longer than 0s; those
+/// whose default is off (`client_idle_timeout`, `query_timeout`, ...) take `"0s"` for off.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
     /// `host:port` PostgreSQL clients connect to. Kept as text so a host name such as
@@ -44,8 +48,38 @@ pub struct ProxyConfig {
     pub query_wait_timeout: Duration,
     /// How long opening and authenticating one upstream may take. Default 5s.
     pub connect_timeout: Duration,
-    /// How long a client has to finish startup and authentication. Default 60s.
-    pub login_timeout: Duration,
+    /// How long a client has to finish startup and authentication (the old key
+    /// `login_timeout` is still read, with a warning). Default 60s, as PgBouncer: long enough
+    /// for a slow TLS handshake over a bad link, short enough that half-open logins do not
+    /// pile up.
+    pub client_login_timeout: Duration,
+    /// Most client connections open at once (logging in or logged in); clients above it are
+    /// refused with PostgreSQL's "too many clients" before any authentication work. Cancel
+    /// requests and admin-console logins still get through. Default 5000: web fleets keep
+    /// many idle clients open per pool, and PgBouncer's 100 is reached by a few app servers;
+    /// each client costs a file descriptor and about 16 KiB, so 5000 stays well within a
+    /// raised `RLIMIT_NOFILE`.
+    pub max_client_conn: usize,
+    /// A client idle outside a transaction this long is ended (PostgreSQL's
+    /// `idle_session_timeout`). Default `0s`, off: a pooled idle client holds no upstream, so
+    /// it costs PostgreSQL nothing.
+    pub client_idle_timeout: Duration,
+    /// A client idle inside a transaction this long is ended and its transaction rolled back
+    /// (PostgreSQL's `idle_in_transaction_session_timeout`). Default 300s: such a client pins
+    /// one of `pool_size` upstreams and holds its locks and snapshot; five idle minutes inside
+    /// a transaction is almost always an application that forgot to commit. `0s` is off.
+    pub idle_transaction_timeout: Duration,
+    /// A request running longer than this is cancelled upstream (PostgreSQL's
+    /// `statement_timeout`, enforced by the proxy). Default `0s`, off: how long a query may
+    /// run is the application's business, and PostgreSQL's own setting is finer grained.
+    pub query_timeout: Duration,
+    /// Upstreams older than about this are closed when they come back to their pool (never
+    /// mid-transaction), each with ±10% jitter so connections opened together do not all
+    /// retire at once. Default 3600s, as PgBouncer; `0s` is off.
+    pub server_lifetime: Duration,
+    /// How long a client waits for an upstream before it may get one of the reserve pool's
+    /// extra connections (`reserve_pool_size`). Default 5s, as PgBouncer.
+    pub reserve_pool_timeout: Duration,
     /// Upstreams idle this long (since they came back to their pool) are closed in the
     /// background, so pools shrink after a burst. Default 600s.
     pub idle_timeout: Duration,
@@ -117,7 +151,13 @@ impl Default for ProxyConfig {
             max_prepared_statements: DEFAULT_MAX_PREPARED_STATEMENTS,
             query_wait_timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(5),
-            login_timeout: Duration::from_secs(60),
+            client_login_timeout: Duration::from_secs(60),
+            max_client_conn: DEFAULT_MAX_CLIENT_CONN,
+            client_idle_timeout: Duration::ZERO,
+            idle_transaction_timeout: Duration::from_secs(300),
+            query_timeout: Duration::ZERO,
+            server_lifetime: Duration::from_secs(3600),
+            reserve_pool_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(600),
             shutdown_timeout: Duration::from_secs(30),
             application_name: "pglease".to_owned(),
@@ -165,6 +205,14 @@ pub struct DatabaseConfig {
     pub pool_mode: PoolMode,
     /// Most upstream connections per (database, user) pool. Default 20, at least 1.
     pub pool_size: usize,
+    /// Upstreams the pool upkeep keeps open (on the current lease) even when idle, counted
+    /// within `pool_size`, so the first requests after a quiet spell pay no login. Default 0,
+    /// as PgBouncer: an idle pool costs PostgreSQL nothing.
+    pub min_pool_size: usize,
+    /// Extra upstreams beyond `pool_size` a pool may open for clients that waited
+    /// `reserve_pool_timeout`; they close as soon as they are idle. Default 0, none: the
+    /// reserve is for absorbing bursts on purpose, sized against `max_connections`.
+    pub reserve_pool_size: usize,
     /// Name of the `[credentials.NAME]` entry whose lease logs in upstream.
     pub credentials: String,
     /// Run on an upstream before it is reused after a session-mode client, so no session
@@ -198,6 +246,8 @@ impl DatabaseConfig {
             dbname: None,
             pool_mode: PoolMode::Transaction,
             pool_size: 20,
+            min_pool_size: 0,
+            reserve_pool_size: 0,
             credentials: credentials.into(),
             reset_query: "DISCARD ALL".to_owned(),
             upstream_tls: UpstreamTlsMode::default(),

@@ -32,7 +32,13 @@ const FULL: &str = r#"
     max_prepared_statements = 50
     query_wait_timeout = "1m"
     connect_timeout = "2s"
-    login_timeout = "45s"
+    client_login_timeout = "45s"
+    max_client_conn = 300
+    client_idle_timeout = "10m"
+    idle_transaction_timeout = "0s"
+    query_timeout = "30s"
+    server_lifetime = "2h"
+    reserve_pool_timeout = "3s"
     idle_timeout = "1h"
     shutdown_timeout = "0s"
     application_name = "proxy-a"
@@ -50,6 +56,8 @@ const FULL: &str = r#"
     dbname = "app_prod"
     pool_mode = "session"
     pool_size = 5
+    min_pool_size = 2
+    reserve_pool_size = 3
     credentials = "issued"
     reset_query = ""
 
@@ -115,7 +123,13 @@ fn full_config_round_trips_including_defaults() {
         max_prepared_statements: 50,
         query_wait_timeout: secs(60),
         connect_timeout: secs(2),
-        login_timeout: secs(45),
+        client_login_timeout: secs(45),
+        max_client_conn: 300,
+        client_idle_timeout: secs(600),
+        idle_transaction_timeout: Duration::ZERO,
+        query_timeout: secs(30),
+        server_lifetime: secs(7200),
+        reserve_pool_timeout: secs(3),
         idle_timeout: secs(3600),
         shutdown_timeout: Duration::ZERO,
         application_name: "proxy-a".into(),
@@ -130,6 +144,7 @@ fn full_config_round_trips_including_defaults() {
     assert_eq!(app.upstream_dbname(), "app_prod");
     assert_eq!((app.host.as_str(), app.port), ("db.internal", 5433));
     assert_eq!((app.pool_mode, app.pool_size), (PoolMode::Session, 5));
+    assert_eq!((app.min_pool_size, app.reserve_pool_size), (2, 3));
     assert_eq!(app.reset_query, "");
     // Every key left out takes the documented default.
     assert_eq!(config.databases[1], DatabaseConfig::new("reports", "vault"));

@@ -19,6 +19,7 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use deadpool::managed;
 use prometheus::IntCounter;
@@ -65,6 +66,8 @@ pub struct Pooled {
     state: UpstreamState,
     /// Why it is being closed, once that is decided; the first reason stays.
     closing: Option<CloseReason>,
+    /// When it has served long enough (`server_lifetime` with its jitter); never if `None`.
+    retire_at: Option<Instant>,
 }
 
 impl Pooled {
@@ -85,7 +88,20 @@ impl Pooled {
             closes,
             state: UpstreamState::default(),
             closing: None,
+            retire_at: None,
         }
+    }
+
+    /// Gives this connection a lifetime of `lifetime` ±10%, drawn once, so connections
+    /// opened together (a pool filling up, a rotation) retire spread out rather than at once.
+    pub(super) fn retire_after(&mut self, lifetime: Duration) {
+        let jitter = 0.9 + 0.2 * rand::random::<f64>();
+        self.retire_at = self.up.created_at.checked_add(lifetime.mul_f64(jitter));
+    }
+
+    /// Whether it has outlived its `server_lifetime`: it is closed when it next comes back.
+    pub fn past_lifetime(&self) -> bool {
+        self.retire_at.is_some_and(|at| Instant::now() >= at)
     }
 
     /// The connection itself: its socket, lease, login parameters and cancel key.
@@ -153,13 +169,22 @@ impl std::fmt::Debug for Pooled {
 
 /// An upstream checked out of a pool. Dropping it gives the connection back to the pool;
 /// [`Checkout::discard`] closes it instead. The [`InUse`] beside it shows the connection as
-/// active in `SHOW SERVERS` for as long as it is held.
-pub struct Checkout(pub(super) managed::Object<Manager>, InUse);
+/// active in `SHOW SERVERS` for as long as it is held. In a pool with a reserve it also holds
+/// its permit ([`super::reserve`]), released after the connection (fields drop in order).
+pub struct Checkout(
+    pub(super) managed::Object<Manager>,
+    InUse,
+    // Never read: holding it is the point, and dropping it lets the next client in.
+    #[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>,
+);
 
 impl Checkout {
-    pub(super) fn new(object: managed::Object<Manager>) -> Checkout {
+    pub(super) fn new(
+        object: managed::Object<Manager>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Checkout {
         let in_use = object.listed.in_use();
-        Checkout(object, in_use)
+        Checkout(object, in_use, permit)
     }
 
     /// The connection, for the exchanges pglease itself runs on it (cleanup, a session

@@ -45,11 +45,17 @@ pub enum CloseReason {
     PoolClosed,
     /// A config reload replaced or removed its pool, and it was idle.
     Reloaded,
+    /// It outlived `server_lifetime` (with its jitter) and came back to its pool.
+    Lifetime,
+    /// A request on it ran past `query_timeout` and did not end after being cancelled.
+    QueryTimeout,
+    /// An extra connection of the reserve pool (`reserve_pool_size`) that fell idle.
+    ReserveReleased,
 }
 
 impl CloseReason {
     /// Every reason, in [`CloseReason::index`] order (metrics resolve one counter per reason).
-    pub const ALL: [CloseReason; 18] = [
+    pub const ALL: [CloseReason; 21] = [
         CloseReason::Broken,
         CloseReason::UpstreamLost,
         CloseReason::IdleTimeout,
@@ -68,6 +74,9 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::PoolClosed,
         CloseReason::Reloaded,
+        CloseReason::Lifetime,
+        CloseReason::QueryTimeout,
+        CloseReason::ReserveReleased,
     ];
 
     /// Position in [`CloseReason::ALL`].
@@ -96,6 +105,9 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::PoolClosed => "pool_closed",
             CloseReason::Reloaded => "reloaded",
+            CloseReason::Lifetime => "lifetime",
+            CloseReason::QueryTimeout => "query_timeout",
+            CloseReason::ReserveReleased => "reserve_released",
         }
     }
 }

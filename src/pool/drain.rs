@@ -15,7 +15,10 @@
 //! The old lease is thus drained without any client waiting for a login and without the pool
 //! shrinking, and its rotator revokes it as soon as the last connection is gone.
 //!
-//! The same task closes connections idle for `idle_timeout` ([`super::idle`]) at every turn.
+//! The same task closes connections idle for `idle_timeout` or past `server_lifetime`
+//! ([`super::idle`]) and idle reserve connections ([`super::reserve`]) at every turn, and,
+//! while no rotation is under way, opens connections up to `min_pool_size`, one per turn,
+//! through the same ready list replacements use.
 
 use std::time::{Duration, SystemTime};
 
@@ -62,9 +65,14 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
             }
         }
         busy = false;
-        let closed = idle.sweep(&pool.inner, manager.idle_timeout());
+        let min_size = pool.settings().min_size;
+        let closed = idle.sweep(&pool.inner, manager.idle_timeout(), min_size);
         if closed > 0 {
-            debug!(credentials = %creds.name(), closed, "idle upstreams closed after idle_timeout");
+            debug!(credentials = %creds.name(), closed, "idle upstreams closed (idle_timeout or server_lifetime)");
+        }
+        let released = pool.release_reserve();
+        if released > 0 {
+            debug!(credentials = %creds.name(), released, "idle reserve upstreams closed");
         }
         let current = creds.generation();
         let superseded = manager.replacements.older_than(current);
@@ -79,6 +87,12 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
                 pool.cycle_idle().await;
                 idle.cycled(&pool.inner);
                 manager.replacements.close_up_to(current);
+                continue;
+            }
+            if pool.inner.status().size < min_size {
+                // Opened as a replacement on the current lease, so the next turn moves it
+                // into the pool the way every upkeep login gets there.
+                busy = open_one(&pool, &shutdown).await;
             }
             continue;
         }
@@ -115,6 +129,26 @@ pub async fn maintain(pool: Pool, shutdown: CancellationToken) {
             // A session-mode client woken for a ready replacement may be mid-transaction for
             // a while; let every waiting session try for it rather than leave it unused.
             manager.replacements.added.notify_waiters();
+        }
+    }
+}
+
+/// Opens one connection on the newest lease for `min_pool_size` and leaves it ready for the
+/// next turn; true when it did. A failure waits [`RETRY_AFTER_FAILURE`].
+async fn open_one(pool: &Pool, shutdown: &CancellationToken) -> bool {
+    let manager = pool.inner.manager();
+    match manager.open().await {
+        Ok(up) => {
+            manager.replacements.add(up);
+            true
+        }
+        Err(e) => {
+            warn!(credentials = %pool.credentials().name(), error = %e, "opening an upstream for min_pool_size failed");
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(RETRY_AFTER_FAILURE) => {}
+            }
+            false
         }
     }
 }

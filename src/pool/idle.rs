@@ -51,13 +51,24 @@ struct Seen {
 }
 
 impl IdleClock {
-    /// Closes the idle connections of `pool` idle for `timeout` or longer; returns how many.
-    pub(super) fn sweep(&mut self, pool: &managed::Pool<Manager>, timeout: Duration) -> usize {
+    /// Closes the idle connections of `pool` idle for `timeout` or longer, and those past
+    /// their `server_lifetime`, but never below `keep` open connections (`min_pool_size`);
+    /// returns how many it closed.
+    pub(super) fn sweep(
+        &mut self,
+        pool: &managed::Pool<Manager>,
+        timeout: Duration,
+        keep: usize,
+    ) -> usize {
         let now = Instant::now();
         let mut seen = HashMap::with_capacity(self.seen.len());
+        let mut closable = pool.status().size.saturating_sub(keep);
         let result = pool.retain(|up, metrics| {
             let idle_since = self.idle_since(up, &metrics, now);
-            if now.saturating_duration_since(idle_since) >= timeout {
+            let expired = now.saturating_duration_since(idle_since) >= timeout;
+            // An old one goes even below `keep`: the upkeep opens a fresh one in its place.
+            if up.past_lifetime() || (expired && closable > 0) {
+                closable = closable.saturating_sub(1);
                 return false;
             }
             let handed_out = stamp(&metrics);
@@ -74,7 +85,11 @@ impl IdleClock {
         self.seen = seen;
         let closed = result.removed.len();
         for mut up in result.removed {
-            up.close_as(CloseReason::IdleTimeout);
+            up.close_as(if up.past_lifetime() {
+                CloseReason::Lifetime
+            } else {
+                CloseReason::IdleTimeout
+            });
         }
         closed
     }

@@ -30,6 +30,8 @@ pub struct Manager {
     /// The credentials entry's name, shared by every connection's close log line.
     credentials_name: Arc<str>,
     idle_timeout: Duration,
+    /// `server_lifetime`, given to each connection it opens (with jitter).
+    lifetime: Option<Duration>,
     /// Login parameters of the most recent upstream, to greet clients without a checkout.
     params: Mutex<Option<ServerParams>>,
     /// Replacements opened ahead of need, and connection counts per generation.
@@ -49,14 +51,15 @@ impl Manager {
     pub(super) fn new(
         target: UpstreamTarget,
         credentials: Credentials,
-        idle_timeout: Duration,
+        settings: &super::PoolSettings,
         instruments: PoolInstruments,
     ) -> Self {
         Manager {
             target,
             credentials_name: credentials.name().into(),
             credentials,
-            idle_timeout,
+            idle_timeout: settings.idle_timeout,
+            lifetime: settings.lifetime,
             params: Mutex::new(None),
             replacements: Replacements::default(),
             wanted: Notify::new(),
@@ -110,14 +113,18 @@ impl Manager {
     fn pooled(&self, up: Upstream) -> Pooled {
         let generation = up.generation();
         let listed = self.upstreams.list(&up);
-        Pooled::new(
+        let mut pooled = Pooled::new(
             up,
             self.credentials.watch_deadline(generation),
             self.replacements.tally(generation),
             listed,
             self.credentials_name.clone(),
             self.instruments.closes.clone(),
-        )
+        );
+        if let Some(lifetime) = self.lifetime {
+            pooled.retire_after(lifetime);
+        }
+        pooled
     }
 
     /// Takes `up`, the login that proved a lease not yet published, as a replacement for

@@ -25,6 +25,7 @@ mod moves;
 mod pause;
 mod prove;
 mod replacements;
+mod reserve;
 mod retire;
 pub mod stats;
 pub mod upstreams;
@@ -59,6 +60,15 @@ pub struct PoolSettings {
     /// Upstreams idle this long (since they came back to the pool) are closed, and so are
     /// replacements left unused this long.
     pub idle_timeout: Duration,
+    /// `min_pool_size`: upstreams the upkeep keeps open on the current lease, within `size`.
+    pub min_size: usize,
+    /// `reserve_pool_size`: extra upstreams beyond `size` for clients that waited
+    /// `reserve_timeout` ([`reserve`]).
+    pub reserve_size: usize,
+    /// `reserve_pool_timeout`.
+    pub reserve_timeout: Duration,
+    /// `server_lifetime` (each connection gets ±10% jitter on it); `None` is off.
+    pub lifetime: Option<Duration>,
 }
 
 /// Why a client could not get an upstream.
@@ -86,6 +96,8 @@ pub struct Pool {
     stats: Arc<PoolStats>,
     /// `PAUSE` / `RESUME` ([`pause`]).
     pause: Arc<pause::PauseGate>,
+    /// Who may use the reserve pool's extra connections; `None` without a reserve.
+    gate: Option<Arc<reserve::Gate>>,
 }
 
 impl Pool {
@@ -99,9 +111,14 @@ impl Pool {
     ) -> Pool {
         let listener =
             listener::Listener::new(target.clone(), credentials.clone(), instruments.clone());
-        let manager = Manager::new(target, credentials, settings.idle_timeout, instruments);
+        let manager = Manager::new(target, credentials, &settings, instruments);
+        let gate = reserve::Gate::new(
+            settings.size,
+            settings.reserve_size,
+            settings.reserve_timeout,
+        );
         let inner = managed::Pool::builder(manager)
-            .max_size(settings.size)
+            .max_size(settings.size + gate.as_ref().map_or(0, |_| settings.reserve_size))
             .queue_mode(managed::QueueMode::Lifo)
             .runtime(deadpool::Runtime::Tokio1)
             .wait_timeout(Some(settings.wait_timeout))
@@ -113,6 +130,7 @@ impl Pool {
             listener,
             stats: Arc::default(),
             pause: Arc::default(),
+            gate: gate.map(Arc::new),
         }
     }
 
@@ -125,10 +143,14 @@ impl Pool {
             create: None,
             recycle: None,
         };
+        let permit = match &self.gate {
+            Some(gate) => Some(gate.enter(self.settings.wait_timeout).await?),
+            None => None,
+        };
         self.inner
             .timeout_get(&timeouts)
             .await
-            .map(Checkout::new)
+            .map(|object| Checkout::new(object, permit))
             .map_err(|e| match e {
                 PoolError::Timeout(managed::TimeoutType::Wait) => {
                     CheckoutError::WaitTimeout(self.settings.wait_timeout)
@@ -171,11 +193,42 @@ impl Pool {
         let want = (idle + ready).min(self.settings.size);
         let mut held = Vec::with_capacity(want);
         while held.len() < want {
+            // The pool's own checkouts stay within `pool_size`, never in the reserve.
+            let permit = match &self.gate {
+                Some(gate) => match gate.try_enter() {
+                    Some(permit) => Some(permit),
+                    None => break,
+                },
+                None => None,
+            };
             match self.inner.timeout_get(&now).await {
-                Ok(up) => held.push(up),
+                Ok(up) => held.push((up, permit)),
                 Err(_) => break,
             }
         }
+    }
+
+    /// Closes idle connections beyond `pool_size` once no client uses the reserve any more,
+    /// so the reserve's extra connections last only as long as the burst that opened them.
+    /// Returns how many it closed.
+    pub(crate) fn release_reserve(&self) -> usize {
+        let Some(gate) = &self.gate else {
+            return 0;
+        };
+        let mut excess = self.inner.status().size.saturating_sub(self.settings.size);
+        if excess == 0 || gate.reserve_in_use() > 0 {
+            return 0;
+        }
+        let removed = self.inner.retain(|_, _| {
+            let keep = excess == 0;
+            excess = excess.saturating_sub(1);
+            keep
+        });
+        let closed = removed.removed.len();
+        for mut up in removed.removed {
+            up.close_as(CloseReason::ReserveReleased);
+        }
+        closed
     }
 
     /// Takes the login that proved a lease about to be published as this pool's first
@@ -263,6 +316,9 @@ impl Pool {
     /// Closes the pool: waiting and future checkouts fail, idle upstreams, ready
     /// replacements and the listener connection are closed.
     pub fn close(&self) {
+        if let Some(gate) = &self.gate {
+            gate.close();
+        }
         self.inner.close();
         self.listener.close();
         self.inner.manager().replacements.clear();

@@ -39,6 +39,8 @@ pub fn config(config: &Config) -> Table {
             ("dbname", db.upstream_dbname().to_owned()),
             ("pool_mode", mode(db.pool_mode).to_owned()),
             ("pool_size", db.pool_size.to_string()),
+            ("min_pool_size", db.min_pool_size.to_string()),
+            ("reserve_pool_size", db.reserve_pool_size.to_string()),
             ("credentials", db.credentials.clone()),
         ] {
             t.row(vec![
@@ -75,7 +77,16 @@ fn proxy_rows(p: &ProxyConfig) -> Vec<(&'static str, String)> {
         ),
         ("query_wait_timeout", seconds(p.query_wait_timeout)),
         ("connect_timeout", seconds(p.connect_timeout)),
-        ("login_timeout", seconds(p.login_timeout)),
+        ("client_login_timeout", seconds(p.client_login_timeout)),
+        ("max_client_conn", p.max_client_conn.to_string()),
+        ("client_idle_timeout", seconds(p.client_idle_timeout)),
+        (
+            "idle_transaction_timeout",
+            seconds(p.idle_transaction_timeout),
+        ),
+        ("query_timeout", seconds(p.query_timeout)),
+        ("server_lifetime", seconds(p.server_lifetime)),
+        ("reserve_pool_timeout", seconds(p.reserve_pool_timeout)),
         ("idle_timeout", seconds(p.idle_timeout)),
         ("shutdown_timeout", seconds(p.shutdown_timeout)),
         ("application_name", p.application_name.clone()),

@@ -13,6 +13,14 @@ impl Session {
     /// holds session state its client left (or when asking failed). Requests that mention no
     /// such state cost nothing here.
     pub(super) async fn release(&mut self, mut up: Checkout) {
+        if up.past_lifetime() {
+            // Back between transactions (or its session over): the moment to retire it.
+            debug!(
+                pid = up.upstream().cancel.pid,
+                "upstream reached server_lifetime"
+            );
+            return up.discard(CloseReason::Lifetime);
+        }
         let check = self
             .statements
             .as_mut()

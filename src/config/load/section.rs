@@ -19,6 +19,10 @@ pub(super) struct Loader<'a> {
     pub(super) base_dir: &'a Path,
     pub(super) env: EnvLookup<'a>,
     pub(super) problems: Vec<String>,
+    /// What loads but should be heard about (an old key name), for [`Config::warnings`].
+    ///
+    /// [`Config::warnings`]: crate::config::Config::warnings
+    pub(super) warnings: Vec<String>,
     /// `[credentials.NAME]` entries that exist but failed to load; databases naming them get
     /// no extra "missing credentials" problem.
     pub(super) broken_credentials: BTreeSet<String>,

@@ -27,7 +27,14 @@ pub(super) fn read_proxy(mut s: Section<'_, '_>) -> ProxyConfig {
         max_prepared_statements: s.usize_or("max_prepared_statements", d.max_prepared_statements),
         query_wait_timeout: s.duration_or("query_wait_timeout", d.query_wait_timeout),
         connect_timeout: s.duration_or("connect_timeout", d.connect_timeout),
-        login_timeout: s.duration_or("login_timeout", d.login_timeout),
+        client_login_timeout: login_timeout(&mut s, d.client_login_timeout),
+        max_client_conn: s.usize_or("max_client_conn", d.max_client_conn),
+        client_idle_timeout: s.duration_or("client_idle_timeout", d.client_idle_timeout),
+        idle_transaction_timeout: s
+            .duration_or("idle_transaction_timeout", d.idle_transaction_timeout),
+        query_timeout: s.duration_or("query_timeout", d.query_timeout),
+        server_lifetime: s.duration_or("server_lifetime", d.server_lifetime),
+        reserve_pool_timeout: s.duration_or("reserve_pool_timeout", d.reserve_pool_timeout),
         idle_timeout: s.duration_or("idle_timeout", d.idle_timeout),
         shutdown_timeout: s.duration_or("shutdown_timeout", d.shutdown_timeout),
         application_name: s.string_or("application_name", &d.application_name),
@@ -47,6 +54,30 @@ pub(super) fn read_proxy(mut s: Section<'_, '_>) -> ProxyConfig {
     };
     s.finish();
     proxy
+}
+
+/// `client_login_timeout`, or its old name `login_timeout` (with a warning naming the new
+/// one, so configs written for earlier releases keep working); both at once is a problem.
+fn login_timeout(s: &mut Section<'_, '_>, default: std::time::Duration) -> std::time::Duration {
+    let new = s.opt_duration("client_login_timeout");
+    let old = s.opt_duration("login_timeout");
+    match (new, old) {
+        (Some(_), Some(_)) => {
+            s.problem(
+                "login_timeout",
+                "is the old name of client_login_timeout; set only client_login_timeout",
+            );
+            default
+        }
+        (None, Some(old)) => {
+            let path = s.key_path("login_timeout");
+            s.loader.warnings.push(format!(
+                "{path}: renamed to client_login_timeout; the old name still works for now"
+            ));
+            old
+        }
+        (new, None) => new.unwrap_or(default),
+    }
 }
 
 /// Reads one `[[users]]` entry.
@@ -72,6 +103,8 @@ pub(super) fn read_database(mut s: Section<'_, '_>) -> DatabaseConfig {
         d.pool_mode,
     );
     d.pool_size = s.usize_or("pool_size", d.pool_size);
+    d.min_pool_size = s.usize_or("min_pool_size", d.min_pool_size);
+    d.reserve_pool_size = s.usize_or("reserve_pool_size", d.reserve_pool_size);
     d.reset_query = s.string_or("reset_query", &d.reset_query);
     d.upstream_tls = s.choice(
         "upstream_tls",

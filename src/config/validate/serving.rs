@@ -55,8 +55,17 @@ pub(super) fn check_proxy(proxy: &ProxyConfig, config: &Config, problems: &mut P
     }
     problems.nonzero("proxy.query_wait_timeout", proxy.query_wait_timeout);
     problems.nonzero("proxy.connect_timeout", proxy.connect_timeout);
-    problems.nonzero("proxy.login_timeout", proxy.login_timeout);
+    problems.nonzero("proxy.client_login_timeout", proxy.client_login_timeout);
     problems.nonzero("proxy.idle_timeout", proxy.idle_timeout);
+    problems.nonzero("proxy.reserve_pool_timeout", proxy.reserve_pool_timeout);
+    // client_idle_timeout, idle_transaction_timeout, query_timeout and server_lifetime take
+    // "0s" for off; any other value is a real limit.
+    if proxy.max_client_conn == 0 {
+        problems.add(
+            "proxy.max_client_conn",
+            "must be at least 1 (every client would be refused)",
+        );
+    }
     // shutdown_timeout = "0s" is a legitimate choice: cut clients off at once.
     if proxy.application_name.contains('\0') || proxy.application_name.len() > MAX_IDENTIFIER_BYTES
     {
@@ -186,6 +195,15 @@ fn check_database(
     }
     if database.pool_size == 0 {
         problems.add(format_args!("{path}.pool_size"), "must be at least 1");
+    }
+    if database.min_pool_size > database.pool_size {
+        problems.add(
+            format_args!("{path}.min_pool_size"),
+            format_args!(
+                "must not exceed pool_size ({}): it is counted within it",
+                database.pool_size
+            ),
+        );
     }
     let name = &database.credentials;
     if !config.credentials.contains_key(name) && !broken_credentials.contains(name) {

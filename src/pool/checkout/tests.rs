@@ -110,3 +110,31 @@ async fn the_first_reason_given_is_the_one_logged() {
     // deadpool drops connections without asking only when its pool closes.
     assert!(close_line(&lines, 404).contains("pool_closed"), "{lines:?}");
 }
+
+#[tokio::test]
+async fn lifetimes_are_jittered_within_ten_percent_and_none_means_never() {
+    let counts = Replacements::default();
+    let lifetime = std::time::Duration::from_secs(1000);
+    let mut retire_ats = Vec::new();
+    for pid in 0..20 {
+        let (mut up, _peer) = pooled(1, 500 + pid, &counts).await;
+        assert!(!up.past_lifetime(), "no lifetime: never past it");
+        up.retire_after(lifetime);
+        let at = up.retire_at.expect("a lifetime was set");
+        let after = at - up.upstream().created_at;
+        assert!(
+            (900..=1100).contains(&after.as_secs()),
+            "{after:?} is not 1000 s ±10%"
+        );
+        assert!(!up.past_lifetime());
+        up.retire_after(std::time::Duration::ZERO);
+        assert!(up.past_lifetime(), "a lifetime of 0 s is over at once");
+        retire_ats.push(after);
+    }
+    retire_ats.sort();
+    retire_ats.dedup();
+    assert!(
+        retire_ats.len() > 1,
+        "twenty connections, one lifetime: no jitter"
+    );
+}
