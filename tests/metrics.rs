@@ -310,5 +310,55 @@ async fn a_rotation_moves_the_lease_metrics() {
             &admin_password,
         ],
     );
+    // By now every family has samples (the histograms of a drained, revoked lease too; a
+    // refused login gives the error counters theirs), so what the shipped dashboard and
+    // alert rules query can be checked against the real text.
+    try_connect(proxy.local_addr(), &db.user, "not-the-password", &db.name)
+        .await
+        .expect_err("a wrong password is refused");
+    let after = scrape(&proxy).await;
+    let missing = queried_but_not_exported(&after);
+    assert!(
+        missing.is_empty(),
+        "deploy/ queries series pglease does not export: {missing:?}"
+    );
     proxy.shutdown().await;
+}
+
+/// The `pglease_*` series the Grafana dashboard and the alert rules use that `body` (a
+/// scrape) has no family for.
+fn queried_but_not_exported(body: &str) -> Vec<String> {
+    let exported: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut missing = Vec::new();
+    for file in [
+        "deploy/grafana/dashboards/pglease.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).expect(file);
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("pglease_") {
+            let tail = &rest[at..];
+            let len = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..len];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|f| exported.contains(f))
+                .unwrap_or(name);
+            // Job and dashboard names (`pglease_…` as a word in prose) are not series.
+            let series_like = name.len() > "pglease_".len() && !name.ends_with('_');
+            if series_like && !exported.contains(family) && !missing.contains(&name.to_owned()) {
+                missing.push(name.to_owned());
+            }
+            rest = &tail[len..];
+        }
+    }
+    missing
 }
