@@ -101,7 +101,12 @@ async fn serve(
     let proxy = start(opts, cluster).await?;
     println!(
         "{}",
-        instructions(proxy.local_addr(), cluster.port(), cluster.log_path())
+        instructions(
+            proxy.local_addr(),
+            proxy.admin_addr(),
+            cluster.port(),
+            cluster.log_path()
+        )
     );
     shutdown.await;
     info!("shutting down");
@@ -136,6 +141,9 @@ fn config_toml(listen: &str, upstream_port: u16, admin_url: &Secret) -> String {
          listen = {listen}\n\
          # a dev proxy should stop promptly on Ctrl-C, even with psql still connected\n\
          shutdown_timeout = \"5s\"\n\
+         # the operator's plane, to try it: any free port for /metrics, `app` on the console\n\
+         admin_listen = \"127.0.0.1:0\"\n\
+         admin_users = [\"{APP}\"]\n\
          \n\
          [[users]]\n\
          name = \"{APP}\"\n\
@@ -181,7 +189,12 @@ fn toml_string(value: &str) -> String {
 }
 
 /// What `dev` prints once everything is up: how to connect and how to benchmark.
-fn instructions(proxy: SocketAddr, upstream_port: u16, log: &Path) -> String {
+fn instructions(
+    proxy: SocketAddr,
+    admin: Option<SocketAddr>,
+    upstream_port: u16,
+    log: &Path,
+) -> String {
     // A wildcard listen address is reachable on loopback; print something one can type.
     let host = match proxy.ip() {
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -191,6 +204,13 @@ fn instructions(proxy: SocketAddr, upstream_port: u16, log: &Path) -> String {
         "postgresql://{APP}:{APP}@{}/{APP}",
         SocketAddr::new(host, proxy.port())
     );
+    let console = format!(
+        "postgresql://{APP}:{APP}@{}/pglease",
+        SocketAddr::new(host, proxy.port())
+    );
+    let metrics = admin.map_or_else(String::new, |a| {
+        format!("\x20   curl http://{a}/metrics   (and /readyz)\n")
+    });
     format!(
         "\n\
          pglease dev is running: a throwaway PostgreSQL on 127.0.0.1:{upstream_port} \
@@ -202,6 +222,10 @@ fn instructions(proxy: SocketAddr, upstream_port: u16, log: &Path) -> String {
          Benchmark:\n\
          \x20   pgbench -i \"{url}\"\n\
          \x20   pgbench -c 20 -j 2 -T 30 \"{url}\"\n\
+         \n\
+         Watch it (SHOW POOLS, SHOW LEASES, ROTATE, … on the admin console):\n\
+         \x20   psql \"{console}\" -c 'SHOW LEASES'\n\
+         {metrics}\
          \n\
          Press Ctrl-C to stop; the PostgreSQL data is deleted.\n",
         log.display()
@@ -222,6 +246,8 @@ mod tests {
         assert_eq!(config.users.len(), 1);
         assert_eq!(config.users[0].name, "app");
         assert_eq!(config.users[0].password.expose(), "app");
+        assert_eq!(config.proxy.admin_users, ["app"]);
+        assert_eq!(config.proxy.admin_listen.as_deref(), Some("127.0.0.1:0"));
         let db = &config.databases[0];
         assert_eq!((db.name.as_str(), db.upstream_dbname()), ("app", "app"));
         assert_eq!(
@@ -241,11 +267,11 @@ mod tests {
 
     #[test]
     fn a_hostile_listen_value_cannot_inject_keys() {
-        let toml = config_toml("x\"\nadmin_users = [\"app\"]\n#", 1, &Secret::from("p"));
+        let toml = config_toml("x\"\napplication_name = \"evil\"\n#", 1, &Secret::from("p"));
         let config = Config::from_toml_str(&toml, Path::new("/"));
         // Either rejected as an address or kept verbatim; never parsed as a second key.
         if let Ok(config) = config {
-            assert!(config.proxy.admin_users.is_empty());
+            assert_eq!(config.proxy.application_name, "pglease");
         }
     }
 
@@ -253,8 +279,17 @@ mod tests {
     fn instructions_show_a_typeable_url() {
         let text = instructions(
             "0.0.0.0:6432".parse().unwrap(),
+            Some("127.0.0.1:9930".parse().unwrap()),
             5555,
             Path::new("/tmp/pg.log"),
+        );
+        assert!(
+            text.contains("psql \"postgresql://app:app@127.0.0.1:6432/pglease\" -c 'SHOW LEASES'"),
+            "{text}"
+        );
+        assert!(
+            text.contains("curl http://127.0.0.1:9930/metrics"),
+            "{text}"
         );
         assert!(
             text.contains("psql \"postgresql://app:app@127.0.0.1:6432/app\""),
@@ -265,7 +300,7 @@ mod tests {
             text.contains("127.0.0.1:5555") && text.contains("/tmp/pg.log"),
             "{text}"
         );
-        let text = instructions("[::1]:7000".parse().unwrap(), 1, Path::new("/l"));
+        let text = instructions("[::1]:7000".parse().unwrap(), None, 1, Path::new("/l"));
         assert!(text.contains("@[::1]:7000/app"), "{text}");
     }
 }

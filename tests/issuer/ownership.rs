@@ -179,6 +179,34 @@ async fn dev_setup_keeps_pgbench_tables_working_across_rotations() {
         dev_pgbench(&proxy, &["-c", "4", "-j", "2", "-T", "3"]).await;
     }
     assert_eq!(count(&in_app, "pgbench_accounts").await, 100_000);
+
+    // What `dev` prints for watching it works: `app` on the admin console, and /metrics.
+    let console = try_connect(proxy.local_addr(), "app", "app", "pglease")
+        .await
+        .unwrap_or_else(|e| panic!("dev's admin console: {}", describe(&e)));
+    let leases = console
+        .simple_query("SHOW LEASES")
+        .await
+        .expect("SHOW LEASES");
+    let generation = leases.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get("generation").map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(
+        generation.as_deref(),
+        Some("3"),
+        "two rotations after the first lease"
+    );
+    let admin_addr = proxy.admin_addr().expect("dev serves /metrics");
+    let metrics = common::http::get(admin_addr, "/metrics").await;
+    assert!(
+        metrics
+            .body
+            .contains("pglease_lease_generation{credentials=\"app\"} 3"),
+        "{}",
+        metrics.body
+    );
+    drop(console);
     proxy.shutdown().await;
 }
 
