@@ -28,6 +28,9 @@ WARMUP=${WARMUP:-5}            # seconds of unmeasured load per target before ro
 # SCRAPE_MS milliseconds during its runs; run it next to `pglease` to see what scraping costs.
 TARGETS=${TARGETS:-direct pglease pgbouncer}
 SCRAPE_MS=${SCRAPE_MS:-100}    # pglease-scraped only: milliseconds between two scrapes
+# pglease-base: the same pglease config run by another build (PGLEASE_BASE_BIN, e.g. a release
+# build of an older commit), so a before/after comparison shares one interleaved run.
+PGLEASE_BASE_BIN=${PGLEASE_BASE_BIN:-}
 BENCH_INSTALL=${BENCH_INSTALL:-0}  # 1 = apt-get install pgbouncer when it is missing
 KEEP_TMP=${KEEP_TMP:-0}        # 1 = keep the temp dir (logs, configs) after exit
 # Session mode pins one upstream per client for the whole run, so a pool smaller than the
@@ -281,7 +284,7 @@ EOF
     credentials_toml "$kind"
   } >"$TMP/$name.toml"
   chmod 600 "$TMP/$name.toml"
-  "$PGLEASE_BIN" --config "$TMP/$name.toml" >"$PGLEASE_LOG" 2>&1 &
+  "${PGLEASE_RUN_BIN:-$PGLEASE_BIN}" --config "$TMP/$name.toml" >"$PGLEASE_LOG" 2>&1 &
   PGLEASE_PID=$!
   wait_port "$PGLEASE_PORT" "$PGLEASE_PID" pglease
   log "pglease pid $PGLEASE_PID on port $PGLEASE_PORT"
@@ -297,6 +300,15 @@ start_pglease_tls() {
   PGLEASE_EXTRA=$(printf 'client_tls = "require"\nclient_tls_cert = "%s"\nclient_tls_key = "%s"' \
     "$TMP/tls.crt" "$TMP/tls.key") start_pglease static pglease-tls
   PGLEASE_TLS_PORT=$PGLEASE_PORT PGLEASE_TLS_PID=$PGLEASE_PID
+  PGLEASE_PORT=$port PGLEASE_PID=$pid PGLEASE_LOG=$log
+}
+
+# The pglease-base target: the plain pglease config, run by PGLEASE_BASE_BIN.
+start_pglease_base() {
+  local port=$PGLEASE_PORT pid=$PGLEASE_PID log=$PGLEASE_LOG
+  [[ -x $PGLEASE_BASE_BIN ]] || die "pglease-base needs PGLEASE_BASE_BIN, an executable pglease build"
+  PGLEASE_RUN_BIN=$PGLEASE_BASE_BIN start_pglease static pglease-base
+  PGLEASE_BASE_PORT=$PGLEASE_PORT PGLEASE_BASE_PID=$PGLEASE_PID
   PGLEASE_PORT=$port PGLEASE_PID=$pid PGLEASE_LOG=$log
 }
 
@@ -411,6 +423,7 @@ target_port() {
     pglease) echo "$PGLEASE_PORT" ;;
     pglease-tls) echo "$PGLEASE_TLS_PORT" ;;
     pglease-scraped) echo "$PGLEASE_SCRAPED_PORT" ;;
+    pglease-base) echo "$PGLEASE_BASE_PORT" ;;
     pgbouncer) echo "$PGBOUNCER_PORT" ;;
   esac
 }
@@ -419,6 +432,7 @@ target_pid() {
     pglease) echo "$PGLEASE_PID" ;;
     pglease-tls) echo "$PGLEASE_TLS_PID" ;;
     pglease-scraped) echo "$PGLEASE_SCRAPED_PID" ;;
+    pglease-base) echo "$PGLEASE_BASE_PID" ;;
     pgbouncer) echo "$PGBOUNCER_PID" ;;
     *) echo "" ;;
   esac
@@ -728,6 +742,10 @@ report() {
     ratio pglease-tls pglease "pglease tls/plain  tps" MED_TPS
     ratio pglease-tls pglease "pglease tls/plain  cpu/txn" CPU_US
   fi
+  if [[ " ${targets[*]} " == *" pglease-base "* ]]; then
+    ratio pglease pglease-base "pglease/pglease-base tps" MED_TPS
+    ratio pglease pglease-base "pglease/pglease-base cpu/txn" CPU_US
+  fi
   if [[ " ${targets[*]} " == *" pglease-scraped "* ]]; then
     ratio pglease-scraped pglease "pglease scraped/plain tps (every ${SCRAPE_MS} ms)" MED_TPS
     ratio pglease-scraped pglease "pglease scraped/plain cpu/txn" CPU_US
@@ -759,7 +777,7 @@ main() {
   ((${#want[@]} > 0)) || die "TARGETS is empty"
   local t
   for t in "${want[@]}"; do
-    [[ $t =~ ^(direct|pglease|pglease-tls|pglease-scraped|pgbouncer)$ ]] || die "unknown target '$t' in TARGETS"
+    [[ $t =~ ^(direct|pglease|pglease-tls|pglease-scraped|pglease-base|pgbouncer)$ ]] || die "unknown target '$t' in TARGETS"
   done
   if [[ $SCENARIO == rotation ]]; then
     build_pglease
@@ -781,6 +799,7 @@ main() {
       pglease) start_pglease ;;
       pglease-tls) start_pglease_tls ;;
       pglease-scraped) start_pglease_scraped ;;
+      pglease-base) start_pglease_base ;;
       pgbouncer) [[ -n ${MISSING[pgbouncer]:-} ]] && continue; start_pgbouncer ;;
     esac
     run+=("$t")
