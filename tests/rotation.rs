@@ -493,13 +493,20 @@ async fn transaction_open_at_the_hard_deadline_ends_with_an_error_naming_it() {
     // Other clients keep working on newer leases while this transaction holds the old one.
     let other = connect(addr, &db.user, &db.password, &db.name).await;
     let until = Instant::now() + Duration::from_secs(30);
-    while stuck.simple_query("SELECT 1").await.is_ok() {
-        assert!(Instant::now() < until, "the transaction outlived its lease");
-        first_value(&other, "SELECT 1").await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let query_error = loop {
+        match stuck.simple_query("SELECT 1").await {
+            Ok(_) => {
+                assert!(Instant::now() < until, "the transaction outlived its lease");
+                first_value(&other, "SELECT 1").await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => break describe(&e),
+        }
+    };
     assert!(creds.generation() > generation, "no rotation happened");
+    // As above: the FATAL reaches whichever side was waiting when it arrived.
     let error = match stuck_task.await.expect("connection task") {
+        Err(_) if query_error.contains("57P01") => query_error,
         Err(e) => describe(&e),
         Ok(()) => panic!("the transaction's client was closed without an error"),
     };
