@@ -293,14 +293,7 @@ async fn a_rotation_moves_the_lease_metrics() {
         );
         assert!(!after.contains(&lease.id), "a lease id reached /metrics");
     }
-    let admin_url = cluster().url(&db.name);
-    let admin_password = admin_url
-        .expose()
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        .map(|(_, pw)| pw.to_owned())
-        .expect("the issuer admin URL has a password");
+    let admin_password = cluster_password();
     assert_no_secret(
         &after,
         &[

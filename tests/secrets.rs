@@ -273,14 +273,7 @@ async fn no_secret_reaches_logs_metrics_show_or_errors() {
     assert_eq!(leases.len(), 4, "two leases per entry: {leases:?}");
 
     // What must never come out.
-    let admin_url = cluster().url(&db.name);
-    let issuer_admin_password = admin_url
-        .expose()
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        .map(|(_, pw)| pw.to_owned())
-        .expect("the issuer admin URL has a password");
+    let issuer_admin_password = cluster_password();
     let mut secrets: BTreeSet<(String, String)> = BTreeSet::from([
         ("client password".to_owned(), db.password.clone()),
         ("admin user's password".to_owned(), admin_password.clone()),

@@ -121,6 +121,19 @@ pub async fn fresh_db_on(admin: &Client, tag: &str) -> TestDb {
     db
 }
 
+/// The password in the cluster's superuser URL (the issuer's admin password in tests), for
+/// tests that check it never comes out.
+pub fn cluster_password() -> String {
+    cluster()
+        .url("postgres")
+        .expose()
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, pw)| pw.to_owned())
+        .expect("the cluster URL has a password")
+}
+
 /// A proxy config for `db`: listen on 127.0.0.1:0, one local user, one database in `mode`
 /// ("transaction" or "session") with `pool_size`, static upstream credentials.
 /// `extra_proxy_lines` go into `[proxy]`, e.g. `query_wait_timeout = "1s"`.
