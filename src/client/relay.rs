@@ -75,6 +75,17 @@ pub struct Buffers {
 }
 
 impl Buffers {
+    /// Gives the allocations of the buffers that hold nothing back, so a client between
+    /// requests keeps no I/O memory; reads and the relay allocate again when bytes arrive
+    /// (see `poll_read`). A big request or result so never pins its memory either.
+    pub fn release_empty(&mut self) {
+        for buf in [&mut self.c2u, &mut self.u2c, &mut self.send] {
+            if buf.is_empty() && buf.capacity() > 0 {
+                *buf = BytesMut::new();
+            }
+        }
+    }
+
     /// Nothing of the client's is waiting to go upstream.
     pub fn nothing_to_send(&self) -> bool {
         self.fscan.forwardable() == 0 && self.send.is_empty()
