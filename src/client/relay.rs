@@ -496,3 +496,26 @@ fn poll_write(
 ) -> Poll<io::Result<usize>> {
     stream.poll_write_from(cx, data)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a session waiting between requests keeps: nothing for an empty buffer, and every
+    /// byte of one that still holds some (a pipelined request, say).
+    #[test]
+    fn release_empty_frees_empty_buffers_and_keeps_bytes() {
+        let mut b = Buffers::default();
+        b.c2u.reserve(READ_CHUNK);
+        b.c2u.extend_from_slice(b"Q\0\0\0\x0dSELECT 1\0");
+        b.u2c.reserve(READ_CHUNK);
+        b.u2c.extend_from_slice(b"Z\0\0\0\x05I");
+        b.u2c.advance(6);
+        b.send.reserve(1024);
+        b.release_empty();
+        assert_eq!(&b.c2u[..], b"Q\0\0\0\x0dSELECT 1\0");
+        assert!(b.c2u.capacity() >= READ_CHUNK);
+        assert_eq!(b.u2c.capacity(), 0);
+        assert_eq!(b.send.capacity(), 0);
+    }
+}
