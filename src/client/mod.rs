@@ -22,6 +22,7 @@ pub mod tracked;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -140,7 +141,7 @@ async fn serve_client(
     let Some((stream, login)) = Box::pin(log_in(&shared, stream, &seat)).await else {
         return;
     };
-    let result = Box::pin(serve_logged_in(shared, stream, login, accepted)).await;
+    let result = serve_logged_in(shared, stream, login, accepted).await;
     if let Err(e) = result {
         debug!(error = %e, "client connection ended");
     }
@@ -193,14 +194,19 @@ async fn log_in(
     Some((stream, login))
 }
 
+/// What serving a client after its login is: a boxed future, so it holds exactly its own
+/// state (a session's, the console's or a refusal's).
+type Served = Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>;
+
 /// Serves a client whose login was judged: its session, the admin console, or the error it
-/// is refused with.
-async fn serve_logged_in(
+/// is refused with. Not an `async fn`: one would keep its arguments (the whole login) beside
+/// the session made of them for as long as the session runs.
+fn serve_logged_in(
     shared: Arc<Shared>,
     mut stream: ClientStream,
     login: Result<Option<handshake::LoggedIn>, ClientError>,
     accepted: Accepted,
-) -> Result<(), ClientError> {
+) -> Served {
     match login {
         Ok(Some(handshake::LoggedIn::Pool(login))) => {
             let info = stop::ClientInfo {
@@ -217,26 +223,24 @@ async fn serve_logged_in(
                     .unwrap_or_default()
                     .to_owned(),
             };
-            session::Session::new(shared, stream, login, info)
-                .run()
-                .await
+            Box::pin(session::Session::new(shared, stream, login, info).run())
         }
         Ok(Some(handshake::LoggedIn::Console(admin))) => match shared.console.clone() {
-            Some(console) => console(shared, stream, admin).await,
-            None => {
+            Some(console) => console(shared, stream, admin),
+            None => Box::pin(async move {
                 let e = ClientError::refused("08004", "the admin console is not available");
                 refuse(&mut stream, &e).await;
                 Err(e)
-            }
+            }),
         },
-        Ok(None) => Ok(()),
-        Err(e) => {
+        Ok(None) => Box::pin(std::future::ready(Ok(()))),
+        Err(e) => Box::pin(async move {
             if let Some(code) = e.sqlstate() {
                 shared.instruments.error_sent(code);
             }
             refuse(&mut stream, &e).await;
             Err(e)
-        }
+        }),
     }
 }
 
