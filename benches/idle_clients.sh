@@ -26,9 +26,10 @@ source "$HERE/pgbench.sh"
 MAX_CLIENTS=$((N > CYCLE_CLIENTS ? N : CYCLE_CLIENTS))
 PGBOUNCER_MAX_CLIENT_CONN=$((MAX_CLIENTS + 100))
 PGLEASE_EXTRA="max_client_conn = $((MAX_CLIENTS + 100))"
+NOFILE=$((MAX_CLIENTS + 1000))
 
 raise_nofile() {
-  local want=$((MAX_CLIENTS + 1000))
+  local want=$NOFILE
   if (($(ulimit -n) < want)); then
     ulimit -Hn "$want" 2>/dev/null || true
     ulimit -n "$want" 2>/dev/null || die "ulimit -n $want refused (hard limit $(ulimit -Hn)): lower N"

@@ -382,7 +382,11 @@ $extra
 EOF
   chmod 600 "$dir/userlist.txt" "$dir/pgbouncer.ini"
   give_to_pg "$dir"
-  as_pg "$PGBOUNCER_BIN" -d -q "$dir/pgbouncer.ini" || die "pgbouncer failed to start"
+  # runuser's PAM session puts the soft RLIMIT_NOFILE back to 1024, which would cap PgBouncer
+  # at about 1000 clients: it starts with the soft limit raised to the hard one.
+  # shellcheck disable=SC2016
+  as_pg bash -c 'ulimit -n "$(ulimit -Hn)" && exec "$0" "$@"' "$PGBOUNCER_BIN" -d -q \
+    "$dir/pgbouncer.ini" || die "pgbouncer failed to start"
   local i
   for ((i = 0; i < 50; i++)); do
     [[ -s $dir/pgbouncer.pid ]] && break
