@@ -337,8 +337,11 @@ scrape_loop() {
 }
 
 # ---- PgBouncer -----------------------------------------------------------------------------
+# PGBOUNCER_BIN names the binary (a build of a newer release, say); PATH's otherwise.
+PGBOUNCER_BIN=${PGBOUNCER_BIN:-pgbouncer}
 find_pgbouncer() {
-  command -v pgbouncer >/dev/null 2>&1 && return 0
+  command -v "$PGBOUNCER_BIN" >/dev/null 2>&1 && return 0
+  [[ $PGBOUNCER_BIN == pgbouncer ]] || die "PGBOUNCER_BIN=$PGBOUNCER_BIN is not executable"
   if [[ $BENCH_INSTALL == 1 ]]; then
     log "installing pgbouncer (BENCH_INSTALL=1)"
     apt-get install -y pgbouncer >/dev/null || die "apt-get install pgbouncer failed"
@@ -356,7 +359,7 @@ start_pgbouncer() {
   verifier=$(pg_admin_sql "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench'")
   [[ $verifier == SCRAM-SHA-256* ]] || die "unexpected password hash for role bench"
   printf '"bench" "%s"\n' "$verifier" >"$dir/userlist.txt"
-  version=$(pgbouncer --version | awk 'NR == 1 {print $2}')
+  version=$("$PGBOUNCER_BIN" --version | awk 'NR == 1 {print $2}')
   PGBOUNCER_VERSION=$version
   # Protocol-level prepared statements in transaction mode arrived in PgBouncer 1.21.
   local prepared_ok=0
@@ -383,7 +386,7 @@ auth_type = scram-sha-256
 auth_file = $dir/userlist.txt
 pool_mode = $MODE
 default_pool_size = $POOL_SIZE
-max_client_conn = 200
+max_client_conn = ${PGBOUNCER_MAX_CLIENT_CONN:-200}
 ignore_startup_parameters = extra_float_digits
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
@@ -391,7 +394,11 @@ $extra
 EOF
   chmod 600 "$dir/userlist.txt" "$dir/pgbouncer.ini"
   give_to_pg "$dir"
-  as_pg pgbouncer -d -q "$dir/pgbouncer.ini" || die "pgbouncer failed to start"
+  # runuser's PAM session puts the soft RLIMIT_NOFILE back to 1024, which would cap PgBouncer
+  # at about 1000 clients: it starts with the soft limit raised to the hard one.
+  # shellcheck disable=SC2016
+  as_pg bash -c 'ulimit -n "$(ulimit -Hn)" && exec "$0" "$@"' "$PGBOUNCER_BIN" -d -q \
+    "$dir/pgbouncer.ini" || die "pgbouncer failed to start"
   local i
   for ((i = 0; i < 50; i++)); do
     [[ -s $dir/pgbouncer.pid ]] && break
@@ -812,4 +819,5 @@ main() {
   report "${run[@]}"
 }
 
-main "$@"
+# Sourced by benches/idle_clients.sh for its helpers: run only when executed.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi

@@ -20,7 +20,9 @@ pub mod stream;
 pub mod timers;
 pub mod tracked;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -91,7 +93,15 @@ const NO_CONNECT_DETAIL: &str = "User does not have CONNECT privilege.";
 /// Serves one accepted client connection until it ends, holding its `seat` against
 /// `max_client_conn` all along. Never panics on client input; an error here closes this
 /// client only.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, seat: Seat) {
+///
+/// A plain function, not an `async fn`: the task then holds the instrumented future itself,
+/// not a second generator around it (which would keep room for both).
+pub fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    seat: Seat,
+) -> impl Future<Output = ()> + Send {
     let id = shared.clients.next_id();
     let span = info_span!(
         "client",
@@ -100,86 +110,138 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, sea
         user = tracing::field::Empty,
         db = tracing::field::Empty
     );
-    async move {
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().ok();
-        let connected_at = std::time::SystemTime::now();
-        let budget = if seat.overflow {
-            admission::OVERFLOW_TIMEOUT.min(shared.client_login_timeout)
-        } else {
-            shared.client_login_timeout
-        };
-        let deadline = tokio::time::Instant::now() + budget;
-        let (mut stream, mut buf) = match handshake::open(&shared, stream, deadline).await {
-            Ok(opened) => opened,
-            Err(e) => {
-                debug!(error = %e, "client connection ended before login");
-                return;
-            }
-        };
-        if seat.overflow {
-            let allowed = admission::refuse_unless_allowed(&mut stream, &mut buf);
-            let allowed = tokio::time::timeout_at(deadline, allowed)
-                .await
-                .unwrap_or_else(|_| Err(ClientError::refused("08P01", "login timeout")));
-            if let Err(e) = allowed {
-                debug!(error = %e, "client refused: max_client_conn reached");
-                if let Some(code) = e.sqlstate() {
-                    shared.instruments.error_sent(code);
-                }
-                refuse(&mut stream, &e).await;
-                return;
-            }
+    serve_client(shared, stream, peer, seat, id).instrument(span)
+}
+
+/// What a connection is, fixed when it is accepted.
+struct Accepted {
+    id: u64,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    connected_at: std::time::SystemTime,
+}
+
+/// Logs the client in, then serves it. Both phases are boxed: each is far larger than this
+/// future, and a client's task holds its largest state for as long as the client stays, so
+/// boxed, an idle client holds only what its session needs and nothing of its login.
+async fn serve_client(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    seat: Seat,
+    id: u64,
+) {
+    let _ = stream.set_nodelay(true);
+    let accepted = Accepted {
+        id,
+        peer,
+        local: stream.local_addr().ok(),
+        connected_at: std::time::SystemTime::now(),
+    };
+    let Some((stream, login)) = Box::pin(log_in(&shared, stream, &seat)).await else {
+        return;
+    };
+    let result = serve_logged_in(shared, stream, login, accepted).await;
+    if let Err(e) = result {
+        debug!(error = %e, "client connection ended");
+    }
+    drop(seat);
+}
+
+/// The handshake and authentication, within `client_login_timeout`. `None` when the
+/// connection ended before a login could even be judged.
+async fn log_in(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    seat: &Seat,
+) -> Option<(
+    ClientStream,
+    Result<Option<handshake::LoggedIn>, ClientError>,
+)> {
+    let budget = if seat.overflow {
+        admission::OVERFLOW_TIMEOUT.min(shared.client_login_timeout)
+    } else {
+        shared.client_login_timeout
+    };
+    let deadline = tokio::time::Instant::now() + budget;
+    let (mut stream, mut buf) = match handshake::open(shared, stream, deadline).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            debug!(error = %e, "client connection ended before login");
+            return None;
         }
-        let login = tokio::time::timeout_at(deadline, handshake::login(&shared, &mut stream, buf))
+    };
+    if seat.overflow {
+        let allowed = admission::refuse_unless_allowed(&mut stream, &mut buf);
+        let allowed = tokio::time::timeout_at(deadline, allowed)
             .await
-            .unwrap_or_else(|_| {
-                shared.instruments.auth_failed(AuthFailure::Timeout);
-                Err(ClientError::refused("08P01", "login timeout"))
-            });
-        let result = match login {
-            Ok(Some(handshake::LoggedIn::Pool(login))) => {
-                let info = stop::ClientInfo {
-                    id,
-                    user: login.startup.user().unwrap_or_default().to_owned(),
-                    database: login.startup.database().unwrap_or_default().to_owned(),
-                    peer,
-                    local,
-                    connected_at,
-                    tls: stream.is_tls(),
-                    application_name: login
-                        .startup
-                        .get("application_name")
-                        .unwrap_or_default()
-                        .to_owned(),
-                };
-                session::Session::new(shared, stream, login, info)
-                    .run()
-                    .await
+            .unwrap_or_else(|_| Err(ClientError::refused("08P01", "login timeout")));
+        if let Err(e) = allowed {
+            debug!(error = %e, "client refused: max_client_conn reached");
+            if let Some(code) = e.sqlstate() {
+                shared.instruments.error_sent(code);
             }
-            Ok(Some(handshake::LoggedIn::Console(admin))) => match shared.console.clone() {
-                Some(console) => console(shared, stream, admin).await,
-                None => {
-                    let e = ClientError::refused("08004", "the admin console is not available");
-                    refuse(&mut stream, &e).await;
-                    Err(e)
-                }
-            },
-            Ok(None) => Ok(()),
-            Err(e) => {
-                if let Some(code) = e.sqlstate() {
-                    shared.instruments.error_sent(code);
-                }
-                refuse(&mut stream, &e).await;
-                Err(e)
-            }
-        };
-        if let Err(e) = result {
-            debug!(error = %e, "client connection ended");
+            refuse(&mut stream, &e).await;
+            return None;
         }
     }
-    .instrument(span)
-    .await
+    let login = tokio::time::timeout_at(deadline, handshake::login(shared, &mut stream, buf))
+        .await
+        .unwrap_or_else(|_| {
+            shared.instruments.auth_failed(AuthFailure::Timeout);
+            Err(ClientError::refused("08P01", "login timeout"))
+        });
+    Some((stream, login))
+}
+
+/// What serving a client after its login is: a boxed future, so it holds exactly its own
+/// state (a session's, the console's or a refusal's).
+type Served = Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>;
+
+/// Serves a client whose login was judged: its session, the admin console, or the error it
+/// is refused with. Not an `async fn`: one would keep its arguments (the whole login) beside
+/// the session made of them for as long as the session runs.
+fn serve_logged_in(
+    shared: Arc<Shared>,
+    mut stream: ClientStream,
+    login: Result<Option<handshake::LoggedIn>, ClientError>,
+    accepted: Accepted,
+) -> Served {
+    match login {
+        Ok(Some(handshake::LoggedIn::Pool(login))) => {
+            let info = stop::ClientInfo {
+                id: accepted.id,
+                user: login.startup.user().unwrap_or_default().to_owned(),
+                database: login.startup.database().unwrap_or_default().to_owned(),
+                peer: accepted.peer,
+                local: accepted.local,
+                connected_at: accepted.connected_at,
+                tls: stream.is_tls(),
+                application_name: login
+                    .startup
+                    .get("application_name")
+                    .unwrap_or_default()
+                    .to_owned(),
+            };
+            Box::pin(session::Session::new(shared, stream, login, info).run())
+        }
+        Ok(Some(handshake::LoggedIn::Console(admin))) => match shared.console.clone() {
+            Some(console) => console(shared, stream, admin),
+            None => Box::pin(async move {
+                let e = ClientError::refused("08004", "the admin console is not available");
+                refuse(&mut stream, &e).await;
+                Err(e)
+            }),
+        },
+        Ok(None) => Box::pin(std::future::ready(Ok(()))),
+        Err(e) => Box::pin(async move {
+            if let Some(code) = e.sqlstate() {
+                shared.instruments.error_sent(code);
+            }
+            refuse(&mut stream, &e).await;
+            Err(e)
+        }),
+    }
 }
 
 /// Sends a FATAL ErrorResponse for errors the client should hear about.

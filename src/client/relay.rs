@@ -75,6 +75,17 @@ pub struct Buffers {
 }
 
 impl Buffers {
+    /// Gives the allocations of the buffers that hold nothing back, so a client between
+    /// requests keeps no I/O memory; reads and the relay allocate again when bytes arrive
+    /// (see `poll_read`). A big request or result so never pins its memory either.
+    pub fn release_empty(&mut self) {
+        for buf in [&mut self.c2u, &mut self.u2c, &mut self.send] {
+            if buf.is_empty() && buf.capacity() > 0 {
+                *buf = BytesMut::new();
+            }
+        }
+    }
+
     /// Nothing of the client's is waiting to go upstream.
     pub fn nothing_to_send(&self) -> bool {
         self.fscan.forwardable() == 0 && self.send.is_empty()
@@ -484,4 +495,27 @@ fn poll_write(
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     stream.poll_write_from(cx, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a session waiting between requests keeps: nothing for an empty buffer, and every
+    /// byte of one that still holds some (a pipelined request, say).
+    #[test]
+    fn release_empty_frees_empty_buffers_and_keeps_bytes() {
+        let mut b = Buffers::default();
+        b.c2u.reserve(READ_CHUNK);
+        b.c2u.extend_from_slice(b"Q\0\0\0\x0dSELECT 1\0");
+        b.u2c.reserve(READ_CHUNK);
+        b.u2c.extend_from_slice(b"Z\0\0\0\x05I");
+        b.u2c.advance(6);
+        b.send.reserve(1024);
+        b.release_empty();
+        assert_eq!(&b.c2u[..], b"Q\0\0\0\x0dSELECT 1\0");
+        assert!(b.c2u.capacity() >= READ_CHUNK);
+        assert_eq!(b.u2c.capacity(), 0);
+        assert_eq!(b.send.capacity(), 0);
+    }
 }

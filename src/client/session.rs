@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use tracing::{debug, warn};
 
@@ -34,9 +34,9 @@ mod timeouts;
 
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Buffers above this capacity are given back after a large request, so one big statement
-/// does not pin memory for the rest of a long session.
-const KEEP_CAPACITY: usize = 1 << 20;
+/// Most bytes one read takes from an idle client (on the stack, see [`read_client`]): a
+/// typical request arrives whole, a larger one continues into its heap buffer.
+const IDLE_READ: usize = 4096;
 
 /// What a client hears when pglease shuts down while it is idle (PostgreSQL's own code for an
 /// administrator's shutdown).
@@ -93,12 +93,13 @@ impl Session {
         mut login: Login,
         info: ClientInfo,
     ) -> Self {
+        // Bytes the client pipelined behind its login; none usually, and then nothing is
+        // allocated until it sends its first request.
         let mut bufs = Buffers {
             c2u: std::mem::take(&mut login.pending),
             ..Buffers::default()
         };
-        bufs.c2u.reserve(8 * 1024);
-        bufs.u2c.reserve(8 * 1024);
+        bufs.release_empty();
         let registration = shared
             .clients
             .register(info, login.pool.pool.stats_handle());
@@ -146,51 +147,61 @@ impl Session {
                     return Err(self.fatal(e).await);
                 }
             }
-            if self.answer_listen().await? || self.answer_without_upstream().await? {
-                continue;
-            }
-            self.follow_reload();
-            self.registration.set_state(ClientState::Waiting);
-            let asked = Instant::now();
-            let checkout = tokio::select! {
-                biased;
-                () = self.registration.stop.killed() => return Err(self.killed().await),
-                up = self.entry().pool.checkout() => up,
-            };
-            self.waited(asked);
-            let up = match checkout {
-                Ok(up) => up,
-                Err(e) => {
-                    self.registration.set_state(ClientState::Idle);
-                    self.fail_request(&e).await?;
-                    continue;
-                }
-            };
-            self.registration.set_state(ClientState::Active);
-            let Some(up) = self.put_settings(up).await? else {
-                continue;
-            };
-            self.request_ready = false;
-            if let Some(timers) = self.timers.as_mut() {
-                timers.reset();
-            }
-            if let Some(up) = self.serve_on(up).await? {
-                if std::mem::take(&mut self.track.unsolicited) {
-                    up.discard(CloseReason::UnsolicitedInput);
-                } else if !self.login.cancel.slot.settle().await {
-                    // Not handed on while a cancel this client sent may still reach it.
-                    up.discard(CloseReason::CancelUnsettled);
-                } else {
-                    self.release(up).await;
-                }
-                self.registration.set_state(ClientState::Idle);
-                self.flush_client().await?;
-                self.shrink_buffers();
-                self.deliver_notifications().await?;
-            } else {
+            // Serving a request (checkout, relay, cleanup) is by far the largest state of
+            // this future; boxed, it is allocated only while a request is served, so the task
+            // of a client waiting between requests stays small.
+            if !Box::pin(self.serve_request()).await? {
                 return Ok(());
             }
         }
+    }
+
+    /// Serves the buffered request: answered here, or on a checked-out upstream. False when
+    /// the client left while it was served.
+    async fn serve_request(&mut self) -> Result<bool, ClientError> {
+        if self.answer_listen().await? || self.answer_without_upstream().await? {
+            return Ok(true);
+        }
+        self.follow_reload();
+        self.registration.set_state(ClientState::Waiting);
+        let asked = Instant::now();
+        let checkout = tokio::select! {
+            biased;
+            () = self.registration.stop.killed() => return Err(self.killed().await),
+            up = self.entry().pool.checkout() => up,
+        };
+        self.waited(asked);
+        let up = match checkout {
+            Ok(up) => up,
+            Err(e) => {
+                self.registration.set_state(ClientState::Idle);
+                self.fail_request(&e).await?;
+                return Ok(true);
+            }
+        };
+        self.registration.set_state(ClientState::Active);
+        let Some(up) = self.put_settings(up).await? else {
+            return Ok(true);
+        };
+        self.request_ready = false;
+        if let Some(timers) = self.timers.as_mut() {
+            timers.reset();
+        }
+        let Some(up) = self.serve_on(up).await? else {
+            return Ok(false);
+        };
+        if std::mem::take(&mut self.track.unsolicited) {
+            up.discard(CloseReason::UnsolicitedInput);
+        } else if !self.login.cancel.slot.settle().await {
+            // Not handed on while a cancel this client sent may still reach it.
+            up.discard(CloseReason::CancelUnsettled);
+        } else {
+            self.release(up).await;
+        }
+        self.registration.set_state(ClientState::Idle);
+        self.flush_client().await?;
+        self.deliver_notifications().await?;
+        Ok(true)
     }
 
     /// Relays on `up` (and, in session mode, on the upstreams the session moves to) until the
@@ -451,7 +462,9 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
-            let read = self.client.read_buf(&mut self.bufs.c2u);
+            // Nothing to hold while waiting: empty buffers go back to the allocator.
+            self.bufs.release_empty();
+            let read = read_client(&mut self.client, &mut self.bufs.c2u);
             let n = tokio::select! {
                 biased;
                 r = read => r?,
@@ -582,14 +595,24 @@ impl Session {
         self.bufs.filter.reset();
         Ok(())
     }
+}
 
-    fn shrink_buffers(&mut self) {
-        for buf in [&mut self.bufs.c2u, &mut self.bufs.u2c] {
-            if buf.capacity() > KEEP_CAPACITY && buf.is_empty() {
-                *buf = BytesMut::with_capacity(8 * 1024);
-            }
-        }
+/// Reads the client's next bytes into `buf`. A buffer without an allocation (an idle
+/// client's, see [`Buffers::release_empty`]) is read through a stack buffer inside the poll,
+/// so the wait holds no heap memory; the bytes read are then copied into an allocation sized
+/// for them (the relay reserves its own room when it starts).
+async fn read_client(client: &mut ClientStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() > 0 {
+        return client.read_buf(buf).await;
     }
+    std::future::poll_fn(|cx| {
+        let mut stack = [0u8; IDLE_READ];
+        let mut read = ReadBuf::new(&mut stack);
+        std::task::ready!(std::pin::Pin::new(&mut *client).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        std::task::Poll::Ready(Ok(read.filled().len()))
+    })
+    .await
 }
 
 impl Drop for Session {

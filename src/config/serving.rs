@@ -57,8 +57,8 @@ pub struct ProxyConfig {
     /// refused with PostgreSQL's "too many clients" before any authentication work. Cancel
     /// requests and admin-console logins still get through. Default 5000: web fleets keep
     /// many idle clients open per pool, and PgBouncer's 100 is reached by a few app servers;
-    /// each client costs a file descriptor and about 16 KiB, so 5000 stays well within a
-    /// raised `RLIMIT_NOFILE`.
+    /// each idle client costs a file descriptor and about 5 KiB (`benches/idle_clients.sh`),
+    /// so 5000 stays well within a raised `RLIMIT_NOFILE`.
     pub max_client_conn: usize,
     /// A client idle outside a transaction this long is ended (PostgreSQL's
     /// `idle_session_timeout`). Default `0s`, off: a pooled idle client holds no upstream, so
