@@ -50,7 +50,7 @@ TMP=""
 PG_BIN_DIR="" PSQL="" PGBENCH=""
 PG_PORT="" PGLEASE_PORT="" PGBOUNCER_PORT=""
 PGLEASE_SCRAPED_PORT="" PGLEASE_SCRAPED_PID="" SCRAPED_ADMIN_PORT="" SCRAPER_PID=""
-PGLEASE_PID="" PGLEASE_LOG="" PGLEASE_TLS_PORT="" PGLEASE_TLS_PID="" PGBOUNCER_PID="" PGBOUNCER_VERSION="" SAMPLER_PID=""
+PGLEASE_PID="" PGLEASE_LOG="" PGLEASE_TLS_PORT="" PGLEASE_TLS_PID="" PGLEASE_BASE_PORT="" PGLEASE_BASE_PID="" PGBOUNCER_PID="" PGBOUNCER_VERSION="" SAMPLER_PID=""
 PG_STARTED=0
 BENCH_PASSWORD="" BENCH_VERIFIER="" ADMIN_PASSWORD=""
 
@@ -113,6 +113,7 @@ cleanup() {
   stop_pid "$SAMPLER_PID"
   stop_pid "$PGLEASE_PID"
   stop_pid "$PGLEASE_TLS_PID"
+  stop_pid "$PGLEASE_BASE_PID"
   stop_pid "$SCRAPER_PID"
   stop_pid "$PGLEASE_SCRAPED_PID"
   stop_pid "$PGBOUNCER_PID"
@@ -136,7 +137,7 @@ free_port() {
   local p i
   for ((i = 0; i < 200; i++)); do
     p=$((20000 + RANDOM % 40000))
-    [[ " $PG_PORT $PGLEASE_PORT $PGBOUNCER_PORT " == *" $p "* ]] && continue
+    [[ " $PG_PORT $PGLEASE_PORT $PGBOUNCER_PORT $PGLEASE_BASE_PORT " == *" $p "* ]] && continue
     port_open "$p" || { echo "$p"; return 0; }
   done
   die "no free TCP port found"
@@ -841,21 +842,35 @@ pgbouncer_label() {
   if [[ -n $PGBOUNCER_VERSION ]]; then echo "$PGBOUNCER_VERSION"; else echo "${MISSING[pgbouncer]:-not run}"; fi
 }
 
-# One tab-separated line for benches/issue-figures.sh: label, pglease and pgbouncer median
-# TPS, their ratio, pglease and pgbouncer CPU per transaction, their ratio, rounds, the
-# pgbouncer version, the -M of each, failed transactions and aborted runs of the two.
+# One tab-separated line for benches/issue-figures.sh: label; pglease and pgbouncer median
+# TPS and their ratio; pglease and pgbouncer CPU per transaction and their ratio; rounds; the
+# pgbouncer version; the -M of each; failed transactions/aborted runs of the two; workers;
+# pglease/pglease-base TPS and CPU ratios ("-" without pglease-base).
 summary_line() {
   [[ -n $SUMMARY_FILE ]] || return 0
-  local a=${MED_TPS[pglease]:-} b=${MED_TPS[pgbouncer]:-} ca=${CPU_US[pglease]:-} cb=${CPU_US[pgbouncer]:-}
   local bad
   bad=$(awk '($1 == "pglease" || $1 == "pgbouncer") {f += $6; if ($8 != 0) n++} END {print f + 0 "/" n + 0}' "$TMP/results")
-  awk -v l="$SUMMARY_LABEL" -v a="$a" -v b="$b" -v ca="$ca" -v cb="$cb" -v r="$ROUNDS" -v v="$(pgbouncer_label)" \
-    -v pa="$(target_protocol pglease)" -v pb="$(target_protocol pgbouncer)" -v bad="$bad" -v w="${PGLEASE_WORKERS:-auto}" 'BEGIN {
-      tr = (a != "" && b > 0 ? sprintf("%.3f", a / b) : "-")
-      cr = (ca != "" && ca != "-" && cb != "" && cb != "-" && cb > 0 ? sprintf("%.3f", ca / cb) : "-")
-      printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l, (a == "" ? "-" : sprintf("%.0f", a)),
-        (b == "" ? "-" : sprintf("%.0f", b)), tr, (ca == "" ? "-" : ca), (cb == "" ? "-" : cb), cr, r, v, pa, pb, bad, w
-    }' >>"$SUMMARY_FILE"
+  {
+    printf '%s' "$SUMMARY_LABEL"
+    summary_pair pglease pgbouncer
+    printf '\t%s\t%s\t%s\t%s\t%s\t%s' "$ROUNDS" "$(pgbouncer_label)" "$(target_protocol pglease)" \
+      "$(target_protocol pgbouncer)" "$bad" "${PGLEASE_WORKERS:-auto}"
+    printf '\t%s\t%s\n' "$(ratio_value "${MED_TPS[pglease]:-}" "${MED_TPS[pglease-base]:-}")" \
+      "$(ratio_value "${CPU_US[pglease]:-}" "${CPU_US[pglease-base]:-}")"
+  } >>"$SUMMARY_FILE"
+}
+
+# "\ttps_a\ttps_b\tratio\tcpu_a\tcpu_b\tratio" for targets $1 and $2, "-" where one is missing.
+summary_pair() {
+  local a=${MED_TPS[$1]:-} b=${MED_TPS[$2]:-}
+  printf '\t%s\t%s\t%s\t%s\t%s\t%s' "$(awk -v x="${a:--}" 'BEGIN {print (x == "-" ? x : sprintf("%.0f", x))}')" \
+    "$(awk -v x="${b:--}" 'BEGIN {print (x == "-" ? x : sprintf("%.0f", x))}')" "$(ratio_value "$a" "$b")" \
+    "${CPU_US[$1]:--}" "${CPU_US[$2]:--}" "$(ratio_value "${CPU_US[$1]:-}" "${CPU_US[$2]:-}")"
+}
+
+# x / y to three places, or "-" when either is missing ("" or "-") or y is 0.
+ratio_value() {
+  awk -v x="${1:--}" -v y="${2:--}" 'BEGIN {print (x != "-" && y != "-" && y > 0 ? sprintf("%.3f", x / y) : "-")}'
 }
 
 ratio() {
