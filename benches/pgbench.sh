@@ -770,7 +770,7 @@ col() { awk -v t="$1" -v c="$2" '$1 == t {print $c}' "$TMP/results"; }
 
 report() {
   local -a targets=("$@")
-  local t r header="target    " args
+  local t r header="target         " args
   args=$(pgbench_args | tr '\n' ' ')
   printf '\npgbench %s-T %s, %s round(s); MODE=%s POOL_SIZE=%s; PostgreSQL %s; pgbouncer %s; %s CPUs\n' \
     "$args" "$DURATION" "$ROUNDS" "$MODE" "$POOL_SIZE" "$("$PSQL" --version | awk '{print $3}')" \
@@ -789,7 +789,7 @@ report() {
   declare -gA MED_TPS=() CPU_US=()
   for t in "${targets[@]}"; do
     local line
-    line=$(printf '%-10s %-9s' "$t" "$(target_protocol "$t")")
+    line=$(printf '%-15s %-9s' "$t" "$(target_protocol "$t")")
     for ((r = 1; r <= ROUNDS; r++)); do
       line+=$(awk -v t="$t" -v r="$r" '$1 == t && $2 == r {printf " %9.0f%s", $3, ($8 != 0 ? "!" : " ")}' "$TMP/results")
     done
@@ -813,11 +813,10 @@ report() {
   if [[ $(target_protocol pglease) != $(target_protocol pgbouncer) ]]; then
     versus=" (pglease -M $(target_protocol pglease), pgbouncer -M $(target_protocol pgbouncer))"
   fi
-  local pgb
-  pgb=$(pgbouncer_label)
-  ratio pglease pgbouncer "pglease/pgbouncer $pgb tps$versus" MED_TPS
+  local pgb=pgbouncer${PGBOUNCER_VERSION:+ $PGBOUNCER_VERSION}
+  ratio pglease pgbouncer "pglease/$pgb tps$versus" MED_TPS
   ratio pglease direct "pglease/direct    tps" MED_TPS
-  ratio pglease pgbouncer "pglease/pgbouncer $pgb cpu/txn" CPU_US
+  ratio pglease pgbouncer "pglease/$pgb cpu/txn" CPU_US
   if [[ " ${targets[*]} " == *" pglease-tls "* ]]; then
     ratio pglease-tls pglease "pglease tls/plain  tps" MED_TPS
     ratio pglease-tls pglease "pglease tls/plain  cpu/txn" CPU_US
