@@ -153,6 +153,7 @@ idle_main() {
     [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a non-negative integer, got '${!n}'"
   done
   ((N >= 1 && ROUNDS >= 1 && CYCLE_CLIENTS >= 1)) || die "N, ROUNDS and CYCLE_CLIENTS must be at least 1"
+  preload_path "$PGLEASE_LD_PRELOAD" >/dev/null
   find_pg_bin
   TMP=$(mktemp -d "${TMPDIR:-/tmp}/pglease-idle.XXXXXX")
   chmod 755 "$TMP"

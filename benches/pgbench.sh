@@ -72,6 +72,9 @@ validate_knobs() {
   ((ROUNDS >= 1 && DURATION >= 1 && CLIENTS >= 1 && THREADS >= 1 && POOL_SIZE >= 1 && SCRAPE_MS >= 1)) ||
     die "ROUNDS, DURATION, CLIENTS, THREADS, POOL_SIZE and SCRAPE_MS must be at least 1"
   ((CLIENTS % THREADS == 0)) || die "pgbench needs CLIENTS ($CLIENTS) to be a multiple of THREADS ($THREADS)"
+  # Here, before any cluster starts: a bad allocator name fails in a second.
+  preload_path "$PGLEASE_LD_PRELOAD" >/dev/null
+  preload_path "$PGLEASE_BASE_LD_PRELOAD" >/dev/null
   if [[ $MODE == session && $POOL_SIZE -lt $CLIENTS ]]; then
     loud "MODE=session with POOL_SIZE=$POOL_SIZE < CLIENTS=$CLIENTS: clients beyond the pool wait the whole run"
   fi
@@ -298,9 +301,11 @@ EOF
   } >"$TMP/$name.toml"
   chmod 600 "$TMP/$name.toml"
   local preload
+  local -a preload_env=()
   preload=$(preload_path "${PGLEASE_RUN_PRELOAD-$PGLEASE_LD_PRELOAD}")
+  if [[ -n $preload ]]; then preload_env=(LD_PRELOAD="$preload"); fi
   # env execs pglease, so $! is pglease's own pid.
-  env ${preload:+LD_PRELOAD="$preload"} "${PGLEASE_RUN_BIN:-$PGLEASE_BIN}" \
+  env "${preload_env[@]}" "${PGLEASE_RUN_BIN:-$PGLEASE_BIN}" \
     --config "$TMP/$name.toml" >"$PGLEASE_LOG" 2>&1 &
   PGLEASE_PID=$!
   wait_port "$PGLEASE_PORT" "$PGLEASE_PID" pglease
