@@ -164,40 +164,41 @@ pgbench_row() {
 }
 
 rotation_row() {
-  local line ratio failed aborted rounds v rate target verdict
+  local line ratio failed aborted rounds v rate floor target verdict
   target=$(workload_def rotation | cut -d '|' -f 3)
   line=$(head -n 1 "$OUT_DIR/rotation.tsv" 2>/dev/null || true)
   if [[ -z $line ]]; then
     row rotation "worst 1s / steady median" - - - - - - - - "$target" "FAILED (see $OUT_DIR/rotation.log)"
     return
   fi
-  IFS=$'\t' read -r _ ratio _ _ failed aborted rounds v rate <<<"$line"
+  IFS=$'\t' read -r _ ratio _ _ failed aborted rounds v rate floor <<<"$line"
   verdict=MISSED
   awk -v r="$ratio" -v f="$failed" -v a="$aborted" 'BEGIN {exit !(r >= 0.95 && f == 0 && a == 0)}' && verdict=met
   row rotation "worst 1s/median at -R $rate" "$ratio" - - - - - "$rounds" "$v" "$target" \
-    "$verdict (failed $failed, aborted $aborted)"
+    "$verdict (failed $failed, aborted $aborted; steady runs' own floor ${floor:-?})"
 }
 
 idle_rows() {
-  local kind target k t value n
+  local kind target k t value n v
   if [[ ! -s $OUT_DIR/idle.tsv ]]; then
     row idle "KiB per idle client" - - - - - - - - "idle<=2" "FAILED (see $OUT_DIR/idle.log)"
     return
   fi
   for kind in idle growth; do
-    local pgl="-" pgb="-" rounds="-" v="-"
+    local pgl="-" pgb="-" rounds="-" ver="-"
+    # read's last, failed call empties its variables: keep what a line gave in others.
     while IFS=$'\t' read -r k t value n _ v; do
       [[ $k == "$kind" ]] || continue
       if [[ $t == pgbouncer* ]]; then pgb=$value; else pgl=$value; fi
-      rounds=$n
+      rounds=$n ver=$v
     done <"$OUT_DIR/idle.tsv"
     if [[ $kind == idle ]]; then
       target="<= 2 KiB/client"
-      row idle "KiB/client, $IDLE_N idle" "$pgl" "$pgb" "$(ratio_of "$pgl" "$pgb")" - - - 1 "$v" \
+      row idle "KiB/client, $IDLE_N idle" "$pgl" "$pgb" "$(ratio_of "$pgl" "$pgb")" - - - 1 "$ver" \
         "$target" "$(awk -v x="$pgl" 'BEGIN {print (x != "-" && x <= 2 ? "met" : "MISSED")}')"
     else
       target="r$rounds/r1 <= 1.10"
-      row growth "RSS r$rounds/r1, $IDLE_CYCLE_CLIENTS clients" "$pgl" "$pgb" - - - - "$rounds" "$v" \
+      row growth "RSS r$rounds/r1, $IDLE_CYCLE_CLIENTS clients" "$pgl" "$pgb" - - - - "$rounds" "$ver" \
         "$target" "$(awk -v x="$pgl" 'BEGIN {print (x != "-" && x <= 1.10 ? "met" : "MISSED")}')"
     fi
   done

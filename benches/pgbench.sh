@@ -135,11 +135,16 @@ trap 'exit 143' TERM
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # A port that nothing answers on right now. Racy by nature, but each port is bound within
-# seconds of being chosen, and the three picks are kept distinct.
+# seconds of being chosen, and the picks are kept distinct. Chosen below the kernel's
+# ephemeral range: a port there can be the local end of someone's outgoing connection, which
+# answers no connect yet makes bind() fail.
 free_port() {
-  local p i
+  local p i low=32768 span
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  span=$((low - 10000))
+  ((span >= 1000)) || span=20000
   for ((i = 0; i < 200; i++)); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + (RANDOM * 32768 + RANDOM) % span))
     [[ " $PG_PORT $PGLEASE_PORT $PGBOUNCER_PORT $PGLEASE_BASE_PORT " == *" $p "* ]] && continue
     port_open "$p" || { echo "$p"; return 0; }
   done
@@ -760,10 +765,14 @@ rotation_report() {
     "$aborted" "$roles_min" \
     "$(awk -v d="$DURATION" -v t="$ROT_TTL_S" -v a="$ROT_AT" 'BEGIN {printf "%d", d / (t * a) + 1}')"
   if [[ -n $SUMMARY_FILE ]]; then
-    # label, worst/steady, steady median, worst second, failed, aborted, rounds, pgbouncer, rate
+    # label, worst/steady, steady median, worst second, failed, aborted, rounds, pgbouncer,
+    # rate, and the steady runs' own worst second / their median (the noise floor)
+    local floor
+    floor=$(cat "$TMP"/seconds-steady-* | awk '{print $2}' | sort -g | head -n 1)
     awk -v l="$SUMMARY_LABEL" -v w="${worst:-0}" -v m="$steady_med" -v f="$failed" -v a="$aborted" \
-      -v r="$ROUNDS" -v v="$(pgbouncer_label)" -v rate="$RATE" 'BEGIN {
-        printf "%s\t%.3f\t%.0f\t%.0f\t%d\t%d\t%s\t%s\t%s\n", l, (m > 0 ? w / m : 0), m, w, f, a, r, v, rate
+      -v r="$ROUNDS" -v v="$(pgbouncer_label)" -v rate="$RATE" -v fl="${floor:-0}" 'BEGIN {
+        printf "%s\t%.3f\t%.0f\t%.0f\t%d\t%d\t%s\t%s\t%s\t%.3f\n", l, (m > 0 ? w / m : 0), m, w, f, a, r, v,
+          rate, (m > 0 ? fl / m : 0)
       }' >>"$SUMMARY_FILE"
   fi
 }
