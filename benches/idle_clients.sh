@@ -17,6 +17,8 @@ VENV=${VENV:-${TMPDIR:-/tmp}/pglease-bench-venv}  # kept between runs: made once
 SCALE=${SCALE:-1}                  # pgbench -i -s (no pgbench runs; the table is not used)
 MODE=${MODE:-transaction}
 POOL_SIZE=${POOL_SIZE:-10}
+# Also read (see benches/pgbench.sh): PGLEASE_BIN, PGBOUNCER_BIN, PGLEASE_LD_PRELOAD (glibc,
+# jemalloc, mimalloc or a library path, preloaded into pglease), SUMMARY_FILE, KEEP_TMP.
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=benches/pgbench.sh
@@ -29,10 +31,9 @@ PGLEASE_EXTRA="max_client_conn = $((MAX_CLIENTS + 100))"
 NOFILE=$((MAX_CLIENTS + 1000))
 
 raise_nofile() {
-  local want=$NOFILE
-  if (($(ulimit -n) < want)); then
-    ulimit -Hn "$want" 2>/dev/null || true
-    ulimit -n "$want" 2>/dev/null || die "ulimit -n $want refused (hard limit $(ulimit -Hn)): lower N"
+  if (($(ulimit -n) < NOFILE)); then
+    ulimit -Hn "$NOFILE" 2>/dev/null || true
+    ulimit -n "$NOFILE" 2>/dev/null || die "ulimit -n $NOFILE refused (hard limit $(ulimit -Hn)): lower N"
   fi
   log "RLIMIT_NOFILE $(ulimit -n)"
 }
@@ -63,7 +64,7 @@ stop_target() {
   esac
 }
 label() {
-  if [[ $1 == pgbouncer ]]; then echo "pgbouncer $PGBOUNCER_VERSION"; else echo "$1"; fi
+  if [[ $1 == pgbouncer ]]; then echo "pgbouncer $PGBOUNCER_VERSION"; else echo "$1 $(allocator_of "$1")"; fi
 }
 
 # Idle test for target $1: appends "target before held after" (KiB) to $TMP/idle.
@@ -109,7 +110,8 @@ growth_test() {
 
 idle_report() {
   local t
-  printf '\nIdle clients: N=%s, MODE=%s, POOL_SIZE=%s, asyncpg, SCRAM; RSS in KiB\n' "$N" "$MODE" "$POOL_SIZE"
+  printf '\nIdle clients: N=%s, MODE=%s, POOL_SIZE=%s, asyncpg, SCRAM; pgbouncer %s; RSS in KiB\n' \
+    "$N" "$MODE" "$POOL_SIZE" "${PGBOUNCER_VERSION:-not run}"
   printf '%-18s %10s %12s %14s %10s\n' target before "with N idle" "KiB/client" after
   while read -r t before held after; do
     printf '%-18s %10s %12s %14s %10s\n' "$(label "$t")" "$before" "$held" \
@@ -126,6 +128,23 @@ idle_report() {
         printf "; last/first %.3f\n", rss[last] / rss[1]
       }' "$TMP/growth"
   done
+  idle_summary
+}
+
+# For benches/issue-figures.sh, tab-separated lines in SUMMARY_FILE: "idle target KiB/client
+# N RSS-after-all-left pgbouncer" and "growth target last/first rounds RSS-at-the-end pgbouncer".
+idle_summary() {
+  [[ -n ${SUMMARY_FILE:-} ]] || return 0
+  local t v=${PGBOUNCER_VERSION:-not run}
+  while read -r t before held after; do
+    awk -v t="$(label "$t")" -v a="$held" -v b="$before" -v n="$N" -v after="$after" -v v="$v" \
+      'BEGIN {printf "idle\t%s\t%.2f\t%s\t%s\t%s\n", t, (a - b) / n, n, after, v}'
+  done <"$TMP/idle" >>"$SUMMARY_FILE"
+  for t in "${RUN[@]}"; do
+    awk -v t="$t" -v name="$(label "$t")" -v v="$v" '
+      $1 == t {rss[$2] = $3; if ($2 > last) last = $2}
+      END {printf "growth\t%s\t%.3f\t%d\t%s\t%s\n", name, rss[last] / rss[1], last, rss[last], v}' "$TMP/growth"
+  done >>"$SUMMARY_FILE"
 }
 
 idle_main() {
@@ -134,6 +153,7 @@ idle_main() {
     [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a non-negative integer, got '${!n}'"
   done
   ((N >= 1 && ROUNDS >= 1 && CYCLE_CLIENTS >= 1)) || die "N, ROUNDS and CYCLE_CLIENTS must be at least 1"
+  preload_path "$PGLEASE_LD_PRELOAD" >/dev/null
   find_pg_bin
   TMP=$(mktemp -d "${TMPDIR:-/tmp}/pglease-idle.XXXXXX")
   chmod 755 "$TMP"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark: pgbench against PostgreSQL direct, pglease and PgBouncer, interleaved, on a
 # throwaway PostgreSQL cluster; prints per-round TPS, medians, proxy CPU per transaction and
-# the pglease/pgbouncer and pglease/direct ratios. SCENARIO=rotation instead compares pglease
-# on static credentials with pglease rotating issued roles every few seconds. See
-# benches/README.md.
+# the pglease/pgbouncer and pglease/direct ratios. SCENARIO=connect measures connections per
+# second (pgbench -C, a SCRAM login per transaction); SCENARIO=rotation instead compares
+# pglease on static credentials with pglease rotating issued roles every few seconds. See
+# benches/README.md; benches/issue-figures.sh runs every scenario in one go.
 set -euo pipefail
 
 # ---- knobs (environment) -------------------------------------------------------------------
@@ -12,7 +13,7 @@ PROTOCOL=${PROTOCOL:-simple}   # pgbench -M: simple | extended | prepared
 # pgbench -M against PgBouncer; unset = PROTOCOL, except `extended` when PROTOCOL=prepared in
 # transaction mode and the PgBouncer found predates 1.21 (it cannot serve `prepared` there).
 PGBOUNCER_PROTOCOL=${PGBOUNCER_PROTOCOL:-}
-SCENARIO=${SCENARIO:-select}   # select (-S) | tpcb (pgbench default) | rotation (see below)
+SCENARIO=${SCENARIO:-select}   # select (-S) | tpcb (pgbench default) | connect (-C -S) | rotation
 ROUNDS=${ROUNDS:-3}
 # Seconds per run; a rotation run needs room for several leases.
 if [[ $SCENARIO == rotation ]]; then DURATION=${DURATION:-60}; else DURATION=${DURATION:-20}; fi
@@ -31,6 +32,13 @@ SCRAPE_MS=${SCRAPE_MS:-100}    # pglease-scraped only: milliseconds between two 
 # pglease-base: the same pglease config run by another build (PGLEASE_BASE_BIN, e.g. a release
 # build of an older commit), so a before/after comparison shares one interleaved run.
 PGLEASE_BASE_BIN=${PGLEASE_BASE_BIN:-}
+# A malloc to LD_PRELOAD into the pglease target (and into pglease-base): glibc (none),
+# jemalloc, mimalloc, or the path of a shared library. Measures an allocator with no rebuild.
+PGLEASE_LD_PRELOAD=${PGLEASE_LD_PRELOAD:-}
+PGLEASE_BASE_LD_PRELOAD=${PGLEASE_BASE_LD_PRELOAD:-}
+# Where report() appends one tab-separated line of its figures, for benches/issue-figures.sh.
+SUMMARY_FILE=${SUMMARY_FILE:-}
+SUMMARY_LABEL=${SUMMARY_LABEL:-$SCENARIO}
 BENCH_INSTALL=${BENCH_INSTALL:-0}  # 1 = apt-get install pgbouncer when it is missing
 KEEP_TMP=${KEEP_TMP:-0}        # 1 = keep the temp dir (logs, configs) after exit
 # Session mode pins one upstream per client for the whole run, so a pool smaller than the
@@ -42,9 +50,9 @@ TMP=""
 PG_BIN_DIR="" PSQL="" PGBENCH=""
 PG_PORT="" PGLEASE_PORT="" PGBOUNCER_PORT=""
 PGLEASE_SCRAPED_PORT="" PGLEASE_SCRAPED_PID="" SCRAPED_ADMIN_PORT="" SCRAPER_PID=""
-PGLEASE_PID="" PGLEASE_LOG="" PGLEASE_TLS_PORT="" PGLEASE_TLS_PID="" PGBOUNCER_PID="" PGBOUNCER_VERSION="" SAMPLER_PID=""
+PGLEASE_PID="" PGLEASE_LOG="" PGLEASE_TLS_PORT="" PGLEASE_TLS_PID="" PGLEASE_BASE_PORT="" PGLEASE_BASE_PID="" PGBOUNCER_PID="" PGBOUNCER_VERSION="" SAMPLER_PID=""
 PG_STARTED=0
-BENCH_PASSWORD="" ADMIN_PASSWORD=""
+BENCH_PASSWORD="" BENCH_VERIFIER="" ADMIN_PASSWORD=""
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -55,7 +63,7 @@ validate_knobs() {
   [[ $PROTOCOL =~ ^(simple|extended|prepared)$ ]] || die "PROTOCOL must be simple, extended or prepared"
   [[ -z $PGBOUNCER_PROTOCOL || $PGBOUNCER_PROTOCOL =~ ^(simple|extended|prepared)$ ]] ||
     die "PGBOUNCER_PROTOCOL must be simple, extended or prepared"
-  [[ $SCENARIO =~ ^(select|tpcb|rotation)$ ]] || die "SCENARIO must be select, tpcb or rotation"
+  [[ $SCENARIO =~ ^(select|tpcb|connect|rotation)$ ]] || die "SCENARIO must be select, tpcb, connect or rotation"
   [[ $ROTATION_WORKLOAD =~ ^(select|tpcb)$ ]] || die "ROTATION_WORKLOAD must be select or tpcb"
   local n
   for n in ROUNDS DURATION CLIENTS RATE THREADS SCALE WARMUP POOL_SIZE SCRAPE_MS; do
@@ -64,6 +72,9 @@ validate_knobs() {
   ((ROUNDS >= 1 && DURATION >= 1 && CLIENTS >= 1 && THREADS >= 1 && POOL_SIZE >= 1 && SCRAPE_MS >= 1)) ||
     die "ROUNDS, DURATION, CLIENTS, THREADS, POOL_SIZE and SCRAPE_MS must be at least 1"
   ((CLIENTS % THREADS == 0)) || die "pgbench needs CLIENTS ($CLIENTS) to be a multiple of THREADS ($THREADS)"
+  # Here, before any cluster starts: a bad allocator name fails in a second.
+  preload_path "$PGLEASE_LD_PRELOAD" >/dev/null
+  preload_path "$PGLEASE_BASE_LD_PRELOAD" >/dev/null
   if [[ $MODE == session && $POOL_SIZE -lt $CLIENTS ]]; then
     loud "MODE=session with POOL_SIZE=$POOL_SIZE < CLIENTS=$CLIENTS: clients beyond the pool wait the whole run"
   fi
@@ -105,6 +116,7 @@ cleanup() {
   stop_pid "$SAMPLER_PID"
   stop_pid "$PGLEASE_PID"
   stop_pid "$PGLEASE_TLS_PID"
+  stop_pid "$PGLEASE_BASE_PID"
   stop_pid "$SCRAPER_PID"
   stop_pid "$PGLEASE_SCRAPED_PID"
   stop_pid "$PGBOUNCER_PID"
@@ -123,12 +135,17 @@ trap 'exit 143' TERM
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # A port that nothing answers on right now. Racy by nature, but each port is bound within
-# seconds of being chosen, and the three picks are kept distinct.
+# seconds of being chosen, and the picks are kept distinct. Chosen below the kernel's
+# ephemeral range: a port there can be the local end of someone's outgoing connection, which
+# answers no connect yet makes bind() fail.
 free_port() {
-  local p i
+  local p i low=32768 span
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  span=$((low - 10000))
+  ((span >= 1000)) || span=20000
   for ((i = 0; i < 200; i++)); do
-    p=$((20000 + RANDOM % 40000))
-    [[ " $PG_PORT $PGLEASE_PORT $PGBOUNCER_PORT " == *" $p "* ]] && continue
+    p=$((10000 + (RANDOM * 32768 + RANDOM) % span))
+    [[ " $PG_PORT $PGLEASE_PORT $PGBOUNCER_PORT $PGLEASE_BASE_PORT " == *" $p "* ]] && continue
     port_open "$p" || { echo "$p"; return 0; }
   done
   die "no free TCP port found"
@@ -211,6 +228,10 @@ EOF
   BENCH_PASSWORD=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
   pg_admin_sql "CREATE ROLE bench LOGIN PASSWORD '$BENCH_PASSWORD'"
   pg_admin_sql "CREATE DATABASE bench OWNER bench"
+  # Both proxies check the client's SCRAM proof against this very verifier (salt, iterations
+  # and keys alike), so a login costs each of them, and the client, the same work.
+  BENCH_VERIFIER=$(pg_admin_sql "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench'")
+  [[ $BENCH_VERIFIER == SCRAM-SHA-256\$* ]] || die "unexpected password hash for role bench"
   log "pgbench -i -s $SCALE"
   PGPASSWORD=$BENCH_PASSWORD "$PGBENCH" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" \
     -U bench bench >"$TMP/pgbench-init.log" 2>&1 ||
@@ -269,7 +290,7 @@ ${PGLEASE_EXTRA:-}
 
 [[users]]
 name = "bench"
-password = "$BENCH_PASSWORD"
+password = "$BENCH_VERIFIER"
 
 [[databases]]
 name = "bench"
@@ -284,10 +305,46 @@ EOF
     credentials_toml "$kind"
   } >"$TMP/$name.toml"
   chmod 600 "$TMP/$name.toml"
-  "${PGLEASE_RUN_BIN:-$PGLEASE_BIN}" --config "$TMP/$name.toml" >"$PGLEASE_LOG" 2>&1 &
+  local preload
+  local -a preload_env=()
+  preload=$(preload_path "${PGLEASE_RUN_PRELOAD-$PGLEASE_LD_PRELOAD}")
+  if [[ -n $preload ]]; then preload_env=(LD_PRELOAD="$preload"); fi
+  # env execs pglease, so $! is pglease's own pid.
+  env "${preload_env[@]}" "${PGLEASE_RUN_BIN:-$PGLEASE_BIN}" \
+    --config "$TMP/$name.toml" >"$PGLEASE_LOG" 2>&1 &
   PGLEASE_PID=$!
   wait_port "$PGLEASE_PORT" "$PGLEASE_PID" pglease
-  log "pglease pid $PGLEASE_PID on port $PGLEASE_PORT"
+  if [[ -n $preload ]] && ! grep -qF "$(readlink -f "$preload")" "/proc/$PGLEASE_PID/maps"; then
+    die "$name runs without $preload mapped: LD_PRELOAD did not take"
+  fi
+  log "pglease pid $PGLEASE_PID on port $PGLEASE_PORT${preload:+ (LD_PRELOAD $preload)}"
+}
+
+# The shared library for an allocator name (glibc or empty: none; jemalloc; mimalloc) or a
+# path, checked to exist.
+preload_path() {
+  local want=$1 lib=""
+  case $want in
+    "" | glibc) return 0 ;;
+    jemalloc) lib=libjemalloc.so.2 ;;
+    mimalloc) lib=libmimalloc.so.2 ;;
+    */*) [[ -r $want ]] || die "LD_PRELOAD library $want not found"; echo "$want"; return 0 ;;
+    *) die "unknown allocator '$want' (glibc, jemalloc, mimalloc or a path)" ;;
+  esac
+  want=$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
+  [[ -n $want ]] || die "$lib not found (Debian: apt-get install libjemalloc2 libmimalloc2.0)"
+  echo "$want"
+}
+
+# The allocator a pglease target runs with, for the report.
+allocator_of() {
+  local a
+  if [[ $1 == pglease-base ]]; then a=$PGLEASE_BASE_LD_PRELOAD; else a=$PGLEASE_LD_PRELOAD; fi
+  case $a in
+    "" | glibc) echo glibc ;;
+    */*) basename "$a" ;;
+    *) echo "$a" ;;
+  esac
 }
 
 # The pglease-tls target: another pglease on static credentials serving TLS only, with a
@@ -307,7 +364,8 @@ start_pglease_tls() {
 start_pglease_base() {
   local port=$PGLEASE_PORT pid=$PGLEASE_PID log=$PGLEASE_LOG
   [[ -x $PGLEASE_BASE_BIN ]] || die "pglease-base needs PGLEASE_BASE_BIN, an executable pglease build"
-  PGLEASE_RUN_BIN=$PGLEASE_BASE_BIN start_pglease static pglease-base
+  PGLEASE_RUN_BIN=$PGLEASE_BASE_BIN PGLEASE_RUN_PRELOAD=$PGLEASE_BASE_LD_PRELOAD \
+    start_pglease static pglease-base
   PGLEASE_BASE_PORT=$PGLEASE_PORT PGLEASE_BASE_PID=$PGLEASE_PID
   PGLEASE_PORT=$port PGLEASE_PID=$pid PGLEASE_LOG=$log
 }
@@ -351,14 +409,13 @@ find_pgbouncer() {
 }
 
 start_pgbouncer() {
-  local dir=$TMP/pgbouncer verifier version extra=""
+  local dir=$TMP/pgbouncer version extra=""
   mkdir -p "$dir"
   PGBOUNCER_PORT=$(free_port)
-  # The same SCRAM verifier PostgreSQL holds: PgBouncer then authenticates the client and
-  # reuses the client's SCRAM keys for its own upstream login, with no plaintext on disk.
-  verifier=$(pg_admin_sql "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench'")
-  [[ $verifier == SCRAM-SHA-256* ]] || die "unexpected password hash for role bench"
-  printf '"bench" "%s"\n' "$verifier" >"$dir/userlist.txt"
+  # The same SCRAM verifier PostgreSQL holds (and pglease's [[users]] entry): PgBouncer then
+  # authenticates the client and reuses the client's SCRAM keys for its own upstream login,
+  # with no plaintext on disk.
+  printf '"bench" "%s"\n' "$BENCH_VERIFIER" >"$dir/userlist.txt"
   version=$("$PGBOUNCER_BIN" --version | awk 'NR == 1 {print $2}')
   PGBOUNCER_VERSION=$version
   # Protocol-level prepared statements in transaction mode arrived in PgBouncer 1.21.
@@ -458,11 +515,19 @@ target_sslmode() {
 # pgbench's arguments for target $1 (pglease when left out).
 pgbench_args() {
   local args=(-n -c "$CLIENTS" -j "$THREADS" -M "$(target_protocol "${1:-pglease}")")
-  if [[ $SCENARIO == select || ($SCENARIO == rotation && $ROTATION_WORKLOAD == select) ]]; then
+  if [[ $SCENARIO == select || $SCENARIO == connect || ($SCENARIO == rotation && $ROTATION_WORKLOAD == select) ]]; then
     args+=(-S)
   fi
+  # A new connection, so a SCRAM login to the target, for every transaction.
+  if [[ $SCENARIO == connect ]]; then args+=(-C); fi
   if ((RATE > 0)); then args+=(-R "$RATE"); fi
   printf '%s\n' "${args[@]}"
+}
+
+# pgbench's TPS: "without initial connection time", or with -C "including reconnection times"
+# (there every transaction is one connection, so it is also the connect rate).
+pgbench_tps() {
+  awk '/^tps = .*(without initial connection time|including reconnection times)/ {print $3}' "$1"
 }
 
 # One measured run. Appends "target round tps latency_ms txns failed cpu_ticks exit" to
@@ -489,7 +554,7 @@ run_one() {
   if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
     die "$target (pid $pid) died during round $round; pgbench said: $(grep -m 1 -i error "$out")"
   fi
-  tps=$(awk '/^tps = .*without initial connection time/ {print $3}' "$out")
+  tps=$(pgbench_tps "$out")
   lat=$(awk '/^latency average = / {print $4}' "$out")
   txns=$(awk -F': ' '/^number of transactions actually processed/ {split($2, a, "/"); print a[1]}' "$out")
   failed=$(awk -F': ' '/^number of failed transactions/ {split($2, a, " "); print a[1]}' "$out")
@@ -590,7 +655,7 @@ rotation_run() {
   med=$(awk '{print $2}' "$secs" | median)
   worst=$(sort -g -k2,2 "$secs" | awk 'NR == 1 {print $2, $1} END {if (NR == 0) print "0 -"}' | head -n 1)
   worst+=" "$(awk '$3 > m {m = $3} END {print m + 0}' "$secs")
-  tps=$(awk '/^tps = .*without initial connection time/ {print $3}' "$out")
+  tps=$(pgbench_tps "$out")
   failed=$(awk -F': ' '/^number of failed transactions/ {split($2, a, " "); print a[1]}' "$out")
   aborted=$(grep -cE 'client [0-9]+ .*abort' "$out" || true)
   nroles=$(sort -u "$roles" | grep -c . || true)
@@ -663,8 +728,9 @@ rotation_split_line() {
 rotation_report() {
   local res=$TMP/rotation-results args steady_med worst failed aborted roles_min
   args=$(pgbench_args | tr '\n' ' ')
-  printf '\npgbench %s-T %s -P 1, %s round(s); MODE=%s POOL_SIZE=%s; PostgreSQL %s; %s CPUs\n' \
-    "$args" "$DURATION" "$ROUNDS" "$MODE" "$POOL_SIZE" "$("$PSQL" --version | awk '{print $3}')" "$(nproc)"
+  printf '\npgbench %s-T %s -P 1, %s round(s); MODE=%s POOL_SIZE=%s; PostgreSQL %s; pgbouncer %s (not run: nothing to rotate); %s CPUs\n' \
+    "$args" "$DURATION" "$ROUNDS" "$MODE" "$POOL_SIZE" "$("$PSQL" --version | awk '{print $3}')" \
+    "$(pgbouncer_label)" "$(nproc)"
   printf 'steady: static credentials; rotating: issuer, ttl %s, rotate_at %s, safety_margin %s, max_ttl %s\n' \
     "$ROT_TTL" "$ROT_AT" "$ROT_MARGIN" "$ROT_MAX_TTL"
   printf 'per-second figures leave out seconds 1-2 and the last one\n'
@@ -682,8 +748,8 @@ rotation_report() {
   echo
   awk -v w="${worst:-0}" -v m="$steady_med" -v f="$failed" 'BEGIN {
     r = (m > 0 ? w / m : 0)
-    printf "rotation: worst 1s TPS / steady median = %.3f (target >= 0.9), failed = %d (target 0)%s\n",
-      r, f, (r >= 0.9 && f == 0 ? "" : "  <- MISSED")
+    printf "rotation: worst 1s TPS / steady median = %.3f (target >= 0.95), failed = %d (target 0)%s\n",
+      r, f, (r >= 0.95 && f == 0 ? "" : "  <- MISSED")
   }'
   cat "$TMP"/near-rotating-* | awk '{v[$1] = v[$1] " " $2; n[$1]++} END {print n[1] + 0, v[1]; print n[0] + 0, v[0]}' |
     rotation_split_line
@@ -692,12 +758,23 @@ rotation_report() {
     awk -v m="$steady_med" -v rate="$RATE" '{
       r = (m > 0 ? $1 / m : 0)
       printf "steady:   worst 1s TPS / steady median = %.3f (noise floor, no rotation)\n", r
-      if (r < 0.9 && rate == 0)
-        print "steady:   noise floor below 0.9: the target line cannot tell a rotation from noise here; rerun with RATE (benches/README.md)"
+      if (r < 0.95 && rate == 0)
+        print "steady:   noise floor below 0.95: the target line cannot tell a rotation from noise here; rerun with RATE (benches/README.md)"
     }'
   printf 'rotation: aborted clients = %s (target 0), issued roles seen per run >= %s (about %s expected)\n' \
     "$aborted" "$roles_min" \
     "$(awk -v d="$DURATION" -v t="$ROT_TTL_S" -v a="$ROT_AT" 'BEGIN {printf "%d", d / (t * a) + 1}')"
+  if [[ -n $SUMMARY_FILE ]]; then
+    # label, worst/steady, steady median, worst second, failed, aborted, rounds, pgbouncer,
+    # rate, and the steady runs' own worst second / their median (the noise floor)
+    local floor
+    floor=$(cat "$TMP"/seconds-steady-* | awk '{print $2}' | sort -g | head -n 1)
+    awk -v l="$SUMMARY_LABEL" -v w="${worst:-0}" -v m="$steady_med" -v f="$failed" -v a="$aborted" \
+      -v r="$ROUNDS" -v v="$(pgbouncer_label)" -v rate="$RATE" -v fl="${floor:-0}" 'BEGIN {
+        printf "%s\t%.3f\t%.0f\t%.0f\t%d\t%d\t%s\t%s\t%s\t%.3f\n", l, (m > 0 ? w / m : 0), m, w, f, a, r, v,
+          rate, (m > 0 ? fl / m : 0)
+      }' >>"$SUMMARY_FILE"
+  fi
 }
 # ============================================================================================
 
@@ -707,18 +784,26 @@ col() { awk -v t="$1" -v c="$2" '$1 == t {print $c}' "$TMP/results"; }
 
 report() {
   local -a targets=("$@")
-  local t r header="target    " args
+  local t r header="target         " args
   args=$(pgbench_args | tr '\n' ' ')
   printf '\npgbench %s-T %s, %s round(s); MODE=%s POOL_SIZE=%s; PostgreSQL %s; pgbouncer %s; %s CPUs\n' \
     "$args" "$DURATION" "$ROUNDS" "$MODE" "$POOL_SIZE" "$("$PSQL" --version | awk '{print $3}')" \
-    "${PGBOUNCER_VERSION:-${MISSING[pgbouncer]:-not run}}" "$(nproc)"
+    "$(pgbouncer_label)" "$(nproc)"
+  printf 'pglease: workers %s, allocator %s' "${PGLEASE_WORKERS:-one per CPU}" "$(allocator_of pglease)"
+  if [[ " ${targets[*]} " == *" pglease-base "* ]]; then
+    printf '; pglease-base: %s, allocator %s' "$PGLEASE_BASE_BIN" "$(allocator_of pglease-base)"
+  fi
+  if [[ $SCENARIO == connect ]]; then
+    printf '; -C: every transaction is a new connection with a SCRAM login, so tps = connections/s'
+  fi
+  echo
   header+=$(printf ' %-9s' "-M")
   for ((r = 1; r <= ROUNDS; r++)); do header+=$(printf ' %9s ' "r$r tps"); done
   printf '%s %11s %10s %11s %7s %7s\n' "$header" "median tps" "lat ms" "cpu us/txn" failed aborted
   declare -gA MED_TPS=() CPU_US=()
   for t in "${targets[@]}"; do
     local line
-    line=$(printf '%-10s %-9s' "$t" "$(target_protocol "$t")")
+    line=$(printf '%-15s %-9s' "$t" "$(target_protocol "$t")")
     for ((r = 1; r <= ROUNDS; r++)); do
       line+=$(awk -v t="$t" -v r="$r" '$1 == t && $2 == r {printf " %9.0f%s", $3, ($8 != 0 ? "!" : " ")}' "$TMP/results")
     done
@@ -742,9 +827,10 @@ report() {
   if [[ $(target_protocol pglease) != $(target_protocol pgbouncer) ]]; then
     versus=" (pglease -M $(target_protocol pglease), pgbouncer -M $(target_protocol pgbouncer))"
   fi
-  ratio pglease pgbouncer "pglease/pgbouncer tps$versus" MED_TPS
+  local pgb=pgbouncer${PGBOUNCER_VERSION:+ $PGBOUNCER_VERSION}
+  ratio pglease pgbouncer "pglease/$pgb tps$versus" MED_TPS
   ratio pglease direct "pglease/direct    tps" MED_TPS
-  ratio pglease pgbouncer "pglease/pgbouncer cpu/txn" CPU_US
+  ratio pglease pgbouncer "pglease/$pgb cpu/txn" CPU_US
   if [[ " ${targets[*]} " == *" pglease-tls "* ]]; then
     ratio pglease-tls pglease "pglease tls/plain  tps" MED_TPS
     ratio pglease-tls pglease "pglease tls/plain  cpu/txn" CPU_US
@@ -761,6 +847,43 @@ report() {
     failed_scrapes=$(cat "$TMP"/scrapes-* 2>/dev/null | grep -vc '^200$' || true)
     printf 'scrapes during pglease-scraped runs: %s answered 200, %s not\n' "$answered" "$failed_scrapes"
   fi
+  summary_line
+}
+
+# PgBouncer's version, or why it did not run: printed beside every figure that involves it.
+pgbouncer_label() {
+  if [[ -n $PGBOUNCER_VERSION ]]; then echo "$PGBOUNCER_VERSION"; else echo "${MISSING[pgbouncer]:-not run}"; fi
+}
+
+# One tab-separated line for benches/issue-figures.sh: label; pglease and pgbouncer median
+# TPS and their ratio; pglease and pgbouncer CPU per transaction and their ratio; rounds; the
+# pgbouncer version; the -M of each; failed transactions/aborted runs of the two; workers;
+# pglease/pglease-base TPS and CPU ratios ("-" without pglease-base).
+summary_line() {
+  [[ -n $SUMMARY_FILE ]] || return 0
+  local bad
+  bad=$(awk '($1 == "pglease" || $1 == "pgbouncer") {f += $6; if ($8 != 0) n++} END {print f + 0 "/" n + 0}' "$TMP/results")
+  {
+    printf '%s' "$SUMMARY_LABEL"
+    summary_pair pglease pgbouncer
+    printf '\t%s\t%s\t%s\t%s\t%s\t%s' "$ROUNDS" "$(pgbouncer_label)" "$(target_protocol pglease)" \
+      "$(target_protocol pgbouncer)" "$bad" "${PGLEASE_WORKERS:-auto}"
+    printf '\t%s\t%s\n' "$(ratio_value "${MED_TPS[pglease]:-}" "${MED_TPS[pglease-base]:-}")" \
+      "$(ratio_value "${CPU_US[pglease]:-}" "${CPU_US[pglease-base]:-}")"
+  } >>"$SUMMARY_FILE"
+}
+
+# "\ttps_a\ttps_b\tratio\tcpu_a\tcpu_b\tratio" for targets $1 and $2, "-" where one is missing.
+summary_pair() {
+  local a=${MED_TPS[$1]:-} b=${MED_TPS[$2]:-}
+  printf '\t%s\t%s\t%s\t%s\t%s\t%s' "$(awk -v x="${a:--}" 'BEGIN {print (x == "-" ? x : sprintf("%.0f", x))}')" \
+    "$(awk -v x="${b:--}" 'BEGIN {print (x == "-" ? x : sprintf("%.0f", x))}')" "$(ratio_value "$a" "$b")" \
+    "${CPU_US[$1]:--}" "${CPU_US[$2]:--}" "$(ratio_value "${CPU_US[$1]:-}" "${CPU_US[$2]:-}")"
+}
+
+# x / y to three places, or "-" when either is missing ("" or "-") or y is 0.
+ratio_value() {
+  awk -v x="${1:--}" -v y="${2:--}" 'BEGIN {print (x != "-" && y != "-" && y > 0 ? sprintf("%.3f", x / y) : "-")}'
 }
 
 ratio() {
@@ -787,6 +910,12 @@ main() {
     [[ $t =~ ^(direct|pglease|pglease-tls|pglease-scraped|pglease-base|pgbouncer)$ ]] || die "unknown target '$t' in TARGETS"
   done
   if [[ $SCENARIO == rotation ]]; then
+    # Only named in the report: the scenario runs pglease alone.
+    if find_pgbouncer; then
+      PGBOUNCER_VERSION=$("$PGBOUNCER_BIN" --version | awk 'NR == 1 {print $2}')
+    else
+      MISSING[pgbouncer]="not installed"
+    fi
     build_pglease
     start_postgres
     scenario_rotation
