@@ -46,6 +46,7 @@ use crate::credentials::LeaseEnd;
 use crate::pool::TransactionTotals;
 
 mod meter;
+pub mod spare;
 
 use crate::protocol::ProtocolError;
 use crate::protocol::frame::{BackendScanner, FrontendScanner};
@@ -75,14 +76,13 @@ pub struct Buffers {
 }
 
 impl Buffers {
-    /// Gives the allocations of the buffers that hold nothing back, so a client between
-    /// requests keeps no I/O memory; reads and the relay allocate again when bytes arrive
-    /// (see `poll_read`). A big request or result so never pins its memory either.
+    /// Gives the allocations of the buffers that hold nothing back (to the worker's
+    /// [`spare`] buffers, or the allocator), so a client between requests keeps no I/O
+    /// memory; reads and the relay take one again when bytes arrive (see `poll_read`). A big
+    /// request or result so never pins its memory either.
     pub fn release_empty(&mut self) {
         for buf in [&mut self.c2u, &mut self.u2c, &mut self.send] {
-            if buf.is_empty() && buf.capacity() > 0 {
-                *buf = BytesMut::new();
-            }
+            spare::give(buf);
         }
     }
 
@@ -481,8 +481,9 @@ fn poll_read(
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        // Reclaims the consumed front of the same allocation when it can.
+    // A released buffer takes a spare first; otherwise this reclaims the consumed front of
+    // the same allocation when it can.
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 && !spare::refill(buf) {
         buf.reserve(READ_CHUNK);
     }
     stream.poll_read_into(cx, buf)
