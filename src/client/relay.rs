@@ -201,11 +201,20 @@ pub async fn relay(
         mut timers,
     } = signals;
     let mut rotation_due = false;
+    // The lease end's and KILL's wakers are registered once per run (every poll is this
+    // task's, so the first waker stays good); later polls only load the two flags.
+    let mut watching = false;
     let end = poll_fn(|cx| {
-        if deadline.poll_ended(cx) {
+        let (ended, killed) = if watching {
+            (deadline.is_ended(), stop.is_killed())
+        } else {
+            watching = true;
+            (deadline.poll_ended(cx), stop.poll_killed(cx).is_ready())
+        };
+        if ended {
             return Poll::Ready(RelayEnd::LeaseEnded);
         }
-        if stop.poll_killed(cx).is_ready() {
+        if killed {
             return Poll::Ready(RelayEnd::Killed);
         }
         if !rotation_due {

@@ -2,6 +2,7 @@
 //! the upstream back (transaction mode: at each idle ReadyForQuery; session mode: when the
 //! client leaves), and clean up whatever a vanished client left open.
 
+use std::future::poll_fn;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -15,7 +16,7 @@ use super::notify::ClientNotify;
 use super::relay::{Buffers, Meter, RelayEnd, Signals, Tracker, micros, relay, spare};
 use super::shared::{PoolEntry, Shared};
 use super::statements::{ClientStatements, UpstreamStatements};
-use super::stop::{ClientInfo, Registration};
+use super::stop::{ClientInfo, Registration, Signal};
 use super::stream::ClientStream;
 use super::timers::Timers;
 use super::tracked::Tracking;
@@ -271,25 +272,31 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
-            // Nothing to hold while waiting: empty buffers go back to the allocator.
+            // Idle between transactions: the moment a shutdown may end the session, and the
+            // one where a client whose pool a reload retired lets go of it (not at its next
+            // request), so the old pool can close.
+            let (stop, tenure) = (&self.registration.stop, &self.login.pool.tenure);
+            let watch_retired = idle && !self.stays_on_retired;
+            let signal =
+                poll_fn(|cx| stop.poll_idle(cx, idle, || watch_retired && tenure.is_retired()));
+            // Nothing to hold while waiting: empty buffers go back to the worker's spares.
             self.bufs.release_empty();
             let read = read_client(&mut self.client, &mut self.bufs.c2u);
             let n = tokio::select! {
                 biased;
                 r = read => r?,
                 () = idle_over, if idle_until.is_some() => return Ok(Next::IdleTimeout),
-                // Idle between transactions: the moment a shutdown may end the session.
-                () = self.registration.stop.stopped(), if idle => return Ok(Next::Stopped),
-                () = self.registration.stop.killed() => return Ok(Next::Killed),
+                signal = signal => match signal {
+                    Signal::Killed => return Ok(Next::Killed),
+                    Signal::Stopped => return Ok(Next::Stopped),
+                    Signal::LookAgain => {
+                        self.span.clone().in_scope(|| self.follow_reload());
+                        continue;
+                    }
+                },
                 () = notified, if deliverable => {
                     let span = self.span.clone();
                     Box::pin(self.deliver_notifications()).instrument(span).await?;
-                    continue;
-                }
-                // A reload retired the pool: an idle client lets go of it now, not at its
-                // next request, so the old pool can close.
-                () = self.login.pool.tenure.retired(), if idle && !self.stays_on_retired => {
-                    self.span.clone().in_scope(|| self.follow_reload());
                     continue;
                 }
             };
