@@ -72,8 +72,13 @@ pub struct Session {
     /// Its pool was retired by a reload and the session stays on it (see
     /// [`Session::follow_reload`]), so being idle on it is no reason to look again.
     stays_on_retired: bool,
-    /// The timeouts watched while an upstream is held; `None` when all are off.
-    timers: Option<Timers>,
+    /// The timeouts watched while an upstream is held; `None` when all are off (boxed, so a
+    /// session with none carries a pointer, not the timer's room).
+    timers: Option<Box<Timers>>,
+    /// `client_idle_timeout`'s timer between requests, made the first time it is needed and
+    /// re-armed after (never re-created), so neither the idle wait nor each transaction
+    /// carries or allocates one.
+    idle_sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// The client's log span (its registry id, peer, user, database), entered only where
     /// the session may log (see [`serve`]), not on every poll.
     span: Span,
@@ -119,10 +124,11 @@ impl Session {
             registration,
             pinned_by: None,
             stays_on_retired: false,
+            idle_sleep: None,
             timers: shared
                 .timeouts
                 .any_while_held()
-                .then(|| Timers::new(shared.timeouts)),
+                .then(|| Box::new(Timers::new(shared.timeouts))),
             shared,
             client,
             login,
@@ -191,7 +197,7 @@ impl Session {
                 stats: pool.stats(),
                 instruments: pool.instruments(),
             },
-            timers: self.timers.as_mut(),
+            timers: self.timers.as_deref_mut(),
         };
         relay(
             &mut self.client,
@@ -253,7 +259,8 @@ impl Session {
             let subscription = self.notify.as_ref().and_then(|n| n.subscription());
             let notified = async {
                 match subscription {
-                    Some(s) => s.ready().await,
+                    // Boxed: only a client that LISTENs holds the wait's room.
+                    Some(s) => Box::pin(s.ready()).await,
                     None => std::future::pending().await,
                 }
             };
@@ -265,10 +272,17 @@ impl Session {
                     .timeouts
                     .client_idle
                     .map(|l| tokio::time::Instant::now() + l);
+                if let Some(at) = idle_until {
+                    match self.idle_sleep.as_mut() {
+                        Some(sleep) => sleep.as_mut().reset(at),
+                        None => self.idle_sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                    }
+                }
             }
+            let idle_sleep = self.idle_sleep.as_mut().filter(|_| idle_until.is_some());
             let idle_over = async move {
-                match idle_until {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                match idle_sleep {
+                    Some(sleep) => sleep.as_mut().await,
                     None => std::future::pending().await,
                 }
             };
