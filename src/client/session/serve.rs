@@ -59,6 +59,7 @@ impl Session {
             return Ok(true);
         };
         let Some(up) = self.put_settings(up).await? else {
+            self.registration.set_state(ClientState::Idle);
             return Ok(true);
         };
         self.request_ready = false;
