@@ -252,3 +252,45 @@ async fn the_config_file_picks_the_log_format_and_the_flag_overrides_it() {
         );
     }
 }
+
+/// The session enters its client's span only where it may log, not on every poll: a line it
+/// logs after many requests (here `idle_transaction_timeout` ending it) still names the
+/// client's span, id and database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_logs_inside_its_client_span() {
+    let db = fresh_db("logspan").await;
+    let toml = two_sources(&db, "idle_transaction_timeout = \"1s\"");
+    let running = spawn(&db.name, &toml, &["--log-format", "json"]);
+    let client = running.client(&db, &db.name).await;
+    for _ in 0..20 {
+        client.simple_query("SELECT 1").await.expect("query");
+    }
+    client.simple_query("BEGIN").await.expect("begin");
+    // Ended by idle_transaction_timeout; the generous bound only guards against a hang.
+    let until = Instant::now() + Duration::from_secs(60);
+    while !client.is_closed() {
+        assert!(Instant::now() < until, "the idle client was never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lines = running.stop().await;
+    let events = json_lines(&lines);
+    let ended = events
+        .iter()
+        .find(|e| e.get("message").and_then(Value::as_str) == Some("ending an idle client"))
+        .unwrap_or_else(|| panic!("no idle-timeout line in:\n{}", lines.join("\n")));
+    let span = ended.get("span").and_then(Value::as_object);
+    assert_eq!(
+        span.and_then(|s| s.get("name")).and_then(Value::as_str),
+        Some("client"),
+        "{ended:?}"
+    );
+    assert!(
+        span.and_then(|s| s.get("id")).is_some_and(Value::is_u64),
+        "{ended:?}"
+    );
+    assert_eq!(
+        span.and_then(|s| s.get("db")).and_then(Value::as_str),
+        Some(db.name.as_str()),
+        "{ended:?}"
+    );
+}

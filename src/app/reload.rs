@@ -354,6 +354,8 @@ impl Reloader {
             let tracker = drains.entry(name).or_default();
             self.background.spawn(tracker.track_future(drain));
         }
+        // Idle sessions on the retired pools look at them again now (see `Tenure`).
+        self.shared.clients.nudge_all();
         drains
     }
 

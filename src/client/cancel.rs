@@ -58,6 +58,12 @@ impl CancelSlot {
         }
     }
 
+    /// True when no cancel this client sent is in flight or in doubt, so the upstream it is
+    /// giving back can go at once (one atomic load; [`CancelSlot::settle`] otherwise).
+    pub fn settled_now(&self) -> bool {
+        self.forwards.load(Ordering::Acquire) == 0
+    }
+
     /// Waits until no cancel this client sent can still reach the upstream it is giving back.
     /// Call after `set(None)`, so no new forward can start. `false` means one still might (its
     /// outcome is unknown), and the upstream must be closed, not reused.

@@ -29,7 +29,7 @@ use bytes::BytesMut;
 use thiserror::Error;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, Span, debug, info_span};
 
 use crate::protocol::ProtocolError;
 use crate::protocol::backend::{self, Severity};
@@ -94,8 +94,10 @@ const NO_CONNECT_DETAIL: &str = "User does not have CONNECT privilege.";
 /// `max_client_conn` all along. Never panics on client input; an error here closes this
 /// client only.
 ///
-/// A plain function, not an `async fn`: the task then holds the instrumented future itself,
-/// not a second generator around it (which would keep room for both).
+/// A plain function, not an `async fn`, so the task holds no second generator around the
+/// client's future (which would keep room for both). The client's log span is entered by
+/// each phase where it may log: the whole login, but only the rare paths of a session (see
+/// [`session`]), so no span is entered on every poll of the data path.
 pub fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -110,7 +112,13 @@ pub fn serve(
         user = tracing::field::Empty,
         db = tracing::field::Empty
     );
-    serve_client(shared, stream, peer, seat, id).instrument(span)
+    serve_client(shared, stream, peer, seat, Id { id, span })
+}
+
+/// Who a connection is in the logs: its registry id and its span.
+struct Id {
+    id: u64,
+    span: Span,
 }
 
 /// What a connection is, fixed when it is accepted.
@@ -129,21 +137,23 @@ async fn serve_client(
     stream: TcpStream,
     peer: SocketAddr,
     seat: Seat,
-    id: u64,
+    id: Id,
 ) {
     let _ = stream.set_nodelay(true);
+    let Id { id, span } = id;
     let accepted = Accepted {
         id,
         peer,
         local: stream.local_addr().ok(),
         connected_at: std::time::SystemTime::now(),
     };
-    let Some((stream, login)) = Box::pin(log_in(&shared, stream, &seat)).await else {
+    let login = Box::pin(log_in(&shared, stream, &seat).instrument(span.clone()));
+    let Some((stream, login)) = login.await else {
         return;
     };
-    let result = serve_logged_in(shared, stream, login, accepted).await;
+    let result = serve_logged_in(shared, stream, login, accepted, span.clone()).await;
     if let Err(e) = result {
-        debug!(error = %e, "client connection ended");
+        span.in_scope(|| debug!(error = %e, "client connection ended"));
     }
     drop(seat);
 }
@@ -206,6 +216,7 @@ fn serve_logged_in(
     mut stream: ClientStream,
     login: Result<Option<handshake::LoggedIn>, ClientError>,
     accepted: Accepted,
+    span: Span,
 ) -> Served {
     match login {
         Ok(Some(handshake::LoggedIn::Pool(login))) => {
@@ -223,10 +234,10 @@ fn serve_logged_in(
                     .unwrap_or_default()
                     .to_owned(),
             };
-            Box::pin(session::Session::new(shared, stream, login, info).run())
+            Box::pin(session::Session::new(shared, stream, login, info, span).run())
         }
         Ok(Some(handshake::LoggedIn::Console(admin))) => match shared.console.clone() {
-            Some(console) => console(shared, stream, admin),
+            Some(console) => Box::pin(console(shared, stream, admin).instrument(span)),
             None => Box::pin(async move {
                 let e = ClientError::refused("08004", "the admin console is not available");
                 refuse(&mut stream, &e).await;

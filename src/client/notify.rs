@@ -80,6 +80,12 @@ impl ClientNotify {
         self.subscription.as_ref()
     }
 
+    /// Whether [`ClientNotify::answer`] may answer `request`: most requests name no LISTEN
+    /// statement, and are let go without being read.
+    pub fn may_answer(&self, request: &[u8], status: u8) -> bool {
+        status == b'I' && (!self.named.is_empty() || sql::may_mention_listen(request))
+    }
+
     /// Appends the notifications waiting for the client to `out`.
     pub fn deliver(&self, out: &mut BytesMut) -> Result<(), Overflowed> {
         match &self.subscription {
@@ -92,8 +98,7 @@ impl ClientNotify {
     /// mixing them with other statements, refused), appending the replies to `out`; returns
     /// how many sync points it answered, or `None`, changing nothing, for any other request.
     pub async fn answer(&mut self, request: &[u8], status: u8, out: &mut BytesMut) -> Option<u32> {
-        // Most requests name no LISTEN statement: they are let go without being read.
-        if status != b'I' || (self.named.is_empty() && !sql::may_mention_listen(request)) {
+        if !self.may_answer(request, status) {
             return None;
         }
         match read(request, &self.named)? {

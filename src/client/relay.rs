@@ -46,6 +46,7 @@ use crate::credentials::LeaseEnd;
 use crate::pool::TransactionTotals;
 
 mod meter;
+pub mod spare;
 
 use crate::protocol::ProtocolError;
 use crate::protocol::frame::{BackendScanner, FrontendScanner};
@@ -75,14 +76,13 @@ pub struct Buffers {
 }
 
 impl Buffers {
-    /// Gives the allocations of the buffers that hold nothing back, so a client between
-    /// requests keeps no I/O memory; reads and the relay allocate again when bytes arrive
-    /// (see `poll_read`). A big request or result so never pins its memory either.
+    /// Gives the allocations of the buffers that hold nothing back (to the worker's
+    /// [`spare`] buffers, or the allocator), so a client between requests keeps no I/O
+    /// memory; reads and the relay take one again when bytes arrive (see `poll_read`). A big
+    /// request or result so never pins its memory either.
     pub fn release_empty(&mut self) {
         for buf in [&mut self.c2u, &mut self.u2c, &mut self.send] {
-            if buf.is_empty() && buf.capacity() > 0 {
-                *buf = BytesMut::new();
-            }
+            spare::give(buf);
         }
     }
 
@@ -201,11 +201,20 @@ pub async fn relay(
         mut timers,
     } = signals;
     let mut rotation_due = false;
+    // The lease end's and KILL's wakers are registered once per run (every poll is this
+    // task's, so the first waker stays good); later polls only load the two flags.
+    let mut watching = false;
     let end = poll_fn(|cx| {
-        if deadline.poll_ended(cx) {
+        let (ended, killed) = if watching {
+            (deadline.is_ended(), stop.is_killed())
+        } else {
+            watching = true;
+            (deadline.poll_ended(cx), stop.poll_killed(cx).is_ready())
+        };
+        if ended {
             return Poll::Ready(RelayEnd::LeaseEnded);
         }
-        if stop.poll_killed(cx).is_ready() {
+        if killed {
             return Poll::Ready(RelayEnd::Killed);
         }
         if !rotation_due {
@@ -481,8 +490,9 @@ fn poll_read(
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        // Reclaims the consumed front of the same allocation when it can.
+    // A released buffer takes a spare first; otherwise this reclaims the consumed front of
+    // the same allocation when it can.
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 && !spare::refill(buf) {
         buf.reserve(READ_CHUNK);
     }
     stream.poll_read_into(cx, buf)

@@ -2,33 +2,35 @@
 //! the upstream back (transaction mode: at each idle ReadyForQuery; session mode: when the
 //! client leaves), and clean up whatever a vanished client left open.
 
-use std::time::{Duration, Instant};
+use std::future::poll_fn;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
-use tracing::{debug, warn};
+use tracing::{Instrument, Span, debug};
 
 use super::ClientError;
 use super::handshake::Login;
 use super::notify::ClientNotify;
-use super::relay::{Buffers, Meter, RelayEnd, Signals, Tracker, micros, relay};
+use super::relay::{Buffers, Meter, RelayEnd, Signals, Tracker, micros, relay, spare};
 use super::shared::{PoolEntry, Shared};
 use super::statements::{ClientStatements, UpstreamStatements};
-use super::stop::{ClientInfo, ClientState, Registration};
+use super::stop::{ClientInfo, Registration, Signal};
 use super::stream::ClientStream;
-use super::timers::{Expired, Timers};
+use super::timers::Timers;
 use super::tracked::Tracking;
 use crate::config::PoolMode;
-use crate::credentials::EndReason;
-use crate::pool::{Checkout, CheckoutError, CloseReason, Move};
+use crate::pool::{Checkout, CheckoutError};
 use crate::protocol::backend::{self, Severity};
+use crate::tls::stream::RelayIo;
 
 /// How long cleanup statements (ROLLBACK, the reset query) may take before the upstream is
 /// closed instead.
 mod cleanup;
 mod follow;
 mod release;
+mod serve;
 mod settings;
 mod timeouts;
 
@@ -70,8 +72,16 @@ pub struct Session {
     /// Its pool was retired by a reload and the session stays on it (see
     /// [`Session::follow_reload`]), so being idle on it is no reason to look again.
     stays_on_retired: bool,
-    /// The timeouts watched while an upstream is held; `None` when all are off.
-    timers: Option<Timers>,
+    /// The timeouts watched while an upstream is held; `None` when all are off (boxed, so a
+    /// session with none carries a pointer, not the timer's room).
+    timers: Option<Box<Timers>>,
+    /// `client_idle_timeout`'s timer between requests, made the first time it is needed and
+    /// re-armed after (never re-created), so neither the idle wait nor each transaction
+    /// carries or allocates one.
+    idle_sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The client's log span (its registry id, peer, user, database), entered only where
+    /// the session may log (see [`serve`]), not on every poll.
+    span: Span,
 }
 
 enum Next {
@@ -86,12 +96,14 @@ enum Next {
 }
 
 impl Session {
-    /// A session for a client that just logged in, registered under `info` (idle).
+    /// A session for a client that just logged in, registered under `info` (idle), logging
+    /// in `span`.
     pub fn new(
         shared: std::sync::Arc<Shared>,
         client: ClientStream,
         mut login: Login,
         info: ClientInfo,
+        span: Span,
     ) -> Self {
         // Bytes the client pipelined behind its login; none usually, and then nothing is
         // allocated until it sends its first request.
@@ -112,16 +124,18 @@ impl Session {
             registration,
             pinned_by: None,
             stays_on_retired: false,
+            idle_sleep: None,
             timers: shared
                 .timeouts
                 .any_while_held()
-                .then(|| Timers::new(shared.timeouts)),
+                .then(|| Box::new(Timers::new(shared.timeouts))),
             shared,
             client,
             login,
             bufs,
             track: Tracker::default(),
             request_ready: false,
+            span,
         }
     }
 
@@ -132,226 +146,28 @@ impl Session {
     /// Serves requests until the client leaves.
     pub async fn run(mut self) -> Result<(), ClientError> {
         loop {
-            match self.read_request().await? {
-                Next::Request => {}
+            let e = match self.read_request().await? {
+                Next::Request => None,
                 Next::Closed => return Ok(()),
-                Next::Stopped => {
-                    return Err(self
-                        .fatal(ClientError::refused("57P01", SHUTTING_DOWN))
-                        .await);
+                Next::Stopped => Some(ClientError::refused("57P01", SHUTTING_DOWN)),
+                Next::Killed => {
+                    let span = self.span.clone();
+                    return Err(Box::pin(self.killed()).instrument(span).await);
                 }
-                Next::Killed => return Err(self.killed().await),
-                Next::IdleTimeout => {
-                    let e =
-                        ClientError::refused(timeouts::IDLE_SESSION.0, timeouts::IDLE_SESSION.1);
-                    return Err(self.fatal(e).await);
-                }
+                Next::IdleTimeout => Some(ClientError::refused(
+                    timeouts::IDLE_SESSION.0,
+                    timeouts::IDLE_SESSION.1,
+                )),
+            };
+            if let Some(e) = e {
+                return Err(Box::pin(self.fatal(e)).await);
             }
             // Serving a request (checkout, relay, cleanup) is by far the largest state of
             // this future; boxed, it is allocated only while a request is served, so the task
-            // of a client waiting between requests stays small.
+            // of a client waiting between requests stays small (see [`serve`] for what keeps
+            // that box small).
             if !Box::pin(self.serve_request()).await? {
                 return Ok(());
-            }
-        }
-    }
-
-    /// Serves the buffered request: answered here, or on a checked-out upstream. False when
-    /// the client left while it was served.
-    async fn serve_request(&mut self) -> Result<bool, ClientError> {
-        if self.answer_listen().await? || self.answer_without_upstream().await? {
-            return Ok(true);
-        }
-        self.follow_reload();
-        self.registration.set_state(ClientState::Waiting);
-        let asked = Instant::now();
-        let checkout = tokio::select! {
-            biased;
-            () = self.registration.stop.killed() => return Err(self.killed().await),
-            up = self.entry().pool.checkout() => up,
-        };
-        self.waited(asked);
-        let up = match checkout {
-            Ok(up) => up,
-            Err(e) => {
-                self.registration.set_state(ClientState::Idle);
-                self.fail_request(&e).await?;
-                return Ok(true);
-            }
-        };
-        self.registration.set_state(ClientState::Active);
-        let Some(up) = self.put_settings(up).await? else {
-            return Ok(true);
-        };
-        self.request_ready = false;
-        if let Some(timers) = self.timers.as_mut() {
-            timers.reset();
-        }
-        let Some(up) = self.serve_on(up).await? else {
-            return Ok(false);
-        };
-        if std::mem::take(&mut self.track.unsolicited) {
-            up.discard(CloseReason::UnsolicitedInput);
-        } else if !self.login.cancel.slot.settle().await {
-            // Not handed on while a cancel this client sent may still reach it.
-            up.discard(CloseReason::CancelUnsettled);
-        } else {
-            self.release(up).await;
-        }
-        self.registration.set_state(ClientState::Idle);
-        self.flush_client().await?;
-        self.deliver_notifications().await?;
-        Ok(true)
-    }
-
-    /// Relays on `up` (and, in session mode, on the upstreams the session moves to) until the
-    /// upstream can go back to its pool (`Some`) or the client is gone (`None`).
-    async fn serve_on(&mut self, mut up: Checkout) -> Result<Option<Checkout>, ClientError> {
-        // Only session mode watches for rotation; transaction mode gives the upstream back at
-        // each transaction's end, so nothing extra is done per transaction.
-        let pool = (self.entry().mode == PoolMode::Session).then(|| self.entry().pool.clone());
-        // The newest generation this session already looked at, so a pinned session is
-        // re-examined at the next rotation, not in a loop.
-        let mut examined = up.generation();
-        loop {
-            self.login.cancel.slot.set(Some(up.upstream().cancel));
-            let end = if let Some(pool) = &pool {
-                let old = up.upstream().lease.clone();
-                let stop = self.registration.stop.clone();
-                // Stops at the next idle point to move to a new lease, or to leave at shutdown.
-                let mut due = std::pin::pin!(async move {
-                    tokio::select! {
-                        () = async {
-                            pool.credentials().wait_newer_than(examined).await;
-                            pool.move_due(&old).await;
-                        } => {}
-                        () = stop.stopped() => {}
-                    }
-                });
-                self.relay(&mut up, false, Some(due.as_mut())).await
-            } else {
-                self.relay(&mut up, true, None).await
-            };
-            self.login.cancel.slot.set(None);
-            match end {
-                RelayEnd::Idle => return Ok(Some(up)),
-                RelayEnd::Rotated if self.registration.stop.is_stopped() => {
-                    self.cleanup(up).await;
-                    let _ = self.flush_client().await;
-                    return Err(self
-                        .fatal(ClientError::refused("57P01", SHUTTING_DOWN))
-                        .await);
-                }
-                RelayEnd::Rotated => {
-                    let current = self.entry().pool.credentials().generation();
-                    let pool = &self.login.pool.pool;
-                    let max = self.shared.max_message_size;
-                    let forward = &mut self.bufs.u2c;
-                    let moved = pool.move_session(up, max, CLEANUP_TIMEOUT, forward).await;
-                    let (next, moved) = match moved {
-                        Ok(next) => next,
-                        Err(e) => {
-                            let _ = self.flush_client().await;
-                            let e = ClientError::refused("08006", e.to_string());
-                            return Err(self.fatal(e).await);
-                        }
-                    };
-                    up = next;
-                    // Notifications the move read off either upstream, before any later one.
-                    if let Err(e) = self.flush_client().await {
-                        self.cleanup(up).await;
-                        return Err(e);
-                    }
-                    match moved {
-                        Move::Moved => {
-                            // The move recreated the session's settings on the new upstream.
-                            self.settings.moved_onto(&mut up);
-                            examined = up.generation();
-                            self.pinned_by = None;
-                        }
-                        Move::Pinned(reason) => {
-                            examined = current;
-                            self.pinned_by = Some(reason);
-                        }
-                        // Another session took the replacement: wait for the next one.
-                        Move::NotYet => {}
-                    }
-                }
-                RelayEnd::LeaseEnded => {
-                    let reason = up.deadline().reason();
-                    warn!(
-                        generation = up.generation(),
-                        mode = ?self.entry().mode,
-                        ?reason,
-                        "ending a client whose upstream lease ended"
-                    );
-                    up.discard(if reason == Some(EndReason::Shutdown) {
-                        CloseReason::Shutdown
-                    } else {
-                        CloseReason::Deadline
-                    });
-                    let _ = self.flush_client().await;
-                    let why = if reason == Some(EndReason::Shutdown) {
-                        "terminating connection: pglease is shutting down and shutdown_timeout \
-                         has passed; an open transaction was not committed"
-                            .to_owned()
-                    } else if let (Some(_), Some(pinned_by)) = (&pool, &self.pinned_by) {
-                        format!(
-                            "terminating connection: its upstream credential lease reached its \
-                             hard deadline and the session holds state that cannot move to a new \
-                             lease ({pinned_by})"
-                        )
-                    } else {
-                        "terminating connection: its upstream credential lease reached its hard \
-                         deadline while a transaction was still open; the transaction was not \
-                         committed"
-                            .to_owned()
-                    };
-                    return Err(self.fatal(ClientError::refused("57P01", why)).await);
-                }
-                RelayEnd::TimedOut(Expired::Query) => self.cancel_for_timeout(&up),
-                RelayEnd::TimedOut(expired) => return Err(self.end_timed_out(up, expired).await),
-                RelayEnd::ClientClosed => {
-                    self.cleanup(up).await;
-                    return Ok(None);
-                }
-                RelayEnd::Killed => {
-                    // Cleaned up as if the client had vanished: what it was doing is dropped.
-                    self.cleanup(up).await;
-                    let _ = self.flush_client().await;
-                    return Err(self.killed().await);
-                }
-                RelayEnd::ClientIo(e) => {
-                    self.cleanup(up).await;
-                    return Err(e.into());
-                }
-                RelayEnd::ClientProtocol(e) => {
-                    self.cleanup(up).await;
-                    return Err(self.fatal(ClientError::from(e)).await);
-                }
-                RelayEnd::UpstreamMismatch(e) => {
-                    warn!(error = %e, "upstream replies do not fit the requests sent; closing it");
-                    up.discard(CloseReason::ReplyMismatch);
-                    let _ = self.flush_client().await;
-                    return Err(self
-                        .fatal(ClientError::refused(
-                            "08006",
-                            "upstream connection closed: its replies did not match the request",
-                        ))
-                        .await);
-                }
-                RelayEnd::UpstreamClosed
-                | RelayEnd::UpstreamIo(_)
-                | RelayEnd::UpstreamProtocol(_) => {
-                    warn!(reason = ?end, "upstream connection lost while serving a client");
-                    up.discard(CloseReason::UpstreamLost);
-                    // The client's transaction (if any) is gone with the upstream; it must
-                    // not carry on as if nothing happened.
-                    let _ = self.flush_client().await;
-                    return Err(self
-                        .fatal(ClientError::refused("08006", "upstream connection lost"))
-                        .await);
-                }
             }
         }
     }
@@ -381,7 +197,7 @@ impl Session {
                 stats: pool.stats(),
                 instruments: pool.instruments(),
             },
-            timers: self.timers.as_mut(),
+            timers: self.timers.as_deref_mut(),
         };
         relay(
             &mut self.client,
@@ -443,7 +259,8 @@ impl Session {
             let subscription = self.notify.as_ref().and_then(|n| n.subscription());
             let notified = async {
                 match subscription {
-                    Some(s) => s.ready().await,
+                    // Boxed: only a client that LISTENs holds the wait's room.
+                    Some(s) => Box::pin(s.ready()).await,
                     None => std::future::pending().await,
                 }
             };
@@ -455,31 +272,45 @@ impl Session {
                     .timeouts
                     .client_idle
                     .map(|l| tokio::time::Instant::now() + l);
+                if let Some(at) = idle_until {
+                    match self.idle_sleep.as_mut() {
+                        Some(sleep) => sleep.as_mut().reset(at),
+                        None => self.idle_sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                    }
+                }
             }
+            let idle_sleep = self.idle_sleep.as_mut().filter(|_| idle_until.is_some());
             let idle_over = async move {
-                match idle_until {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                match idle_sleep {
+                    Some(sleep) => sleep.as_mut().await,
                     None => std::future::pending().await,
                 }
             };
-            // Nothing to hold while waiting: empty buffers go back to the allocator.
+            // Idle between transactions: the moment a shutdown may end the session, and the
+            // one where a client whose pool a reload retired lets go of it (not at its next
+            // request), so the old pool can close.
+            let (stop, tenure) = (&self.registration.stop, &self.login.pool.tenure);
+            let watch_retired = idle && !self.stays_on_retired;
+            let signal =
+                poll_fn(|cx| stop.poll_idle(cx, idle, || watch_retired && tenure.is_retired()));
+            // Nothing to hold while waiting: empty buffers go back to the worker's spares.
             self.bufs.release_empty();
             let read = read_client(&mut self.client, &mut self.bufs.c2u);
             let n = tokio::select! {
                 biased;
                 r = read => r?,
                 () = idle_over, if idle_until.is_some() => return Ok(Next::IdleTimeout),
-                // Idle between transactions: the moment a shutdown may end the session.
-                () = self.registration.stop.stopped(), if idle => return Ok(Next::Stopped),
-                () = self.registration.stop.killed() => return Ok(Next::Killed),
+                signal = signal => match signal {
+                    Signal::Killed => return Ok(Next::Killed),
+                    Signal::Stopped => return Ok(Next::Stopped),
+                    Signal::LookAgain => {
+                        self.span.clone().in_scope(|| self.follow_reload());
+                        continue;
+                    }
+                },
                 () = notified, if deliverable => {
-                    self.deliver_notifications().await?;
-                    continue;
-                }
-                // A reload retired the pool: an idle client lets go of it now, not at its
-                // next request, so the old pool can close.
-                () = self.login.pool.tenure.retired(), if idle && !self.stays_on_retired => {
-                    self.follow_reload();
+                    let span = self.span.clone();
+                    Box::pin(self.deliver_notifications()).instrument(span).await?;
                     continue;
                 }
             };
@@ -490,17 +321,22 @@ impl Session {
         }
     }
 
-    /// A checkout asked for at `asked` ended (with an upstream or not): its wait is counted,
-    /// and the request's query and transaction are timed from now.
-    fn waited(&mut self, asked: Instant) {
-        let now = Instant::now();
-        let waited = now.saturating_duration_since(asked);
+    /// A checkout that took `waited` ended at `now` (with an upstream or not): its wait is
+    /// counted, and the request's query and transaction are timed from now.
+    fn waited(&mut self, waited: Duration, now: std::time::Instant) {
         let pool = &self.login.pool.pool;
         pool.instruments().wait.observe(waited.as_secs_f64());
         pool.stats()
             .wait_micros
             .fetch_add(micros(waited), std::sync::atomic::Ordering::Relaxed);
         self.track.begin(now);
+    }
+
+    /// Transaction mode: whether the buffered request may be a LISTEN / UNLISTEN one for
+    /// [`Session::answer_listen`] (a cheap look, no allocation).
+    fn may_answer_listen(&self) -> bool {
+        let request = &self.bufs.c2u[..self.bufs.fscan.forwardable()];
+        (self.notify.as_ref()).is_some_and(|n| n.may_answer(request, self.track.status))
     }
 
     /// Transaction mode: answers a LISTEN / UNLISTEN request through the pool's listener (see
@@ -598,14 +434,23 @@ impl Session {
 }
 
 /// Reads the client's next bytes into `buf`. A buffer without an allocation (an idle
-/// client's, see [`Buffers::release_empty`]) is read through a stack buffer inside the poll,
-/// so the wait holds no heap memory; the bytes read are then copied into an allocation sized
-/// for them (the relay reserves its own room when it starts).
+/// client's, see [`Buffers::release_empty`]) gets one only once bytes are there: each poll
+/// borrows one of the worker's [`spare`] buffers and gives it back if nothing arrived, or,
+/// with no spare at hand, reads through a stack buffer inside the poll and copies the bytes
+/// into an allocation sized for them (the relay reserves its own room when it starts). The
+/// wait so holds no heap memory.
 async fn read_client(client: &mut ClientStream, buf: &mut BytesMut) -> std::io::Result<usize> {
     if buf.capacity() > 0 {
         return client.read_buf(buf).await;
     }
     std::future::poll_fn(|cx| {
+        if spare::refill(buf) {
+            let read = client.poll_read_into(cx, buf);
+            if read.is_pending() {
+                spare::give(buf);
+            }
+            return read;
+        }
         let mut stack = [0u8; IDLE_READ];
         let mut read = ReadBuf::new(&mut stack);
         std::task::ready!(std::pin::Pin::new(&mut *client).poll_read(cx, &mut read))?;

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -47,24 +48,24 @@ pub struct PoolEntry {
 /// A pool entry's standing in the running config. Every clone of the entry (the serving
 /// map's, each session's) holds one count, so a retired pool knows when its last client left
 /// without any bookkeeping on the data path.
+///
+/// Retiring is a flag, read with one load; idle sessions do not each wait on it (that would
+/// be a waiter added and removed per transaction): whoever retires pools wakes every client
+/// once afterwards ([`Clients::nudge_all`]), and an idle session looks at the flag then.
 #[derive(Clone, Debug, Default)]
-pub struct Tenure(Arc<CancellationToken>);
+pub struct Tenure(Arc<AtomicBool>);
 
 impl Tenure {
     /// Takes the pool out of service: sessions on it move to its successor (if any) at their
-    /// next request, and it closes once nobody holds it.
+    /// next request, and it closes once nobody holds it. Idle sessions notice when woken by
+    /// [`Clients::nudge_all`], which must follow.
     pub fn retire(&self) {
-        self.0.cancel();
+        self.0.store(true, Ordering::Release);
     }
 
     /// True once a reload retired the pool.
     pub fn is_retired(&self) -> bool {
-        self.0.is_cancelled()
-    }
-
-    /// Resolves once a reload retired the pool.
-    pub async fn retired(&self) {
-        self.0.cancelled().await
+        self.0.load(Ordering::Acquire)
     }
 
     /// Whether two entries are the same pool (one carried over by a reload).

@@ -81,6 +81,35 @@ impl Stop {
         self.killed.load(Ordering::Acquire)
     }
 
+    /// Ready with the first signal that ends an idle wait for the client: `KILL`, a
+    /// shutdown (only when `idle`, between transactions) or `look_again()` (a retired pool,
+    /// see [`crate::client::Tenure`]); otherwise arranges a wake-up for any of them (and for
+    /// [`Clients::nudge_all`]), with one waker registration for all three.
+    pub fn poll_idle(
+        &self,
+        cx: &Context<'_>,
+        idle: bool,
+        look_again: impl Fn() -> bool,
+    ) -> Poll<Signal> {
+        let check = || {
+            if self.is_killed() {
+                Some(Signal::Killed)
+            } else if idle && self.is_stopped() {
+                Some(Signal::Stopped)
+            } else if look_again() {
+                Some(Signal::LookAgain)
+            } else {
+                None
+            }
+        };
+        if let Some(signal) = check() {
+            return Poll::Ready(signal);
+        }
+        self.waker.register(cx.waker());
+        // Checked again: a signal may have fired between the loads and the registration.
+        check().map_or(Poll::Pending, Poll::Ready)
+    }
+
     fn fire(&self) {
         self.stopped.store(true, Ordering::Release);
         self.waker.wake();
@@ -90,6 +119,17 @@ impl Stop {
         self.killed.store(true, Ordering::Release);
         self.waker.wake();
     }
+}
+
+/// What ended a session's idle wait from outside its task (see [`Stop::poll_idle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// An administrator ended the client.
+    Killed,
+    /// The proxy shuts down.
+    Stopped,
+    /// Something the session watches changed (its pool was retired): it looks again.
+    LookAgain,
 }
 
 /// One registered client: what `SHOW CLIENTS` lists and the signals that end it.
@@ -208,6 +248,14 @@ impl Clients {
         self.closing.store(true, Ordering::Release);
         for entry in self.list() {
             entry.stop.fire();
+        }
+    }
+
+    /// Wakes every client once, so each idle one looks again at what it watches (a reload
+    /// retired pools: [`crate::client::Tenure::retire`]). Costs one wake-up per client.
+    pub fn nudge_all(&self) {
+        for entry in self.list() {
+            entry.stop.waker.wake();
         }
     }
 

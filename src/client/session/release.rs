@@ -9,10 +9,33 @@ use crate::pool::{Checkout, CloseReason};
 use crate::upstream::leftover;
 
 impl Session {
+    /// Gives `up` back to its pool at once when nothing must be checked or read first (the
+    /// usual end of a transaction, with no allocation and no await); otherwise returns it,
+    /// with whether its session state must be checked, for [`Session::finish_release`].
+    pub(super) fn release_now(&mut self, up: Checkout) -> Option<(Checkout, bool)> {
+        let check = self
+            .statements
+            .as_mut()
+            .is_some_and(|statements| statements.take_state_check());
+        if check || self.track.settings_changed || up.past_lifetime() {
+            return Some((up, check));
+        }
+        drop(up);
+        None
+    }
+
     /// Gives `up` back to its pool (through [`Session::learn_settings`]), or closes it when it
     /// holds session state its client left (or when asking failed). Requests that mention no
     /// such state cost nothing here.
-    pub(super) async fn release(&mut self, mut up: Checkout) {
+    pub(super) async fn release(&mut self, up: Checkout) {
+        if let Some((up, check)) = self.release_now(up) {
+            self.finish_release(up, check).await;
+        }
+    }
+
+    /// The rest of [`Session::release`] when [`Session::release_now`] could not give `up`
+    /// back at once.
+    pub(super) async fn finish_release(&mut self, mut up: Checkout, check: bool) {
         if up.past_lifetime() {
             // Back between transactions (or its session over): the moment to retire it.
             debug!(
@@ -21,10 +44,6 @@ impl Session {
             );
             return up.discard(CloseReason::Lifetime);
         }
-        let check = self
-            .statements
-            .as_mut()
-            .is_some_and(|statements| statements.take_state_check());
         if !check {
             return self.learn_settings(up).await;
         }

@@ -3,7 +3,7 @@
 //! changed read back before the upstream goes back to its pool.
 
 use bytes::BytesMut;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use super::Session;
 use crate::client::ClientError;
@@ -22,6 +22,20 @@ impl Session {
         let Err(e) = self.settings.apply(&mut up).await else {
             return Ok(Some(up));
         };
+        // The rare path: boxed, and inside the client's log span (see `serve`).
+        let span = self.span.clone();
+        Box::pin(self.settings_refused(up, e))
+            .instrument(span)
+            .await
+    }
+
+    /// The client's settings were refused on `up`: the request is answered with the error,
+    /// `up` closed.
+    async fn settings_refused(
+        &mut self,
+        up: Checkout,
+        e: UpstreamError,
+    ) -> Result<Option<Checkout>, ClientError> {
         warn!(error = %e, "putting a client's settings on an upstream failed; closing it");
         up.discard(CloseReason::SettingsFailed);
         let (code, message) = match e {
