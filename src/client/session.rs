@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use super::ClientError;
 use super::handshake::Login;
 use super::notify::ClientNotify;
-use super::relay::{Buffers, Meter, RelayEnd, Signals, Tracker, micros, relay};
+use super::relay::{Buffers, Meter, RelayEnd, Signals, Tracker, relay};
 use super::shared::{PoolEntry, Shared};
 use super::statements::{ClientStatements, UpstreamStatements};
 use super::stop::{ClientInfo, ClientState, Registration};
@@ -495,11 +495,7 @@ impl Session {
     fn waited(&mut self, asked: Instant) {
         let now = Instant::now();
         let waited = now.saturating_duration_since(asked);
-        let pool = &self.login.pool.pool;
-        pool.instruments().wait.observe(waited.as_secs_f64());
-        pool.stats()
-            .wait_micros
-            .fetch_add(micros(waited), std::sync::atomic::Ordering::Relaxed);
+        self.login.pool.pool.stats().record_wait(waited);
         self.track.begin(now);
     }
 

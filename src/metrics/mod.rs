@@ -65,7 +65,6 @@ pub struct Metrics {
 /// The families the data path writes, registered on `registry`.
 struct Families {
     registry: Registry,
-    wait: HistogramVec,
     transaction: HistogramVec,
     query: HistogramVec,
     auth_failures: IntCounterVec,
@@ -87,13 +86,6 @@ impl Metrics {
         let registry = Registry::new();
         let pool_labels = &["database", "user"];
         let inner = Families {
-            wait: histogram(
-                &registry,
-                "pglease_client_wait_seconds",
-                "Time a request waited for an upstream connection.",
-                pool_labels,
-                LATENCY_BUCKETS,
-            )?,
             transaction: histogram(
                 &registry,
                 "pglease_transaction_duration_seconds",
@@ -158,7 +150,6 @@ impl Metrics {
         let f = &self.inner;
         let labels = &[database, user];
         PoolInstruments {
-            wait: f.wait.with_label_values(labels),
             transaction: f.transaction.with_label_values(labels),
             query: f.query.with_label_values(labels),
             connects: ConnectResult::ALL
