@@ -54,7 +54,12 @@ async fn create_role(cluster: &Cluster) {
 }
 
 /// A pool of `size` on `cluster`, its static lease published, every upstream logged in.
-async fn pool(cluster: &Cluster, size: usize, tasks: &TaskTracker, stop: &CancellationToken) -> Pool {
+async fn pool(
+    cluster: &Cluster,
+    size: usize,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> Pool {
     let source = StaticSource::new(ROLE.to_owned(), Secret::from(ROLE_PASSWORD));
     let life = Lifecycle {
         rotate_at: 0.9,
@@ -134,7 +139,9 @@ fn bench(c: &mut Criterion) {
                     run.await.expect("a bench task");
                 }
                 // Per checkout: the tasks ran `each` apiece.
-                started.elapsed().mul_f64(iters as f64 / (each * CONTENDED_TASKS as u64) as f64)
+                started
+                    .elapsed()
+                    .mul_f64(iters as f64 / (each * CONTENDED_TASKS as u64) as f64)
             })
         })
     });

@@ -24,7 +24,11 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
         "Upstream connections by state (retiring ones are also active or idle).",
         POOL_STATE,
     ),
-    (WAIT, "Time a request waited for an upstream connection.", POOL),
+    (
+        WAIT,
+        "Time a request waited for an upstream connection.",
+        POOL,
+    ),
     (TRANSACTIONS, "Transactions finished.", POOL),
     (QUERIES, "Queries (Query messages and Syncs).", POOL),
     (RECEIVED, "Bytes read from clients.", POOL),

@@ -2,10 +2,10 @@ use std::time::Duration;
 
 use super::family::Family;
 use super::*;
-use crate::pool::PoolStats;
-use crate::pool::waits::WAIT_BOUNDS_MICROS;
 use crate::client::instruments::AuthFailure;
 use crate::credentials::instruments::Outcome;
+use crate::pool::PoolStats;
+use crate::pool::waits::WAIT_BOUNDS_MICROS;
 
 fn text(m: &Metrics) -> String {
     String::from_utf8(m.render()).unwrap()
@@ -101,8 +101,14 @@ fn sqlstate_labels_cannot_be_grown_by_a_peer() {
 
 #[test]
 fn the_wait_histogram_is_read_from_the_pool_counts_with_the_latency_buckets() {
-    let bounds: Vec<f64> = WAIT_BOUNDS_MICROS.iter().map(|us| *us as f64 / 1e6).collect();
-    assert_eq!(bounds, LATENCY_BUCKETS, "the wait buckets are the request-path ones");
+    let bounds: Vec<f64> = WAIT_BOUNDS_MICROS
+        .iter()
+        .map(|us| *us as f64 / 1e6)
+        .collect();
+    assert_eq!(
+        bounds, LATENCY_BUCKETS,
+        "the wait buckets are the request-path ones"
+    );
     let stats = PoolStats::default();
     stats.record_wait(Duration::from_nanos(300));
     stats.record_wait(Duration::from_micros(40));
@@ -111,9 +117,14 @@ fn the_wait_histogram_is_read_from_the_pool_counts_with_the_latency_buckets() {
     let labels = [("user", "alice"), ("database", "appdb")];
     scrape::add_waits(&mut family, &labels, &stats);
     let mut out = Vec::new();
-    TextEncoder::new().encode(&[family.done()], &mut out).unwrap();
+    TextEncoder::new()
+        .encode(&[family.done()], &mut out)
+        .unwrap();
     let out = String::from_utf8(out).unwrap();
-    assert!(out.contains("# TYPE pglease_client_wait_seconds histogram\n"), "{out}");
+    assert!(
+        out.contains("# TYPE pglease_client_wait_seconds histogram\n"),
+        "{out}"
+    );
     for line in [
         r#"pglease_client_wait_seconds_bucket{database="appdb",user="alice",le="0.0001"} 2"#,
         r#"pglease_client_wait_seconds_bucket{database="appdb",user="alice",le="0.001"} 2"#,

@@ -64,7 +64,8 @@ pub struct Upstreams {
 
 /// One instant on both clocks, taken when the first connection is listed: checkout stamps
 /// (monotonic) are stored relative to it and shown as wall-clock time.
-static BASE: LazyLock<(Instant, SystemTime)> = LazyLock::new(|| (Instant::now(), SystemTime::now()));
+static BASE: LazyLock<(Instant, SystemTime)> =
+    LazyLock::new(|| (Instant::now(), SystemTime::now()));
 
 /// Ids across every pool, so `SHOW SERVERS` rows are unique.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

@@ -162,7 +162,10 @@ async fn a_released_upstream_goes_to_the_queued_client_not_to_a_newcomer() {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
-        assert!(!queued.is_finished(), "reserve {reserve}: the pool has one upstream");
+        assert!(
+            !queued.is_finished(),
+            "reserve {reserve}: the pool has one upstream"
+        );
         let pid = held.upstream().cancel.pid;
         drop(held);
         // Polled once before the queued task runs again: the upstream is already its.
@@ -172,9 +175,17 @@ async fn a_released_upstream_goes_to_the_queued_client_not_to_a_newcomer() {
             _ = &mut newcomer => panic!("reserve {reserve}: a newcomer overtook a queued client"),
             () = std::future::ready(()) => {}
         }
-        let got = tokio::time::timeout(WINDOW, queued).await.expect("queued client served");
-        assert_eq!(got.unwrap().expect("its checkout"), pid, "reserve {reserve}");
-        let next = tokio::time::timeout(WINDOW, newcomer).await.expect("newcomer served");
+        let got = tokio::time::timeout(WINDOW, queued)
+            .await
+            .expect("queued client served");
+        assert_eq!(
+            got.unwrap().expect("its checkout"),
+            pid,
+            "reserve {reserve}"
+        );
+        let next = tokio::time::timeout(WINDOW, newcomer)
+            .await
+            .expect("newcomer served");
         assert_eq!(next.expect("its checkout").upstream().cancel.pid, pid);
         pool.close();
         stop.cancel();
