@@ -6,15 +6,16 @@
 //! [`Metrics`] is a cheap cloneable handle on an own [`Registry`] (never the process-global
 //! one, so tests run many proxies in parallel, each with its own numbers). It is built first,
 //! then hands out the instruments the data path writes, with their labels resolved once:
-//! [`PoolInstruments`] per pool (histograms of waits, transactions and queries; logins and
-//! closes), [`LeaseInstruments`] per credentials entry (issued, rotations, renewals,
-//! revocations, deadline closes, drain and lifetime), [`ClientInstruments`] once (failed logins,
-//! errors sent). Recording is then an atomic add or one histogram observation: no label lookup
+//! [`PoolInstruments`] per pool (histograms of transactions and queries; logins and closes),
+//! [`LeaseInstruments`] per credentials entry (issued, rotations, renewals, revocations,
+//! deadline closes, drain and lifetime), [`ClientInstruments`] once (failed logins, errors
+//! sent). Recording is then an atomic add or one histogram observation: no label lookup
 //! and no lock per transaction, and none per message.
 //!
 //! Everything else is read when Prometheus scrapes, by collectors registered last, once the
 //! proxy's shared state exists ([`Metrics::watch`]): the pools' [`crate::pool::PoolStats`]
-//! (client states, transactions, queries, bytes) and upstream counts, each credentials
+//! (client states, transactions, queries, bytes, and the wait histogram, counted there per
+//! bucket because it is written on every checkout) and upstream counts, each credentials
 //! entry's lease (generation, expiry, seconds to its cliff), readiness ([`ready`]), and the
 //! process itself (`process`: build, start time, memory, file descriptors). The collectors
 //! hold the shared state weakly, so a stopped proxy is not kept alive by its registry.

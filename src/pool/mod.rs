@@ -148,7 +148,10 @@ impl Pool {
         if let Some(up) = self.checkout_now().await? {
             return Ok(up);
         }
-        self.checkout_waiting().await
+        // Boxed, so the waiting path's timers and queue entries do not make every checkout's
+        // future (and the session future holding it) larger; only a checkout that waits
+        // allocates it.
+        Box::pin(self.checkout_waiting()).await
     }
 
     /// A free upstream without waiting for one (opening it if the pool has room but no idle
