@@ -13,7 +13,7 @@ use tracing::{Instrument, Span, debug};
 use super::ClientError;
 use super::handshake::Login;
 use super::notify::ClientNotify;
-use super::relay::{Buffers, Meter, RelayEnd, Signals, Tracker, micros, relay, spare};
+use super::relay::{Buffers, Meter, RelayEnd, Signals, Tracker, relay, spare};
 use super::shared::{PoolEntry, Shared};
 use super::statements::{ClientStatements, UpstreamStatements};
 use super::stop::{ClientInfo, Registration, Signal};
@@ -324,11 +324,7 @@ impl Session {
     /// A checkout that took `waited` ended at `now` (with an upstream or not): its wait is
     /// counted, and the request's query and transaction are timed from now.
     fn waited(&mut self, waited: Duration, now: std::time::Instant) {
-        let pool = &self.login.pool.pool;
-        pool.instruments().wait.observe(waited.as_secs_f64());
-        pool.stats()
-            .wait_micros
-            .fetch_add(micros(waited), std::sync::atomic::Ordering::Relaxed);
+        self.login.pool.pool.stats().record_wait(waited);
         self.track.begin(now);
     }
 

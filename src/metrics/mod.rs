@@ -6,15 +6,16 @@
 //! [`Metrics`] is a cheap cloneable handle on an own [`Registry`] (never the process-global
 //! one, so tests run many proxies in parallel, each with its own numbers). It is built first,
 //! then hands out the instruments the data path writes, with their labels resolved once:
-//! [`PoolInstruments`] per pool (histograms of waits, transactions and queries; logins and
-//! closes), [`LeaseInstruments`] per credentials entry (issued, rotations, renewals,
-//! revocations, deadline closes, drain and lifetime), [`ClientInstruments`] once (failed logins,
-//! errors sent). Recording is then an atomic add or one histogram observation: no label lookup
+//! [`PoolInstruments`] per pool (histograms of transactions and queries; logins and closes),
+//! [`LeaseInstruments`] per credentials entry (issued, rotations, renewals, revocations,
+//! deadline closes, drain and lifetime), [`ClientInstruments`] once (failed logins, errors
+//! sent). Recording is then an atomic add or one histogram observation: no label lookup
 //! and no lock per transaction, and none per message.
 //!
 //! Everything else is read when Prometheus scrapes, by collectors registered last, once the
 //! proxy's shared state exists ([`Metrics::watch`]): the pools' [`crate::pool::PoolStats`]
-//! (client states, transactions, queries, bytes) and upstream counts, each credentials
+//! (client states, transactions, queries, bytes, and the wait histogram, counted there per
+//! bucket because it is written on every checkout) and upstream counts, each credentials
 //! entry's lease (generation, expiry, seconds to its cliff), readiness ([`ready`]), and the
 //! process itself (`process`: build, start time, memory, file descriptors). The collectors
 //! hold the shared state weakly, so a stopped proxy is not kept alive by its registry.
@@ -65,7 +66,6 @@ pub struct Metrics {
 /// The families the data path writes, registered on `registry`.
 struct Families {
     registry: Registry,
-    wait: HistogramVec,
     transaction: HistogramVec,
     query: HistogramVec,
     auth_failures: IntCounterVec,
@@ -87,13 +87,6 @@ impl Metrics {
         let registry = Registry::new();
         let pool_labels = &["database", "user"];
         let inner = Families {
-            wait: histogram(
-                &registry,
-                "pglease_client_wait_seconds",
-                "Time a request waited for an upstream connection.",
-                pool_labels,
-                LATENCY_BUCKETS,
-            )?,
             transaction: histogram(
                 &registry,
                 "pglease_transaction_duration_seconds",
@@ -158,7 +151,6 @@ impl Metrics {
         let f = &self.inner;
         let labels = &[database, user];
         PoolInstruments {
-            wait: f.wait.with_label_values(labels),
             transaction: f.transaction.with_label_values(labels),
             query: f.query.with_label_values(labels),
             connects: ConnectResult::ALL

@@ -4,6 +4,7 @@
 //! pool's replacement list, a credentials entry's state) are held for a copy.
 
 use std::sync::Weak;
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Desc};
@@ -12,6 +13,8 @@ use prometheus::proto::MetricFamily;
 use super::family::{Family, desc};
 use super::ready::{Readiness, seconds_to_cliff};
 use crate::client::Shared;
+use crate::pool::PoolStats;
+use crate::pool::waits::WAIT_BOUNDS_MICROS;
 
 /// (name, help, labels) of every family this collector fills.
 const FAMILIES: &[(&str, &str, &[&str])] = &[
@@ -20,6 +23,11 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
         UPSTREAMS,
         "Upstream connections by state (retiring ones are also active or idle).",
         POOL_STATE,
+    ),
+    (
+        WAIT,
+        "Time a request waited for an upstream connection.",
+        POOL,
     ),
     (TRANSACTIONS, "Transactions finished.", POOL),
     (QUERIES, "Queries (Query messages and Syncs).", POOL),
@@ -41,6 +49,7 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
 
 const CLIENTS: &str = "pglease_client_connections";
 const UPSTREAMS: &str = "pglease_upstream_connections";
+const WAIT: &str = "pglease_client_wait_seconds";
 const TRANSACTIONS: &str = "pglease_transactions_total";
 const QUERIES: &str = "pglease_queries_total";
 const RECEIVED: &str = "pglease_bytes_received_total";
@@ -107,6 +116,7 @@ fn help(name: &str) -> &'static str {
 fn pools(shared: &Shared) -> Vec<MetricFamily> {
     let mut clients = Family::gauge(CLIENTS, help(CLIENTS));
     let mut upstreams = Family::gauge(UPSTREAMS, help(UPSTREAMS));
+    let mut waits = Family::histogram(WAIT, help(WAIT));
     let mut totals = [TRANSACTIONS, QUERIES, RECEIVED, SENT].map(|n| Family::counter(n, help(n)));
     for (database, user, entry) in shared.pools() {
         let (database, user) = (database.as_str(), user.as_str());
@@ -121,14 +131,23 @@ fn pools(shared: &Shared) -> Vec<MetricFamily> {
         upstreams.add(&with("replacement"), u.replacement as f64);
         upstreams.add(&with("retiring"), u.retiring as f64);
         let labels = [("database", database), ("user", user)];
+        add_waits(&mut waits, &labels, entry.pool.stats());
         let values = [s.transactions, s.queries, s.received_bytes, s.sent_bytes];
         for (family, value) in totals.iter_mut().zip(values) {
             family.add(&labels, value as f64);
         }
     }
-    let mut out = vec![clients.done(), upstreams.done()];
+    let mut out = vec![clients.done(), upstreams.done(), waits.done()];
     out.extend(totals.map(Family::done));
     out
+}
+
+/// One pool's `pglease_client_wait_seconds`, from its bucket counts and its total wait.
+pub(super) fn add_waits(family: &mut Family, labels: &[(&str, &str)], stats: &PoolStats) {
+    let w = stats.waits.snapshot();
+    let bounds = WAIT_BOUNDS_MICROS.iter().map(|us| *us as f64 / 1e6);
+    let sum = stats.wait_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    family.add_histogram(labels, bounds.zip(w.cumulative), w.count, sum);
 }
 
 fn leases(shared: &Shared) -> Vec<MetricFamily> {

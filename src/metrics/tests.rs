@@ -1,6 +1,11 @@
+use std::time::Duration;
+
+use super::family::Family;
 use super::*;
 use crate::client::instruments::AuthFailure;
 use crate::credentials::instruments::Outcome;
+use crate::pool::PoolStats;
+use crate::pool::waits::WAIT_BOUNDS_MICROS;
 
 fn text(m: &Metrics) -> String {
     String::from_utf8(m.render()).unwrap()
@@ -10,7 +15,6 @@ fn text(m: &Metrics) -> String {
 fn every_written_family_is_exposed_with_its_type() {
     let m = Metrics::new().unwrap();
     let pool = m.pool("appdb", "alice");
-    pool.wait.observe(0.002);
     pool.closed(CloseReason::IdleTimeout);
     let lease = m.lease("app");
     lease.rotation(Outcome::Ok);
@@ -18,7 +22,6 @@ fn every_written_family_is_exposed_with_its_type() {
     m.clients().auth_failed(AuthFailure::WrongPassword);
     let out = text(&m);
     for (family, kind) in [
-        ("pglease_client_wait_seconds", "histogram"),
         ("pglease_transaction_duration_seconds", "histogram"),
         ("pglease_query_duration_seconds", "histogram"),
         ("pglease_auth_failures_total", "counter"),
@@ -42,7 +45,6 @@ fn every_written_family_is_exposed_with_its_type() {
             "{family} is not a {kind}:\n{out}"
         );
     }
-    assert!(out.contains(r#"pglease_client_wait_seconds_count{database="appdb",user="alice"} 1"#));
     assert!(out.contains(r#"pglease_upstream_closes_total{reason="idle_timeout"} 1"#));
     assert!(out.contains(r#"pglease_upstream_closes_total{reason="deadline"} 0"#));
     assert!(out.contains(r#"pglease_lease_rotations_total{credentials="app",result="ok"} 1"#));
@@ -95,4 +97,43 @@ fn sqlstate_labels_cannot_be_grown_by_a_peer() {
     assert!(out.contains(r#"pglease_client_errors_total{sqlstate="57014"} 1"#));
     assert!(out.contains(r#"pglease_client_errors_total{sqlstate="other"} 2"#));
     assert!(!out.contains("fake"));
+}
+
+#[test]
+fn the_wait_histogram_is_read_from_the_pool_counts_with_the_latency_buckets() {
+    let bounds: Vec<f64> = WAIT_BOUNDS_MICROS
+        .iter()
+        .map(|us| *us as f64 / 1e6)
+        .collect();
+    assert_eq!(
+        bounds, LATENCY_BUCKETS,
+        "the wait buckets are the request-path ones"
+    );
+    let stats = PoolStats::default();
+    stats.record_wait(Duration::from_nanos(300));
+    stats.record_wait(Duration::from_micros(40));
+    stats.record_wait(Duration::from_millis(2));
+    let mut family = Family::histogram("pglease_client_wait_seconds", "waits");
+    let labels = [("user", "alice"), ("database", "appdb")];
+    scrape::add_waits(&mut family, &labels, &stats);
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&[family.done()], &mut out)
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("# TYPE pglease_client_wait_seconds histogram\n"),
+        "{out}"
+    );
+    for line in [
+        r#"pglease_client_wait_seconds_bucket{database="appdb",user="alice",le="0.0001"} 2"#,
+        r#"pglease_client_wait_seconds_bucket{database="appdb",user="alice",le="0.001"} 2"#,
+        r#"pglease_client_wait_seconds_bucket{database="appdb",user="alice",le="0.0025"} 3"#,
+        r#"pglease_client_wait_seconds_bucket{database="appdb",user="alice",le="60"} 3"#,
+        r#"pglease_client_wait_seconds_bucket{database="appdb",user="alice",le="+Inf"} 3"#,
+        r#"pglease_client_wait_seconds_sum{database="appdb",user="alice"} 0.00204"#,
+        r#"pglease_client_wait_seconds_count{database="appdb",user="alice"} 3"#,
+    ] {
+        assert!(out.contains(&format!("{line}\n")), "no {line} in\n{out}");
+    }
 }

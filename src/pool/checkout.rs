@@ -183,7 +183,10 @@ impl Checkout {
         object: managed::Object<Manager>,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Checkout {
-        let in_use = object.listed.in_use();
+        // deadpool stamped the checkout (recycled, or created just now): reuse its clock read.
+        let metrics = managed::Object::metrics(&object);
+        let at = metrics.recycled.unwrap_or(metrics.created);
+        let in_use = object.listed.in_use(at);
         Checkout(object, in_use, permit)
     }
 
@@ -209,7 +212,7 @@ impl Checkout {
     /// closes and lets its lease drain, while the slot stays the client's.
     pub fn swap(&mut self, replacement: Replacement) {
         self.0.swap(replacement.0);
-        self.1 = self.0.listed.in_use();
+        self.1 = self.0.listed.in_use(Instant::now());
     }
 
     /// Closes the connection instead of giving it back (its state is unknown or dirty, or it

@@ -175,14 +175,19 @@ impl managed::Manager for Manager {
     type Type = Pooled;
     type Error = UpstreamError;
 
-    async fn create(&self) -> Result<Pooled, UpstreamError> {
-        let current = self.credentials.generation();
-        if let Some(up) = self.replacements.take(current, self.idle_timeout) {
-            self.wanted.notify_one();
-            return Ok(up);
-        }
-        self.checkout_logins.fetch_add(1, Ordering::Relaxed);
-        self.open().await
+    // Boxed: a login's future is kilobytes, and unboxed it would sit inline in every
+    // checkout's future (deadpool's `timeout_get` holds it whether it logs in or not), to be
+    // copied on each of the checkouts that reuse an idle upstream. A login allocates once.
+    fn create(&self) -> impl Future<Output = Result<Pooled, UpstreamError>> + Send {
+        Box::pin(async move {
+            let current = self.credentials.generation();
+            if let Some(up) = self.replacements.take(current, self.idle_timeout) {
+                self.wanted.notify_one();
+                return Ok(up);
+            }
+            self.checkout_logins.fetch_add(1, Ordering::Relaxed);
+            self.open().await
+        })
     }
 
     async fn recycle(&self, up: &mut Pooled, metrics: &Metrics) -> RecycleResult<UpstreamError> {

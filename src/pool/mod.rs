@@ -29,6 +29,7 @@ mod reserve;
 mod retire;
 pub mod stats;
 pub mod upstreams;
+pub mod waits;
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -136,29 +137,68 @@ impl Pool {
 
     /// Waits (fairly, first come first served) for an upstream; while the pool is paused,
     /// first for `RESUME`.
+    ///
+    /// The common case, an idle upstream free right now, takes no timer and reads no clock
+    /// here: a non-blocking attempt comes first, and only when nothing is free does the
+    /// checkout queue with `query_wait_timeout` armed. The attempt cannot jump the queue: a
+    /// tokio semaphore hands a released permit to its oldest waiter before any is left for
+    /// `try_acquire`, so it succeeds only while nobody waits.
     pub async fn checkout(&self) -> Result<Checkout, CheckoutError> {
         self.pause.pass().await;
+        if let Some(up) = self.checkout_now().await? {
+            return Ok(up);
+        }
+        // Boxed, so the waiting path's timers and queue entries do not make every checkout's
+        // future (and the session future holding it) larger; only a checkout that waits
+        // allocates it.
+        Box::pin(self.checkout_waiting()).await
+    }
+
+    /// A free upstream without waiting for one (opening it if the pool has room but no idle
+    /// one); `None` when every slot, or every main permit of the reserve gate, is taken.
+    async fn checkout_now(&self) -> Result<Option<Checkout>, CheckoutError> {
+        let permit = match &self.gate {
+            Some(gate) => match gate.try_enter() {
+                Some(permit) => Some(permit),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        match self.inner.timeout_get(&NOW).await {
+            Ok(object) => Ok(Some(Checkout::new(object, permit))),
+            // No slot free (with a gate, only while reserve holders fill deadpool's limit).
+            Err(PoolError::Timeout(managed::TimeoutType::Wait)) => Ok(None),
+            Err(e) => Err(self.checkout_error(e)),
+        }
+    }
+
+    /// The queued checkout, with `query_wait_timeout` over the gate and deadpool together.
+    async fn checkout_waiting(&self) -> Result<Checkout, CheckoutError> {
+        let permit = match &self.gate {
+            Some(gate) => Some(gate.enter(self.settings.wait_timeout).await?),
+            None => None,
+        };
         let timeouts = Timeouts {
             wait: Some(self.settings.wait_timeout),
             create: None,
             recycle: None,
         };
-        let permit = match &self.gate {
-            Some(gate) => Some(gate.enter(self.settings.wait_timeout).await?),
-            None => None,
-        };
         self.inner
             .timeout_get(&timeouts)
             .await
             .map(|object| Checkout::new(object, permit))
-            .map_err(|e| match e {
-                PoolError::Timeout(managed::TimeoutType::Wait) => {
-                    CheckoutError::WaitTimeout(self.settings.wait_timeout)
-                }
-                PoolError::Timeout(_) => CheckoutError::Upstream(UpstreamError::Timeout),
-                PoolError::Backend(e) => CheckoutError::Upstream(e),
-                _ => CheckoutError::Closed,
-            })
+            .map_err(|e| self.checkout_error(e))
+    }
+
+    fn checkout_error(&self, e: PoolError<UpstreamError>) -> CheckoutError {
+        match e {
+            PoolError::Timeout(managed::TimeoutType::Wait) => {
+                CheckoutError::WaitTimeout(self.settings.wait_timeout)
+            }
+            PoolError::Timeout(_) => CheckoutError::Upstream(UpstreamError::Timeout),
+            PoolError::Backend(e) => CheckoutError::Upstream(e),
+            _ => CheckoutError::Closed,
+        }
     }
 
     /// The ParameterStatus values clients are greeted with: cached from the first upstream
@@ -177,11 +217,6 @@ impl Pool {
     /// filled from the ready ones first, so no client ever waits for a login and the pool
     /// keeps its size. Connections are held only for the few microseconds this takes.
     pub async fn cycle_idle(&self) {
-        let now = Timeouts {
-            wait: Some(Duration::ZERO),
-            create: None,
-            recycle: None,
-        };
         // Idle ones plus one free slot per ready replacement; any more would open new
         // connections the pool does not need.
         let manager = self.inner.manager();
@@ -201,7 +236,7 @@ impl Pool {
                 },
                 None => None,
             };
-            match self.inner.timeout_get(&now).await {
+            match self.inner.timeout_get(&NOW).await {
                 Ok(up) => held.push((up, permit)),
                 Err(_) => break,
             }
@@ -423,6 +458,14 @@ pub struct UpstreamCounts {
 /// How long before a superseded lease's hard deadline a session still on it moves even with
 /// no replacement ready (logging in on its own path), rather than be cut off at the deadline.
 pub const MOVE_BEFORE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// deadpool's non-blocking checkout: a zero wait makes it `try_acquire` its semaphore, with
+/// no timer; creating and recycling are not bounded here (the login has `connect_timeout`).
+const NOW: Timeouts = Timeouts {
+    wait: Some(Duration::ZERO),
+    create: None,
+    recycle: None,
+};
 
 /// How many replacements a pool keeps logged in ahead of need during a rotation.
 fn most_ready(settings: &PoolSettings) -> usize {

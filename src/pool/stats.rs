@@ -8,15 +8,19 @@
 //! change state; totals only grow. A client adds its transaction's bytes, queries and times
 //! once per transaction ([`PoolStats::add_transaction`]), not per message.
 //!
-//! The histograms and the login and close counters are prometheus instruments
-//! ([`PoolInstruments`]) resolved to their labels when the pool is built.
+//! The wait histogram is counted here too ([`WaitCounts`], one relaxed add per checkout)
+//! and exported at scrape time. The other histograms and the login and close counters are
+//! prometheus instruments ([`PoolInstruments`]) resolved to their labels when the pool is
+//! built.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use prometheus::{Histogram, HistogramOpts, IntCounter};
 
 use super::CloseReason;
+use super::waits::WaitCounts;
 use crate::upstream::UpstreamError;
 
 /// Counts and totals of one pool.
@@ -41,8 +45,10 @@ pub struct PoolStats {
     pub transaction_micros: AtomicU64,
     /// Microseconds spent in queries.
     pub query_micros: AtomicU64,
-    /// Microseconds clients spent waiting for an upstream.
+    /// Microseconds clients spent waiting for an upstream (also the wait histogram's sum).
     pub wait_micros: AtomicU64,
+    /// Each wait for an upstream by histogram bucket (`pglease_client_wait_seconds`).
+    pub waits: WaitCounts,
 }
 
 /// A copy of [`PoolStats`] at one instant.
@@ -86,6 +92,16 @@ impl PoolStats {
         self.add_traffic(totals);
     }
 
+    /// Counts one wait for an upstream (a checkout that ended, with an upstream or not):
+    /// one relaxed add into its bucket, and one into the total unless under a microsecond.
+    pub fn record_wait(&self, waited: Duration) {
+        self.waits.record(waited);
+        let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        if micros > 0 {
+            self.wait_micros.fetch_add(micros, Ordering::Relaxed);
+        }
+    }
+
     /// Adds traffic that finished no transaction (a client that left mid-transaction).
     pub fn add_traffic(&self, totals: &TransactionTotals) {
         let add = |a: &AtomicU64, v: u64| {
@@ -125,8 +141,6 @@ impl PoolStats {
 /// registry gets [`PoolInstruments::default`], whose instruments are registered nowhere.
 #[derive(Clone)]
 pub struct PoolInstruments {
-    /// How long each request waited for an upstream (`pglease_client_wait_seconds`).
-    pub wait: Histogram,
     /// Each transaction's time on its upstream (`pglease_transaction_duration_seconds`).
     pub transaction: Histogram,
     /// Each query's time from its request to its ReadyForQuery
@@ -167,7 +181,6 @@ impl Default for PoolInstruments {
                 .unwrap_or_else(|_| unreachable!("a fixed valid name"))
         };
         PoolInstruments {
-            wait: histogram("wait"),
             transaction: histogram("transaction"),
             query: histogram("query"),
             connects: counters(ConnectResult::ALL.len()),

@@ -6,13 +6,16 @@
 //!
 //! A connection is listed once when it is made part of the pool and unlisted when it is
 //! dropped (one short lock each, off the per-transaction path). Being handed out and given
-//! back are two relaxed stores on the connection's own entry ([`InUse`]), with no lock.
+//! back are relaxed stores on the connection's own entry ([`InUse`]), with no lock and no
+//! clock read: the time handed out is the checkout stamp deadpool already took, kept as
+//! microseconds since a process-wide base and turned into wall-clock time only when
+//! `SHOW SERVERS` asks.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::upstream::Upstream;
 
@@ -34,7 +37,7 @@ pub struct UpstreamInfo {
     /// When it was opened.
     pub connected_at: SystemTime,
     active: AtomicBool,
-    /// When it was last handed out, in microseconds since the Unix epoch; 0 never.
+    /// When it was last handed out, in microseconds since [`BASE`] plus one; 0 never.
     last_request: AtomicU64,
 }
 
@@ -48,7 +51,7 @@ impl UpstreamInfo {
     pub fn last_request(&self) -> Option<SystemTime> {
         match self.last_request.load(Ordering::Relaxed) {
             0 => None,
-            us => Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(us)),
+            us => Some(BASE.1 + Duration::from_micros(us - 1)),
         }
     }
 }
@@ -58,6 +61,11 @@ impl UpstreamInfo {
 pub struct Upstreams {
     live: Mutex<HashMap<u64, Arc<UpstreamInfo>>>,
 }
+
+/// One instant on both clocks, taken when the first connection is listed: checkout stamps
+/// (monotonic) are stored relative to it and shown as wall-clock time.
+static BASE: LazyLock<(Instant, SystemTime)> =
+    LazyLock::new(|| (Instant::now(), SystemTime::now()));
 
 /// Ids across every pool, so `SHOW SERVERS` rows are unique.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -69,6 +77,8 @@ impl Upstreams {
 
     /// Lists `up` until the returned [`Listed`] is dropped.
     pub(super) fn list(self: &Arc<Self>, up: &Upstream) -> Listed {
+        // Taken before any checkout stamp of this connection, so none is earlier than it.
+        LazyLock::force(&BASE);
         let tcp = up.stream.tcp();
         let info = Arc::new(UpstreamInfo {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -109,13 +119,12 @@ impl Listed {
         &self.info
     }
 
-    /// Marks the connection handed out until the returned guard is dropped.
-    pub(super) fn in_use(&self) -> InUse {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-            .unwrap_or(1);
-        self.info.last_request.store(now, Ordering::Relaxed);
+    /// Marks the connection handed out at `at` (a monotonic stamp already taken) until the
+    /// returned guard is dropped.
+    pub(super) fn in_use(&self, at: Instant) -> InUse {
+        let since = at.saturating_duration_since(BASE.0).as_micros();
+        let stamp = u64::try_from(since).unwrap_or(u64::MAX - 1) + 1;
+        self.info.last_request.store(stamp, Ordering::Relaxed);
         self.info.active.store(true, Ordering::Relaxed);
         InUse(self.info.clone())
     }

@@ -1,10 +1,23 @@
 //! The pool's limits: `server_lifetime` retires upstreams only when they come back,
 //! `min_pool_size` keeps upstreams open with no client at all, and the reserve pool lends a
-//! waiting client an extra upstream that closes once idle.
+//! waiting client an extra upstream that closes once idle; a checkout never overtakes a
+//! client queued before it.
 
+use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::common::{connect_app, fresh_db, proxy_toml, start_proxy, superuser, upstream_count};
+use pglease::credentials::static_source::StaticSource;
+use pglease::credentials::{Credentials, Lifecycle};
+use pglease::pool::{Pool, PoolInstruments, PoolSettings};
+use pglease::upstream::{UpstreamTarget, UpstreamTls};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::common::{
+    TestDb, connect_app, fresh_db, proxy_toml, start_proxy, superuser, upstream_addr,
+    upstream_count,
+};
 use super::{WINDOW, first_value};
 
 /// Polls `role`'s upstream count until `wanted` says yes; panics after [`WINDOW`].
@@ -95,4 +108,86 @@ async fn a_client_that_waited_reserve_pool_timeout_gets_an_extra_upstream_closed
     wait_for_upstreams(&db.role, "the idle reserve upstream", |n| n == 1).await;
     assert_eq!(first_value(&holder, "SELECT pg_backend_pid()").await, held);
     holder.batch_execute("COMMIT").await.unwrap();
+}
+
+/// A pool of one upstream on `db`'s role, built directly on the cluster (no proxy), with a
+/// reserve of `reserve` that opens only after a minute.
+async fn one_upstream_pool(db: &TestDb, reserve: usize) -> (Pool, CancellationToken) {
+    let source = StaticSource::new(db.role.clone(), db.role_password.clone());
+    let life = Lifecycle {
+        rotate_at: 0.9,
+        safety_margin: None,
+        renew: false,
+        max_ttl: None,
+    };
+    let (credentials, rotator) = Credentials::new("fair", Arc::new(source), life);
+    let stop = CancellationToken::new();
+    rotator.start(None, &TaskTracker::new(), stop.clone());
+    let addr = upstream_addr();
+    let target = UpstreamTarget {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        dbname: db.name.clone(),
+        application_name: "pglease-test".into(),
+        connect_timeout: WINDOW,
+        database: db.name.clone(),
+        tls: UpstreamTls::default(),
+    };
+    let settings = PoolSettings {
+        size: 1,
+        wait_timeout: WINDOW,
+        idle_timeout: WINDOW,
+        min_size: 0,
+        reserve_size: reserve,
+        reserve_timeout: Duration::from_secs(60),
+        lifetime: None,
+    };
+    let pool = Pool::new(target, credentials, settings, PoolInstruments::default());
+    (pool, stop)
+}
+
+/// The checkout's first, non-blocking attempt must not take an upstream given back while a
+/// client is queued for it: the queued client gets it, and a newcomer queues behind.
+#[tokio::test]
+async fn a_released_upstream_goes_to_the_queued_client_not_to_a_newcomer() {
+    let db = fresh_db("fair").await;
+    for reserve in [0, 1] {
+        let (pool, stop) = one_upstream_pool(&db, reserve).await;
+        let held = pool.checkout().await.expect("the first checkout");
+        let queued = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.checkout().await.map(|up| up.upstream().cancel.pid) }
+        });
+        // This test's runtime has one thread: yielding lets the queued checkout register.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !queued.is_finished(),
+            "reserve {reserve}: the pool has one upstream"
+        );
+        let pid = held.upstream().cancel.pid;
+        drop(held);
+        // Polled once before the queued task runs again: the upstream is already its.
+        let mut newcomer = pin!(pool.checkout());
+        tokio::select! {
+            biased;
+            _ = &mut newcomer => panic!("reserve {reserve}: a newcomer overtook a queued client"),
+            () = std::future::ready(()) => {}
+        }
+        let got = tokio::time::timeout(WINDOW, queued)
+            .await
+            .expect("queued client served");
+        assert_eq!(
+            got.unwrap().expect("its checkout"),
+            pid,
+            "reserve {reserve}"
+        );
+        let next = tokio::time::timeout(WINDOW, newcomer)
+            .await
+            .expect("newcomer served");
+        assert_eq!(next.expect("its checkout").upstream().cancel.pid, pid);
+        pool.close();
+        stop.cancel();
+    }
 }

@@ -138,3 +138,29 @@ async fn lifetimes_are_jittered_within_ten_percent_and_none_means_never() {
         "twenty connections, one lifetime: no jitter"
     );
 }
+
+#[tokio::test]
+async fn show_servers_gets_the_checkout_stamp_as_wall_clock_time_and_activity() {
+    // Its close line goes to a capture of its own, as in the tests above: a thread logging
+    // with no subscriber can race another test's capture over tracing's callsite cache.
+    let (_captured, _guard) = capture();
+    let counts = Replacements::default();
+    let (up, _peer) = pooled(1, 606, &counts).await;
+    let info = up.info();
+    assert_eq!(info.last_request(), None, "never handed out");
+    // A stamp unlike the clock now, so that what is shown is seen to be the stamp.
+    let later = std::time::Duration::from_secs(30);
+    let in_use = up.listed.in_use(Instant::now() + later);
+    assert!(info.is_active());
+    let shown = info.last_request().expect("handed out");
+    let expected = SystemTime::now() + later;
+    let off = shown
+        .duration_since(expected)
+        .unwrap_or_else(|e| e.duration());
+    assert!(
+        off < std::time::Duration::from_secs(5),
+        "{shown:?} is not the stamp, {expected:?}"
+    );
+    drop(in_use);
+    assert!(!info.is_active(), "given back");
+}
