@@ -39,5 +39,10 @@ pub fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
         .with_max_level(tracing::Level::DEBUG)
         .with_ansi(false)
         .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
+    let guard = tracing::subscriber::set_default(subscriber);
+    // Tests run in parallel on threads with and without a subscriber of their own: a
+    // callsite first reached on a thread with none may have cached "never" for itself, and
+    // would stay silent here. Recomputing the cache with this subscriber in place avoids it.
+    tracing::callsite::rebuild_interest_cache();
+    (captured, guard)
 }
