@@ -85,7 +85,7 @@ mod tests;
 mod upstream;
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
@@ -173,11 +173,30 @@ pub struct ClientStatements {
     /// unconfined session state (see [`sql::Mentions`]) or a fast-path function call: state the
     /// lexer did not see may be left on the upstream.
     check_state: bool,
-    /// The client's statements whose text mentions unconfined session state: running one
-    /// later, in another transaction, calls for the check too.
-    mentioning: HashSet<Box<[u8]>>,
+    /// Since the last [`ClientStatements::take_settings_check`], a request ran text that
+    /// mentions `set_config` (or may name it: a `U&"…"` identifier, a fast-path function
+    /// call), which changes settings without a `SET` command tag.
+    check_settings: bool,
+    /// The client's statements whose text mentions unconfined session state or `set_config`:
+    /// running one later, in another transaction, calls for the same checks again.
+    mentioning: HashMap<Box<[u8]>, Marks>,
     /// The same for the unnamed statement the client parsed last.
-    unnamed_mentions: bool,
+    unnamed_marks: Marks,
+}
+
+/// What a statement's text mentions that calls for a check after it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Marks {
+    /// Unconfined session state (see [`ClientStatements::take_state_check`]).
+    state: bool,
+    /// `set_config` (see [`ClientStatements::take_settings_check`]).
+    settings: bool,
+}
+
+impl Marks {
+    fn any(self) -> bool {
+        self.state || self.settings
+    }
 }
 
 impl Default for ClientStatements {
@@ -194,8 +213,9 @@ impl ClientStatements {
             by_name: HashMap::new(),
             skipping: false,
             check_state: false,
-            mentioning: HashSet::new(),
-            unnamed_mentions: false,
+            check_settings: false,
+            mentioning: HashMap::new(),
+            unnamed_marks: Marks::default(),
         }
     }
 
@@ -227,8 +247,23 @@ impl ClientStatements {
         std::mem::take(&mut self.check_state)
     }
 
-    /// Forgets that statement `name`'s text mentions unconfined state (it was closed or
-    /// replaced); free while no statement does.
+    /// True (once) when the requests since the last call ran text that may change settings
+    /// without a `SET` command tag: `set_config` in a query or in a prepared statement run
+    /// (again), a `U&"…"` identifier that may spell it, or a fast-path function call (which
+    /// may call it by OID). The relay then has the session's settings read at the idle
+    /// ReadyForQuery (see [`crate::client::settings`]).
+    pub fn take_settings_check(&mut self) -> bool {
+        std::mem::take(&mut self.check_settings)
+    }
+
+    /// Notes that a statement with these marks runs.
+    fn runs(&mut self, marks: Marks) {
+        self.check_state |= marks.state;
+        self.check_settings |= marks.settings;
+    }
+
+    /// Forgets what statement `name`'s text mentions (it was closed or replaced); free while
+    /// no statement mentions anything.
     fn forget_mention(&mut self, name: &[u8]) {
         if !self.mentioning.is_empty() {
             self.mentioning.remove(name);
