@@ -54,10 +54,12 @@
 //!   own bytes otherwise. Replies to Parse, Bind, Describe and Close need no whole-frame
 //!   buffering of their own, but the request does.
 //! - Every reply frame's tag goes through [`UpstreamStatements::on_reply`] unless
-//!   [`UpstreamStatements::idle`]; a swallowed frame is dropped whole, and what it appends goes
+//!   [`UpstreamStatements::forwards_untouched`]; a swallowed frame is dropped whole, and what it appends goes
 //!   to the client right after that frame. A [`ReplyError`] closes the upstream.
 //! - The count of ReadyForQuery replies to expect comes from what is sent: after a refusal,
 //!   a Query or FunctionCall before the batch's Sync is not sent.
+//! - After each rewrite, [`ClientStatements::take_settings_check`] says whether the request
+//!   may have changed settings without a `SET` tag (the relay then has them read).
 //! - An upstream reset with `DISCARD ALL` calls [`UpstreamStatements::clear`]; one whose
 //!   replies are read elsewhere (cleanup after a vanished client) calls
 //!   [`UpstreamStatements::abandon_replies`]. Session mode uses none of this.
@@ -68,13 +70,15 @@
 
 //! # Cost per request
 //!
-//! One pass over the frame headers and, for Parse, Bind, Describe and Close, over the names
-//! (plus a byte pass and a lexer pass over Query and Parse texts, looking for the commands
-//! above). The
-//! unnamed statement path allocates nothing and copies nothing; a named statement costs one
+//! One pass over the frame headers and, for Parse, Bind, Describe and Close, over the names,
+//! plus one byte pass over each Query and Parse text ([`sql::Sketch`]) shared by every check
+//! of it: the commands above, unconfined state, LISTEN and `set_config`. Only a text holding
+//! one of their words is lexed. The unnamed statement path allocates nothing and copies
+//! nothing; a named statement costs one
 //! hash map lookup per use and a SHA-256 of its text per Parse. The reply side costs one match
-//! per reply frame while replies are outstanding ([`UpstreamStatements::idle`] says when it
-//! may be skipped).
+//! per reply frame that may change what is owed (not a DataRow, nor anything before an
+//! awaited ReadyForQuery: [`UpstreamStatements::forwards_untouched`] says when it may be
+//! skipped).
 
 mod detached;
 mod replies;
