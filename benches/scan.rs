@@ -31,7 +31,11 @@ fn long_query() -> String {
 fn checks(c: &mut Criterion) {
     let mut g = c.benchmark_group("scan");
     let long = long_query();
-    for (name, text) in [("select", SELECT), ("update", UPDATE), ("long", long.as_str())] {
+    for (name, text) in [
+        ("select", SELECT),
+        ("update", UPDATE),
+        ("long", long.as_str()),
+    ] {
         let text = text.as_bytes();
         g.bench_function(format!("trackers_{name}"), |b| {
             b.iter(|| {

@@ -105,7 +105,10 @@ async fn set_config_in_a_prepared_statement_is_noticed_each_time_it_runs() {
         assert_eq!(pid(&a).await, pid(&b).await, "one upstream serves both");
         assert_eq!(show(&b).await, defaults, "B must not see A's {value}");
         let mine = show(&a).await;
-        assert!(mine.starts_with(&format!("{value},")), "A keeps {value}: {mine}");
+        assert!(
+            mine.starts_with(&format!("{value},")),
+            "A keeps {value}: {mine}"
+        );
     }
 }
 

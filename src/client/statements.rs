@@ -88,8 +88,8 @@ pub(crate) mod sql;
 mod tests;
 mod upstream;
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use sha2::{Digest, Sha256};
 

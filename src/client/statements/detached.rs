@@ -125,9 +125,17 @@ mod tests {
             [parse("", "select 1"), sync.clone()].concat(),
             [parse("P_0", "prepare p as select 1"), sync.clone()].concat(),
             // Noted or refused by the rewrite, which must see them.
-            [parse("P_0", "select set_config('a', 'b', false)"), sync.clone()].concat(),
+            [
+                parse("P_0", "select set_config('a', 'b', false)"),
+                sync.clone(),
+            ]
+            .concat(),
             [parse("P_0", "select U&\"d\\0061ta\""), sync.clone()].concat(),
-            [parse("P_0", "select pg_advisory_xact_lock(1)"), sync.clone()].concat(),
+            [
+                parse("P_0", "select pg_advisory_xact_lock(1)"),
+                sync.clone(),
+            ]
+            .concat(),
             [parse("P_0", "LISTEN a"), sync.clone()].concat(),
             [parse("P_0", "select 1"), frame(b'H', b"")].concat(),
             [

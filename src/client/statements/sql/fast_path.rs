@@ -194,7 +194,10 @@ fn the_corpus_holds_what_each_full_check_finds() {
     assert!(findings("SELECT SET_CONFIG('a','b',false); select 1").2);
     assert!(findings("select U&\"s\\0065t_config\"('a', 'b', false)").2);
     // And the ordinary texts are what the shortcut is for.
-    for text in ["select 1", "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"] {
+    for text in [
+        "select 1",
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+    ] {
         assert!(Sketch::of(text.as_bytes()).is_empty(), "{text}");
     }
 }
@@ -203,9 +206,30 @@ fn the_corpus_holds_what_each_full_check_finds() {
 fn generated_texts_agree_too() {
     // Words, their fragments and the lexer's special bytes in random order.
     const PIECES: [&str; 24] = [
-        "prepare ", "EXECUTE ", "deallocate ", "discard all", "listen a", "unlisten *",
-        "set_config(", "pg_advisory_lock(", "with hold", "temp ", "authorization ", "'", "\"",
-        "$$", "$t$", "E'", "\\", ";", "/*", "*/", "--", "\n", "(", "U&\"",
+        "prepare ",
+        "EXECUTE ",
+        "deallocate ",
+        "discard all",
+        "listen a",
+        "unlisten *",
+        "set_config(",
+        "pg_advisory_lock(",
+        "with hold",
+        "temp ",
+        "authorization ",
+        "'",
+        "\"",
+        "$$",
+        "$t$",
+        "E'",
+        "\\",
+        ";",
+        "/*",
+        "*/",
+        "--",
+        "\n",
+        "(",
+        "U&\"",
     ];
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = || {

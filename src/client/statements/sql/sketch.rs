@@ -215,7 +215,11 @@ mod tests {
                 text.push_str(PIECES[(next() % 16) as usize]);
                 text.push_str(GLUE[(next() % 6) as usize]);
             }
-            assert_eq!(Sketch::of(text.as_bytes()), naive(text.as_bytes()), "{text}");
+            assert_eq!(
+                Sketch::of(text.as_bytes()),
+                naive(text.as_bytes()),
+                "{text}"
+            );
         }
     }
 }

@@ -249,7 +249,10 @@ fn text_that_may_call_set_config_calls_for_the_settings_to_be_read() {
     let mut c = Client::new();
     let mut up = Upstream::new(10);
     let check = |c: &mut Client| c.statements.take_settings_check();
-    c.send_only(&mut up, &Req::new().query("select reset_conf, configured from t"));
+    c.send_only(
+        &mut up,
+        &Req::new().query("select reset_conf, configured from t"),
+    );
     assert!(!check(&mut c), "an ordinary query costs no read");
     c.send_only(
         &mut up,
