@@ -50,24 +50,27 @@ fn checks(c: &mut Criterion) {
 
 fn request(c: &mut Criterion) {
     let mut g = c.benchmark_group("scan");
-    let mut query = BytesMut::new();
-    frontend::query(SELECT, &mut query).expect("query");
-    let mut client = ClientStatements::new();
-    let mut up = UpstreamStatements::new(200);
-    let (mut out, mut to_client) = (BytesMut::new(), BytesMut::new());
-    g.bench_function("simple_query_request", |b| {
-        b.iter(|| {
-            // What a transaction-mode session does with the request before its replies come:
-            // the LISTEN check on the request, then the rewrite.
-            assert!(!may_mention_listen(black_box(&query)));
-            let changed = client
-                .rewrite(&query, b'I', &mut up, &mut out, &mut to_client)
-                .expect("rewrite");
-            assert!(!changed);
-            up.on_reply(b'Z', &mut to_client).expect("reply");
-            assert!(up.idle() && to_client.is_empty());
-        })
-    });
+    let long = long_query();
+    for (name, text) in [("select", SELECT), ("long", long.as_str())] {
+        let mut query = BytesMut::new();
+        frontend::query(text, &mut query).expect("query");
+        let mut client = ClientStatements::new();
+        let mut up = UpstreamStatements::new(200);
+        let (mut out, mut to_client) = (BytesMut::new(), BytesMut::new());
+        g.bench_function(format!("simple_query_request_{name}"), |b| {
+            b.iter(|| {
+                // What a transaction-mode session does with the request before its replies come:
+                // the LISTEN check on the request, then the rewrite.
+                assert!(!may_mention_listen(black_box(&query)));
+                let changed = client
+                    .rewrite(&query, b'I', &mut up, &mut out, &mut to_client)
+                    .expect("rewrite");
+                assert!(!changed);
+                up.on_reply(b'Z', &mut to_client).expect("reply");
+                assert!(up.idle() && to_client.is_empty());
+            })
+        });
+    }
     g.finish();
 }
 

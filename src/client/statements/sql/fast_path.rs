@@ -5,7 +5,7 @@
 
 use super::unconfined::Mentions;
 use super::*;
-use crate::client::notify::sql::{Finding, find, mentions_listen};
+use crate::client::notify::sql::{Finding, find, may_mention_listen, mentions_listen};
 use crate::client::settings::mentions_set_config;
 
 /// The statement checks with no shortcut: mentions read word by word, every statement of both
@@ -153,6 +153,12 @@ fn the_fast_path_agrees_with_the_full_checks_on_tricky_texts() {
         assert_eq!(
             mentions_set_config(&text),
             full_set_config(&text),
+            "{shown}"
+        );
+        // The session's own LISTEN search finds the word where the sketch does.
+        assert_eq!(
+            may_mention_listen(&text),
+            Sketch::of(&text).listen(),
             "{shown}"
         );
     }
