@@ -12,10 +12,12 @@
 //! it out is a `U&"…"` identifier with escapes; its opening is flagged on its own
 //! ([`Sketch::unicode`]) and taken as a mention of everything by the callers.
 //!
-//! Each word is found by its first four letters: every 4-byte window of the text, ASCII-case
-//! folded, is hashed into a 4096-bit table holding the words' openings, and only a window that
-//! lands on a set bit is compared with the words. An ordinary query pays one multiplication
-//! and one table probe per byte, and allocates nothing.
+//! Each word is found by its first letters: the 3-byte window at every second byte of the
+//! text, ASCII-case folded, is hashed into a 4096-bit table holding each word's letters 0-2
+//! and 1-3 (every word has four or more letters, so one of its first two positions is probed
+//! and matches one of the two), and only a window that lands on a set bit is compared with
+//! the words starting there and one byte before. An ordinary query pays one multiplication
+//! and one table probe per two bytes, and allocates nothing.
 
 /// The words found in a text, one bit each ([`Sketch::of`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,10 +37,10 @@ const WORDS: [(&[u8], u16); 10] = [
     (b"set_config", Sketch::SET_CONFIG),
 ];
 
-/// Four bytes as one number with ASCII letters folded to lower case. Other bytes are folded
+/// Three bytes as one number with ASCII letters folded to lower case. Other bytes are folded
 /// too (`_` and DEL meet), which only lets more windows through to the exact comparison.
-const fn fold(b: [u8; 4]) -> u32 {
-    u32::from_le_bytes(b) | 0x2020_2020
+const fn fold(a: u8, b: u8, c: u8) -> u32 {
+    u32::from_le_bytes([a, b, c, 0]) | 0x0020_2020
 }
 
 /// A folded window's bit in [`TABLE`].
@@ -52,8 +54,10 @@ const TABLE: [u64; 64] = {
     let mut i = 0;
     while i < WORDS.len() {
         let w = WORDS[i].0;
-        let s = slot(fold([w[0], w[1], w[2], w[3]]));
-        table[s / 64] |= 1 << (s % 64);
+        let at_start = slot(fold(w[0], w[1], w[2]));
+        let one_in = slot(fold(w[1], w[2], w[3]));
+        table[at_start / 64] |= 1 << (at_start % 64);
+        table[one_in / 64] |= 1 << (one_in % 64);
         i += 1;
     }
     table
@@ -76,10 +80,16 @@ impl Sketch {
     /// whether a `U&"` identifier opens in it.
     pub fn of(text: &[u8]) -> Sketch {
         let mut found = 0;
-        for (at, w) in text.windows(4).enumerate() {
-            let s = slot(fold([w[0], w[1], w[2], w[3]]));
+        // Probes at 0, 2, 4…, every one a full window: a word at `s` (four letters or more)
+        // has its own window at `s` or `s + 1` probed.
+        for (half, w) in text.windows(3).step_by(2).enumerate() {
+            let s = slot(fold(w[0], w[1], w[2]));
             if TABLE[s / 64] & (1 << (s % 64)) != 0 {
+                let at = 2 * half;
                 found |= words_at(&text[at..]);
+                if at > 0 {
+                    found |= words_at(&text[at - 1..]);
+                }
             }
         }
         if text.contains(&b'&') && unicode_identifier(text) {
