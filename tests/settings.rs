@@ -88,6 +88,31 @@ async fn a_transaction_mode_set_follows_its_client_and_nobody_else_sees_it() {
 }
 
 #[tokio::test]
+async fn set_config_in_a_prepared_statement_is_noticed_each_time_it_runs() {
+    let db = fresh_db("setprep").await;
+    let proxy = start_proxy(&proxy_toml(&db, "transaction", 1, "")).await;
+    let a = connect_app(&proxy, &db).await;
+    let b = connect_app(&proxy, &db).await;
+    let defaults = show(&b).await;
+    // Prepared in a request of its own: the runs below send only a Bind of its name, which
+    // holds no set_config, on the one upstream that already has the statement.
+    let set = a
+        .prepare("SELECT set_config('statement_timeout', $1, false)")
+        .await
+        .unwrap();
+    for value in ["7s", "9s"] {
+        a.query(&set, &[&value]).await.unwrap();
+        assert_eq!(pid(&a).await, pid(&b).await, "one upstream serves both");
+        assert_eq!(show(&b).await, defaults, "B must not see A's {value}");
+        let mine = show(&a).await;
+        assert!(
+            mine.starts_with(&format!("{value},")),
+            "A keeps {value}: {mine}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn settings_follow_their_client_onto_another_upstream() {
     let db = fresh_db("setmove").await;
     let proxy = start_proxy(&proxy_toml(&db, "transaction", 2, "")).await;

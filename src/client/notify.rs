@@ -231,12 +231,6 @@ impl ClientNotify {
     }
 }
 
-/// True when a query text has a LISTEN or UNLISTEN in it, for the statement tracking to
-/// refuse it on its way upstream.
-pub fn mentions_listen(text: &[u8]) -> bool {
-    sql::mentions_listen(text)
-}
-
 /// How a request is answered.
 enum Plan {
     Refuse,

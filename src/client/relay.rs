@@ -423,11 +423,13 @@ fn poll_send(
         Ok(dropped) => t.pending = t.pending.saturating_sub(dropped),
         Err(e) => return Poll::Ready(Err(RelayEnd::ClientProtocol(e))),
     }
+    // The rewrite read every query text it let through (and knows the prepared ones).
+    let settings = tr.client.take_settings_check();
+    t.settings_changed |= release_on_idle && settings;
     // Replies the proxy owes at once are placed, and shown to the client, now.
     tracked::filter_replies(b, tr.upstream).map_err(RelayEnd::UpstreamMismatch)?;
     scan_backend(b, t, mode, true).map_err(RelayEnd::UpstreamProtocol)?;
     if !b.send.is_empty() {
-        t.settings_changed |= release_on_idle && mentions_set_config(&b.send);
         let w = ready!(poll_write(upstream, &b.send, cx)).map_err(RelayEnd::UpstreamIo)?;
         b.send.advance(w);
         return Poll::Ready(Ok(()));
@@ -435,7 +437,6 @@ fn poll_send(
     if b.approved == 0 {
         return Poll::Pending;
     }
-    t.settings_changed |= release_on_idle && mentions_set_config(&b.c2u[..b.approved]);
     let w = ready!(poll_write(upstream, &b.c2u[..b.approved], cx)).map_err(RelayEnd::UpstreamIo)?;
     b.c2u.advance(w);
     b.fscan.consumed(w);

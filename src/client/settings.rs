@@ -16,8 +16,11 @@
 //!
 //! In transaction mode the relay notes, at almost no cost, that a request may have changed
 //! settings: a CommandComplete `SET`/`RESET`/`DISCARD ALL` or any ParameterStatus (the backend
-//! scanner's one check per such frame), or `set_config` in what the client sent
-//! ([`mentions_set_config`]). Only then, at the idle ReadyForQuery, one hidden query reads the
+//! scanner's one check per such frame), or `set_config` in what the client sent (the statement
+//! tracking's rewrite notes it from the pass it makes over every query text anyway, also when
+//! a prepared statement that mentions it runs again: `take_settings_check` on
+//! [`crate::client::statements::ClientStatements`]; without the tracking the relay reads the
+//! request, [`mentions_set_config`]). Only then, at the idle ReadyForQuery, one hidden query reads the
 //! session's settings ([`ClientSettings::learn`]) and both maps are taken from it. A `RESET` of
 //! a startup parameter returns to the startup value, as in PostgreSQL: it is put back at once,
 //! and the client told with a ParameterStatus when the parameter is a reported one.
@@ -30,6 +33,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use postgres_protocol::escape::escape_identifier;
 
+use crate::client::statements::sql::Sketch;
 use crate::pool::Checkout;
 use crate::protocol::backend;
 use crate::upstream::UpstreamError;
@@ -213,22 +217,12 @@ fn prelude(have: &Map, wanted: &Map, all: bool) -> (String, Vec<Box<str>>) {
     (sql, set)
 }
 
-/// True when `bytes` (a request's frames) mention `set_config` in any letter case: a
-/// `SELECT set_config(...)` changes settings without a `SET` command tag. One scan for `_`.
+/// True when `bytes` (a request's frames, or one query text) may change settings without a
+/// `SET` command tag: they mention `set_config` in any letter case (`SELECT set_config(...)`),
+/// or open a `U&"…"` identifier, which may spell it with escapes. One pass ([`Sketch`]).
 pub fn mentions_set_config(bytes: &[u8]) -> bool {
-    const WORD: &[u8] = b"set_config";
-    let mut at = 0;
-    while let Some(i) = bytes[at..].iter().position(|&b| b == b'_') {
-        let underscore = at + i;
-        if underscore >= 3 && bytes.len() >= underscore + 7 {
-            let start = underscore - 3;
-            if bytes[start..start + WORD.len()].eq_ignore_ascii_case(WORD) {
-                return true;
-            }
-        }
-        at = underscore + 1;
-    }
-    false
+    let sketch = Sketch::of(bytes);
+    sketch.set_config() || sketch.unicode()
 }
 
 #[cfg(test)]

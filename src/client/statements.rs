@@ -54,10 +54,12 @@
 //!   own bytes otherwise. Replies to Parse, Bind, Describe and Close need no whole-frame
 //!   buffering of their own, but the request does.
 //! - Every reply frame's tag goes through [`UpstreamStatements::on_reply`] unless
-//!   [`UpstreamStatements::idle`]; a swallowed frame is dropped whole, and what it appends goes
+//!   [`UpstreamStatements::forwards_untouched`]; a swallowed frame is dropped whole, and what it appends goes
 //!   to the client right after that frame. A [`ReplyError`] closes the upstream.
 //! - The count of ReadyForQuery replies to expect comes from what is sent: after a refusal,
 //!   a Query or FunctionCall before the batch's Sync is not sent.
+//! - After each rewrite, [`ClientStatements::take_settings_check`] says whether the request
+//!   may have changed settings without a `SET` tag (the relay then has them read).
 //! - An upstream reset with `DISCARD ALL` calls [`UpstreamStatements::clear`]; one whose
 //!   replies are read elsewhere (cleanup after a vanished client) calls
 //!   [`UpstreamStatements::abandon_replies`]. Session mode uses none of this.
@@ -68,13 +70,15 @@
 
 //! # Cost per request
 //!
-//! One pass over the frame headers and, for Parse, Bind, Describe and Close, over the names
-//! (plus a byte pass and a lexer pass over Query and Parse texts, looking for the commands
-//! above). The
-//! unnamed statement path allocates nothing and copies nothing; a named statement costs one
+//! One pass over the frame headers and, for Parse, Bind, Describe and Close, over the names,
+//! plus one byte pass over each Query and Parse text ([`sql::Sketch`]) shared by every check
+//! of it: the commands above, unconfined state, LISTEN and `set_config`. Only a text holding
+//! one of their words is lexed. The unnamed statement path allocates nothing and copies
+//! nothing; a named statement costs one
 //! hash map lookup per use and a SHA-256 of its text per Parse. The reply side costs one match
-//! per reply frame while replies are outstanding ([`UpstreamStatements::idle`] says when it
-//! may be skipped).
+//! per reply frame that may change what is owed (not a DataRow, nor anything before an
+//! awaited ReadyForQuery: [`UpstreamStatements::forwards_untouched`] says when it may be
+//! skipped).
 
 mod detached;
 mod replies;
@@ -84,8 +88,8 @@ pub(crate) mod sql;
 mod tests;
 mod upstream;
 
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
@@ -173,11 +177,30 @@ pub struct ClientStatements {
     /// unconfined session state (see [`sql::Mentions`]) or a fast-path function call: state the
     /// lexer did not see may be left on the upstream.
     check_state: bool,
-    /// The client's statements whose text mentions unconfined session state: running one
-    /// later, in another transaction, calls for the check too.
-    mentioning: HashSet<Box<[u8]>>,
+    /// Since the last [`ClientStatements::take_settings_check`], a request ran text that
+    /// mentions `set_config` (or may name it: a `U&"…"` identifier, a fast-path function
+    /// call), which changes settings without a `SET` command tag.
+    check_settings: bool,
+    /// The client's statements whose text mentions unconfined session state or `set_config`:
+    /// running one later, in another transaction, calls for the same checks again.
+    mentioning: HashMap<Box<[u8]>, Marks>,
     /// The same for the unnamed statement the client parsed last.
-    unnamed_mentions: bool,
+    unnamed_marks: Marks,
+}
+
+/// What a statement's text mentions that calls for a check after it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Marks {
+    /// Unconfined session state (see [`ClientStatements::take_state_check`]).
+    state: bool,
+    /// `set_config` (see [`ClientStatements::take_settings_check`]).
+    settings: bool,
+}
+
+impl Marks {
+    fn any(self) -> bool {
+        self.state || self.settings
+    }
 }
 
 impl Default for ClientStatements {
@@ -194,8 +217,9 @@ impl ClientStatements {
             by_name: HashMap::new(),
             skipping: false,
             check_state: false,
-            mentioning: HashSet::new(),
-            unnamed_mentions: false,
+            check_settings: false,
+            mentioning: HashMap::new(),
+            unnamed_marks: Marks::default(),
         }
     }
 
@@ -227,8 +251,23 @@ impl ClientStatements {
         std::mem::take(&mut self.check_state)
     }
 
-    /// Forgets that statement `name`'s text mentions unconfined state (it was closed or
-    /// replaced); free while no statement does.
+    /// True (once) when the requests since the last call ran text that may change settings
+    /// without a `SET` command tag: `set_config` in a query or in a prepared statement run
+    /// (again), a `U&"…"` identifier that may spell it, or a fast-path function call (which
+    /// may call it by OID). The relay then has the session's settings read at the idle
+    /// ReadyForQuery (see [`crate::client::settings`]).
+    pub fn take_settings_check(&mut self) -> bool {
+        std::mem::take(&mut self.check_settings)
+    }
+
+    /// Notes that a statement with these marks runs.
+    fn runs(&mut self, marks: Marks) {
+        self.check_state |= marks.state;
+        self.check_settings |= marks.settings;
+    }
+
+    /// Forgets what statement `name`'s text mentions (it was closed or replaced); free while
+    /// no statement mentions anything.
     fn forget_mention(&mut self, name: &[u8]) {
         if !self.mentioning.is_empty() {
             self.mentioning.remove(name);

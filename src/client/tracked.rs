@@ -14,7 +14,9 @@
 //! never forwarded. A swallowed frame is cut out of the buffer and replies the proxy writes
 //! are spliced in at the cursor, both small (bodiless completions, a probe's error), so the
 //! frames PostgreSQL sends, results included, are never copied. While the upstream owes
-//! nothing ([`UpstreamStatements::idle`]) the filter is not consulted, only headers are
+//! nothing ([`UpstreamStatements::idle`]), and for every frame that could not change what it
+//! owes (a DataRow, the replies before an awaited ReadyForQuery:
+//! [`UpstreamStatements::forwards_untouched`]), the filter is not consulted, only headers are
 //! walked.
 
 use bytes::BytesMut;
@@ -152,7 +154,7 @@ pub fn filter_replies(
         };
         // A length below 4 is the backend scanner's to report; judged as forwarded here.
         let frame = 1 + len.max(4);
-        let verdict = if upstream.idle() {
+        let verdict = if upstream.forwards_untouched(tag) {
             Verdict::Forward
         } else {
             upstream.on_reply(tag, &mut f.owed)?

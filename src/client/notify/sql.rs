@@ -12,6 +12,7 @@
 //! unquoted one to ASCII lower case, a quoted one kept with `""` as `"`, both cut to 63 bytes
 //! (NAMEDATALEN - 1) at a character boundary.
 
+use crate::client::statements::sql::Sketch;
 use crate::client::statements::sql::lexer::{Lexer, Token};
 
 /// PostgreSQL's longest identifier, in bytes.
@@ -67,11 +68,19 @@ pub fn find(text: &[u8]) -> Finding {
 
 /// True when any statement of the text is a LISTEN or UNLISTEN.
 pub fn mentions_listen(text: &[u8]) -> bool {
-    may_mention_listen(text) && find(text) != Finding::None
+    listens(text, Sketch::of(text))
+}
+
+/// [`mentions_listen`] for a text already sketched (`sketch` is [`Sketch::of`] the same
+/// text): the lexer runs only when the word `listen` occurs.
+pub fn listens(text: &[u8], sketch: Sketch) -> bool {
+    sketch.listen() && find(text) != Finding::None
 }
 
 /// False when `bytes` cannot hold the word `listen` in any letter case, so the lexer (which
 /// allocates per statement) need not run: ordinary queries pay one pass over their bytes.
+/// The same finding as [`Sketch::listen`], by a search of its own that is cheaper per byte
+/// (a session asks it of every request before the rewrite sketches the texts).
 pub fn may_mention_listen(bytes: &[u8]) -> bool {
     const WORD: &[u8] = b"listen";
     let mut at = 2;

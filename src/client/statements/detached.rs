@@ -12,7 +12,7 @@
 use bytes::BytesMut;
 
 use super::ClientStatements;
-use super::sql::{Command, examine};
+use super::sql::{Command, Sketch, examine_sketched};
 use crate::protocol::backend;
 use crate::protocol::extended::Parse;
 use crate::protocol::frame::header;
@@ -64,9 +64,7 @@ fn only_named_parses(request: &[u8]) -> bool {
         match tag {
             b'S' => {}
             b'P' => match Parse::read(body) {
-                // A text mentioning unconfined state is recorded by the rewrite, which
-                // notes it for the check at release.
-                Ok(p) if !p.name.is_empty() && examine(p.query) == (Command::Other, false) => {}
+                Ok(p) if !p.name.is_empty() && quiet(p.query) => {}
                 _ => return false,
             },
             _ => return false,
@@ -75,6 +73,18 @@ fn only_named_parses(request: &[u8]) -> bool {
         at += 1 + len;
     }
     at == request.len() && last == b'S'
+}
+
+/// True when a text holds nothing the rewrite refuses or notes: a text mentioning unconfined
+/// state or `set_config` is recorded by the rewrite, which notes it for the checks after it
+/// runs, and a LISTEN is refused there.
+fn quiet(text: &[u8]) -> bool {
+    let sketch = Sketch::of(text);
+    sketch.is_empty()
+        || (!sketch.set_config()
+            && !sketch.unicode()
+            && !sketch.listen()
+            && examine_sketched(text, sketch) == (Command::Other, false))
 }
 
 #[cfg(test)]
@@ -114,6 +124,19 @@ mod tests {
         for request in [
             [parse("", "select 1"), sync.clone()].concat(),
             [parse("P_0", "prepare p as select 1"), sync.clone()].concat(),
+            // Noted or refused by the rewrite, which must see them.
+            [
+                parse("P_0", "select set_config('a', 'b', false)"),
+                sync.clone(),
+            ]
+            .concat(),
+            [parse("P_0", "select U&\"d\\0061ta\""), sync.clone()].concat(),
+            [
+                parse("P_0", "select pg_advisory_xact_lock(1)"),
+                sync.clone(),
+            ]
+            .concat(),
+            [parse("P_0", "LISTEN a"), sync.clone()].concat(),
             [parse("P_0", "select 1"), frame(b'H', b"")].concat(),
             [
                 parse("P_0", "select 1"),

@@ -96,6 +96,24 @@ impl ReplyFilter {
         self.steps.is_empty() && !self.skipping
     }
 
+    /// True when a frame tagged `tag` would be forwarded by [`ReplyFilter::on_frame`] and
+    /// change nothing: no reply is outstanding; or it is a frame PostgreSQL may send at any
+    /// time; or only a ReadyForQuery is awaited and this is not one; or a run of plain
+    /// messages is answered and this frame neither ends nor fails one (a DataRow). The relay
+    /// then skips the filter for it, so the rows of a result cost no call each.
+    #[inline]
+    pub(super) fn forwards_untouched(&self, tag: u8) -> bool {
+        if asynchronous(tag) {
+            return true;
+        }
+        match self.steps.front() {
+            None => !self.skipping,
+            Some(Step::Ready | Step::Sync) => tag != b'Z',
+            Some(Step::Pass(_)) => !ends_reply(tag) && !matches!(tag, b'E' | b'Z' | b'1'),
+            Some(_) => false,
+        }
+    }
+
     /// Records one more message sent upstream (or one owed reply), merging counted runs.
     pub(super) fn push(&mut self, step: Step, cache: &mut Present) {
         if self.skipping && self.steps.is_empty() && step != Step::Sync {
@@ -231,5 +249,87 @@ fn undo(step: &Step, cache: &mut Present) {
         Step::Parse { id: Some(id), .. } => cache.forget(id),
         Step::Parse { id: None, .. } => cache.unnamed_owner = None,
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every frame tag the reply side may meet, and some it should not.
+    const TAGS: &[u8] = b"123ACDEGHINSTWZcdnst\0";
+
+    fn states() -> Vec<ReplyFilter> {
+        let refused = Step::Refused {
+            refusal: Refusal::Listen,
+            extended: false,
+        };
+        let fronts = [
+            vec![],
+            vec![Step::Pass(1), Step::Sync],
+            vec![Step::Pass(3)],
+            vec![Step::Ready],
+            vec![Step::Ready, Step::Owed(b'1')],
+            vec![Step::Sync, Step::Owed(b'3')],
+            vec![
+                Step::Parse {
+                    id: None,
+                    swallow: false,
+                },
+                Step::Sync,
+            ],
+            vec![Step::AddedClose, Step::Sync],
+            vec![Step::Owed(b'1'), Step::Sync],
+            vec![refused, Step::Ready],
+        ];
+        let mut all = Vec::new();
+        for steps in fronts {
+            for skipping in [false, true] {
+                all.push(ReplyFilter {
+                    steps: steps.clone().into(),
+                    skipping,
+                });
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn a_frame_let_through_untouched_is_one_the_filter_forwards_without_a_change() {
+        let mut untouched = 0;
+        for state in states() {
+            for &tag in TAGS {
+                if !state.forwards_untouched(tag) {
+                    continue;
+                }
+                untouched += 1;
+                let mut filter = ReplyFilter {
+                    steps: state.steps.clone(),
+                    skipping: state.skipping,
+                };
+                let mut cache = Present::new(4);
+                let mut out = BytesMut::new();
+                let verdict = filter.on_frame(tag, &mut cache, &mut out);
+                let what = format!("{:?} {}", state, char::from(tag));
+                assert_eq!(verdict, Ok(Verdict::Forward), "{what}");
+                assert_eq!(filter.steps, state.steps, "{what}");
+                assert_eq!(filter.skipping, state.skipping, "{what}");
+                assert!(out.is_empty(), "{what}");
+            }
+        }
+        // The shortcut is taken where the hot path needs it: rows, and a query's replies.
+        assert!(untouched > 50, "{untouched}");
+        let only_ready = ReplyFilter {
+            steps: vec![Step::Ready].into(),
+            skipping: false,
+        };
+        assert!(b"TDCN".iter().all(|&t| only_ready.forwards_untouched(t)));
+        assert!(!only_ready.forwards_untouched(b'Z'));
+        let bound = ReplyFilter {
+            steps: vec![Step::Pass(2), Step::Sync].into(),
+            skipping: false,
+        };
+        assert!(bound.forwards_untouched(b'D'));
+        assert!(!bound.forwards_untouched(b'C') && !bound.forwards_untouched(b'E'));
     }
 }

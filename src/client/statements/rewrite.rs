@@ -6,9 +6,9 @@ use std::ops::Range;
 use bytes::BytesMut;
 
 use super::replies::Step;
-use super::sql::{Command, Unconfined, examine};
-use super::{ClientStatements, StatementId, UpstreamStatements};
-use crate::client::notify::mentions_listen;
+use super::sql::{Command, Sketch, Unconfined, examine_sketched};
+use super::{ClientStatements, Marks, StatementId, UpstreamStatements};
+use crate::client::notify::sql::listens;
 use crate::protocol::ProtocolError;
 use crate::protocol::extended::{
     Bind, Execute, Kind, Parse, Target, write_bind, write_close_statement,
@@ -210,14 +210,14 @@ impl Rewrite<'_> {
                         self.refuse(&range, refusal, false);
                         return Ok(());
                     }
-                    if mentions_listen(text) {
-                        self.refuse(&range, Refusal::Listen, false);
-                        return Ok(());
-                    }
                 }
                 if tag == b'F' {
-                    // A function called by OID: the lexer cannot tell which.
-                    self.client.check_state = true;
+                    // A function called by OID: the lexer cannot tell which (set_config is
+                    // one).
+                    self.client.runs(Marks {
+                        state: true,
+                        settings: true,
+                    });
                 }
                 self.push(step);
             }
@@ -227,17 +227,28 @@ impl Rewrite<'_> {
         Ok(())
     }
 
-    /// Looks at a query text for the commands that touch prepared statements and for state
-    /// that cannot be confined to the client; says why when it must be refused. Otherwise
-    /// says whether the text mentions unconfined state anywhere (and notes that the upstream
-    /// must be checked at release).
-    fn sql(&mut self, text: &[u8]) -> Result<bool, Refusal> {
-        let (command, mentions) = examine(text);
-        self.client.check_state |= mentions;
+    /// Looks at a query text for the commands that touch prepared statements, for state
+    /// that cannot be confined to the client and for LISTEN; says why when it must be
+    /// refused. Otherwise says what the text mentions that calls for checks after it runs
+    /// (unconfined state, `set_config`), and notes them for this request.
+    fn sql(&mut self, text: &[u8]) -> Result<Marks, Refusal> {
+        // One pass over the text serves every check; a text with none of their words (almost
+        // every one) ends here.
+        let sketch = Sketch::of(text);
+        if sketch.is_empty() {
+            return Ok(Marks::default());
+        }
+        let (command, mentions) = examine_sketched(text, sketch);
+        let marks = Marks {
+            state: mentions,
+            // A `U&"…"` identifier may spell set_config with escapes.
+            settings: sketch.set_config() || sketch.unicode(),
+        };
+        self.client.runs(marks);
         match command {
-            Command::Other => Ok(mentions),
-            Command::Named => Err(Refusal::SqlCommand),
-            Command::Unconfined(what) => Err(Refusal::Unconfined(what)),
+            Command::Other => {}
+            Command::Named => return Err(Refusal::SqlCommand),
+            Command::Unconfined(what) => return Err(Refusal::Unconfined(what)),
             Command::DropsAll => {
                 // Safe whatever becomes of the command: a statement the cache wrongly counts
                 // as absent is closed before it is prepared again.
@@ -246,29 +257,28 @@ impl Rewrite<'_> {
                     self.client.by_name.clear();
                     self.client.mentioning.clear();
                 }
-                Ok(mentions)
             }
         }
+        if listens(text, sketch) {
+            return Err(Refusal::Listen);
+        }
+        Ok(marks)
     }
 
     fn parse(&mut self, parse: Parse<'_>, range: &Range<usize>) {
-        let mentions = match self.sql(parse.query) {
-            Ok(mentions) => mentions,
+        let marks = match self.sql(parse.query) {
+            Ok(marks) => marks,
             Err(refusal) => {
                 self.refuse(range, refusal, true);
                 return;
             }
         };
-        if mentions_listen(parse.query) {
-            self.refuse(range, Refusal::Listen, true);
-            return;
-        }
         if self.client.full_for(parse.name) && !parse.name.is_empty() {
             self.refuse(range, Refusal::TooMany, true);
             return;
         }
         if parse.name.is_empty() {
-            self.client.unnamed_mentions = mentions;
+            self.client.unnamed_marks = marks;
             self.up.present.unnamed_owner = Some(self.client.id);
             self.push(Step::Parse {
                 id: None,
@@ -280,8 +290,8 @@ impl Rewrite<'_> {
             .client
             .insert(parse.name, parse.query, parse.raw_types())
             .id;
-        if mentions {
-            self.client.mentioning.insert(parse.name.into());
+        if marks.any() {
+            self.client.mentioning.insert(parse.name.into(), marks);
         }
         self.splice(range);
         // In a failed transaction PostgreSQL refuses the Parse (25P02): it is sent, so the
@@ -303,7 +313,8 @@ impl Rewrite<'_> {
     ) {
         if name.is_empty() {
             if self.up.present.unnamed_owner == Some(self.client.id) {
-                self.client.check_state |= self.client.unnamed_mentions;
+                let marks = self.client.unnamed_marks;
+                self.client.runs(marks);
                 self.push(Step::Pass(1));
             } else {
                 self.refuse(range, Refusal::MissingUnnamed, true);
@@ -314,8 +325,11 @@ impl Rewrite<'_> {
             self.refuse(range, Refusal::Missing(name.into()), true);
             return;
         };
-        if !self.client.mentioning.is_empty() && self.client.mentioning.contains(name) {
-            self.client.check_state = true;
+        // SipHash of the name only when some statement mentions anything.
+        if !self.client.mentioning.is_empty() {
+            if let Some(&marks) = self.client.mentioning.get(name) {
+                self.client.runs(marks);
+            }
         }
         self.splice(range);
         if !self.up.present.touch(&id) {

@@ -15,17 +15,26 @@
 //! command hidden from one reading is still found by the other. Nothing is allocated, and a
 //! text without a semicolon (most of them) is only read as far as its first two words.
 //!
-//! The checks for [`Unconfined`] state run only when one byte pass ([`Mentions`]) found their
-//! words somewhere in the text; then every token of every statement is read (an advisory lock
-//! function may be called anywhere in a statement) in the same lexer pass. `EXPLAIN [ANALYZE]`
-//! is looked through, as it runs the statement it explains.
+//! Before any of that, one byte pass ([`Sketch`]) says whether the text holds the words any
+//! finding needs (`prepare`, `execute`, `deallocate`, `discard`, or those of unconfined
+//! state); a text without them is [`Command::Other`] and the lexer never runs. The same pass
+//! serves the LISTEN and `set_config` checks of the rewrite.
+//!
+//! The checks for [`Unconfined`] state run only when their words occur somewhere in the text
+//! ([`Mentions`]); then every token of every statement is read (an advisory lock function may
+//! be called anywhere in a statement) in the same lexer pass. `EXPLAIN [ANALYZE]` is looked
+//! through, as it runs the statement it explains.
 
+#[cfg(test)]
+mod fast_path;
 pub(crate) mod lexer;
+pub(crate) mod sketch;
 #[cfg(test)]
 mod tests;
 mod unconfined;
 
 use lexer::{Lexer, Token};
+pub use sketch::Sketch;
 pub use unconfined::{Mentions, Unconfined};
 
 /// What a text asks for, weakest first; a text with several statements is classified by its
@@ -53,10 +62,22 @@ pub fn classify(text: &[u8]) -> Command {
 /// Classifies a query text, and says whether it mentions the words of unconfined state
 /// anywhere (strings and bodies included), which the lexer may not have seen in use.
 pub fn examine(text: &[u8]) -> (Command, bool) {
-    let mentions = Mentions::of(text);
+    examine_sketched(text, Sketch::of(text))
+}
+
+/// [`examine`] for a text already sketched (`sketch` must be [`Sketch::of`] the same text).
+pub fn examine_sketched(text: &[u8], sketch: Sketch) -> (Command, bool) {
+    // Every finding below needs one of the sketched words in the text's bytes (a keyword is
+    // a slice of them; the unconfined checks run only on a mention): without one there is
+    // nothing to find.
+    if !sketch.commands() && !sketch.unconfined() && !sketch.unicode() {
+        return (Command::Other, false);
+    }
+    let mentions = Mentions::sketched(text, sketch);
     // Without a backslash both readings are one; without a semicolon or a mention only the
-    // first statement's first words matter. Most texts take neither long way.
-    let command = if !mentions.any() && !text.contains(&b';') {
+    // first statement's first words matter (a string in EXPLAIN's options may end elsewhere
+    // in the other reading, hence no backslash either).
+    let command = if !mentions.any() && !text.contains(&b';') && !text.contains(&b'\\') {
         first_statement(text)
     } else if !text.contains(&b'\\') {
         classify_as(text, false, mentions)

@@ -62,8 +62,17 @@ impl UpstreamStatements {
 
     /// True when no reply is outstanding: every frame now is forwarded as is, so the relay may
     /// skip [`UpstreamStatements::on_reply`] and keep its zero-copy path.
+    #[inline]
     pub fn idle(&self) -> bool {
         self.replies.idle()
+    }
+
+    /// True when a reply frame tagged `tag` needs no [`UpstreamStatements::on_reply`]: it is
+    /// forwarded and changes nothing (no reply outstanding, a DataRow, anything before an
+    /// awaited ReadyForQuery). A superset of [`UpstreamStatements::idle`].
+    #[inline]
+    pub fn forwards_untouched(&self, tag: u8) -> bool {
+        self.replies.forwards_untouched(tag)
     }
 
     /// Writes into `to_client` the replies the proxy owes whose turn has come; call after each
@@ -95,7 +104,7 @@ pub(super) struct Present {
 }
 
 impl Present {
-    fn new(max: usize) -> Self {
+    pub(super) fn new(max: usize) -> Self {
         Present {
             max: max.max(1),
             present: HashMap::new(),

@@ -4,14 +4,14 @@
 //!
 //! # Design
 //!
-//! [`Mentions`] is one pass over the raw bytes, strings and comments included, for the few
-//! words these need (`advisory`, `hold`, `temp`, `authorization`). A text that has none (almost
-//! all of them) is never looked at further, so the statement checks below cost ordinary
+//! [`Mentions`] reads the raw bytes, strings and comments included, for the few words these
+//! need (`advisory`, `hold`, `temp`, `authorization`), once the text's [`Sketch`] found one of
+//! them. A text that has none (almost all of them) is never looked at further, so the statement checks below cost ordinary
 //! queries nothing beyond that pass. The same finding tells the release-time check that a
 //! text, seen or not by the lexer (a `DO` body, a function's), may have left such state.
 
 use super::lexer::Token;
-use super::{Command, Scan, is};
+use super::{Command, Scan, Sketch, is};
 
 /// What a client asked for that transaction mode cannot confine to it; each is refused with
 /// SQLSTATE 0A000 and [`Unconfined::message`].
@@ -76,29 +76,26 @@ pub struct Mentions {
 }
 
 impl Mentions {
-    /// Reads `text` once, bytes as they are (strings, comments and bodies included).
-    pub fn of(text: &[u8]) -> Self {
-        // Almost no text holds any of the four words' first four letters: one branch-free pass
-        // over 4-byte windows (ASCII case folded, other bytes folded somewhere harmless) says
-        // so, and only a text that does is read word by word.
-        const STEMS: [u32; 4] = [
-            u32::from_le_bytes(*b"advi"),
-            u32::from_le_bytes(*b"auth"),
-            u32::from_le_bytes(*b"hold"),
-            u32::from_le_bytes(*b"temp"),
-        ];
-        let mut candidate = false;
-        for w in text.windows(4) {
-            let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) | 0x2020_2020;
-            candidate |= STEMS.iter().fold(false, |hit, &stem| hit | (v == stem));
+    /// Reads `text`, bytes as they are (strings, comments and bodies included), word by word
+    /// only when its sketch (`sketch` is [`Sketch::of`] the same text) found one of the four
+    /// words. A `U&"…"` identifier may spell any of them (a lock function's
+    /// name, `pg_temp`) with escapes, so it counts as a mention of all four.
+    pub fn sketched(text: &[u8], sketch: Sketch) -> Self {
+        if sketch.unicode() {
+            return Mentions {
+                advisory: true,
+                hold: true,
+                temp: true,
+                authorization: true,
+            };
         }
-        if !candidate {
+        if !sketch.unconfined() {
             return Mentions::default();
         }
         Self::by_words(text)
     }
 
-    fn by_words(text: &[u8]) -> Self {
+    pub(super) fn by_words(text: &[u8]) -> Self {
         let mut m = Mentions::default();
         let mut prev_letter = false;
         for (at, &b) in text.iter().enumerate() {

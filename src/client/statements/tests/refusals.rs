@@ -243,3 +243,54 @@ fn text_the_lexer_cannot_judge_calls_for_a_check_at_release() {
         .expect("rewrite");
     assert!(check(&mut c));
 }
+
+#[test]
+fn text_that_may_call_set_config_calls_for_the_settings_to_be_read() {
+    let mut c = Client::new();
+    let mut up = Upstream::new(10);
+    let check = |c: &mut Client| c.statements.take_settings_check();
+    c.send_only(
+        &mut up,
+        &Req::new().query("select reset_conf, configured from t"),
+    );
+    assert!(!check(&mut c), "an ordinary query costs no read");
+    c.send_only(
+        &mut up,
+        &Req::new().query("select 1; SELECT SET_CONFIG('a.b', 'c', false)"),
+    );
+    assert!(check(&mut c));
+    assert!(!check(&mut c), "once per mention");
+    // Escapes can spell the name without its letters.
+    c.send_only(
+        &mut up,
+        &Req::new().query("select U&\"s\\0065t_config\"('a.b', 'c', false)"),
+    );
+    assert!(check(&mut c));
+    // A named statement prepared now and run later, on an upstream that already has it: the
+    // Bind holds no set_config, the statement does.
+    let body = "select set_config('a.b', $1, false)";
+    c.send_only(&mut up, &Req::new().parse("s", body).sync());
+    check(&mut c);
+    let run = Req::new().bind("", "s").execute("").sync();
+    let (_, sent) = c.exchange_only(&mut up, &run);
+    assert_eq!(tags(&sent), "BES", "nothing prepared again");
+    assert!(check(&mut c));
+    // Replaced by a harmless text, it no longer is.
+    c.send_only(&mut up, &Req::new().parse("s", "select 1").sync());
+    check(&mut c);
+    c.send_only(&mut up, &run);
+    assert!(!check(&mut c));
+    // The unnamed statement, bound again later by the client that parsed it.
+    c.send_only(&mut up, &Req::new().parse("", body).sync());
+    check(&mut c);
+    c.send_only(&mut up, &Req::new().bind("", "").execute("").sync());
+    assert!(check(&mut c));
+    // A fast-path function call may call set_config by its OID.
+    let mut call = BytesMut::from(&[b'F', 0, 0, 0, 14, 0, 0, 8, 30, 0, 0, 0, 0, 0, 0][..]);
+    call.extend_from_slice(&Req::new().sync());
+    let (mut out, mut heard) = (BytesMut::new(), BytesMut::new());
+    c.statements
+        .rewrite(&call, b'I', &mut up.state, &mut out, &mut heard)
+        .expect("rewrite");
+    assert!(check(&mut c));
+}
