@@ -112,13 +112,28 @@ pub fn serve(
         user = tracing::field::Empty,
         db = tracing::field::Empty
     );
-    serve_client(shared, stream, peer, seat, Id { id, span })
-}
-
-/// Who a connection is in the logs: its registry id and its span.
-struct Id {
-    id: u64,
-    span: Span,
+    let _ = stream.set_nodelay(true);
+    let accepted = Accepted {
+        id,
+        peer,
+        local: stream.local_addr().ok(),
+        connected_at: std::time::SystemTime::now(),
+    };
+    // The login is boxed, and takes everything only it needs, before the task's own future is
+    // made: that future is the task's room for as long as the client stays, so it holds only
+    // what every phase needs (the pool registry, the seat, the span) and the phase's box.
+    let overflow = seat.overflow;
+    let login = Box::pin(log_in(shared.clone(), stream, accepted, overflow).instrument(span.clone()));
+    async move {
+        let Some((stream, login, accepted)) = login.await else {
+            return;
+        };
+        let result = serve_logged_in(shared, stream, login, accepted, span.clone()).await;
+        if let Err(e) = result {
+            span.in_scope(|| debug!(error = %e, "client connection ended"));
+        }
+        drop(seat);
+    }
 }
 
 /// What a connection is, fixed when it is accepted.
@@ -129,46 +144,21 @@ struct Accepted {
     connected_at: std::time::SystemTime,
 }
 
-/// Logs the client in, then serves it. Both phases are boxed: each is far larger than this
-/// future, and a client's task holds its largest state for as long as the client stays, so
-/// boxed, an idle client holds only what its session needs and nothing of its login.
-async fn serve_client(
+/// The handshake and authentication, within `client_login_timeout` (shorter for a client
+/// above `max_client_conn`, on its `overflow` seat). `None` when the connection ended before
+/// a login could even be judged.
+async fn log_in(
     shared: Arc<Shared>,
     stream: TcpStream,
-    peer: SocketAddr,
-    seat: Seat,
-    id: Id,
-) {
-    let _ = stream.set_nodelay(true);
-    let Id { id, span } = id;
-    let accepted = Accepted {
-        id,
-        peer,
-        local: stream.local_addr().ok(),
-        connected_at: std::time::SystemTime::now(),
-    };
-    let login = Box::pin(log_in(&shared, stream, &seat).instrument(span.clone()));
-    let Some((stream, login)) = login.await else {
-        return;
-    };
-    let result = serve_logged_in(shared, stream, login, accepted, span.clone()).await;
-    if let Err(e) = result {
-        span.in_scope(|| debug!(error = %e, "client connection ended"));
-    }
-    drop(seat);
-}
-
-/// The handshake and authentication, within `client_login_timeout`. `None` when the
-/// connection ended before a login could even be judged.
-async fn log_in(
-    shared: &Arc<Shared>,
-    stream: TcpStream,
-    seat: &Seat,
+    accepted: Accepted,
+    overflow: bool,
 ) -> Option<(
     ClientStream,
     Result<Option<handshake::LoggedIn>, ClientError>,
+    Accepted,
 )> {
-    let budget = if seat.overflow {
+    let shared = &shared;
+    let budget = if overflow {
         admission::OVERFLOW_TIMEOUT.min(shared.client_login_timeout)
     } else {
         shared.client_login_timeout
@@ -181,7 +171,7 @@ async fn log_in(
             return None;
         }
     };
-    if seat.overflow {
+    if overflow {
         let allowed = admission::refuse_unless_allowed(&mut stream, &mut buf);
         let allowed = tokio::time::timeout_at(deadline, allowed)
             .await
@@ -201,7 +191,7 @@ async fn log_in(
             shared.instruments.auth_failed(AuthFailure::Timeout);
             Err(ClientError::refused("08P01", "login timeout"))
         });
-    Some((stream, login))
+    Some((stream, login, accepted))
 }
 
 /// What serving a client after its login is: a boxed future, so it holds exactly its own

@@ -86,6 +86,12 @@ impl ClientNotify {
         status == b'I' && (!self.named.is_empty() || sql::may_mention_listen(request))
     }
 
+    /// [`ClientNotify::may_answer`] for a client that has none yet (it never sent a LISTEN
+    /// or UNLISTEN request, so it holds no named one either).
+    pub fn may_answer_first(request: &[u8], status: u8) -> bool {
+        status == b'I' && sql::may_mention_listen(request)
+    }
+
     /// Appends the notifications waiting for the client to `out`.
     pub fn deliver(&self, out: &mut BytesMut) -> Result<(), Overflowed> {
         match &self.subscription {

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tracing::{Instrument, Span, debug};
 
 use super::ClientError;
+use super::cancel::CancelKey;
 use super::handshake::Login;
 use super::notify::ClientNotify;
 use super::relay::{Buffers, Meter, RelayEnd, Signals, Tracker, relay, spare};
@@ -52,7 +53,7 @@ const KILLED: &str = "terminating connection: terminated by administrator (KILL)
 pub struct Session {
     shared: std::sync::Arc<Shared>,
     client: ClientStream,
-    login: Login,
+    login: Joined,
     bufs: Buffers,
     track: Tracker,
     /// A complete request (through Sync, Flush or a Query) is buffered.
@@ -64,8 +65,9 @@ pub struct Session {
     statements: Option<ClientStatements>,
     /// The client's session settings, put on every upstream before it serves the client.
     settings: super::settings::ClientSettings,
-    /// Transaction mode: the client's LISTEN channels on the pool's listener.
-    notify: Option<ClientNotify>,
+    /// Transaction mode: the client's LISTEN channels on the pool's listener, made at its
+    /// first LISTEN / UNLISTEN request (boxed: most clients never send one).
+    notify: Option<Box<ClientNotify>>,
     /// Session mode: why the last move was refused, named in the error the session ends with
     /// if its lease reaches its hard deadline.
     pinned_by: Option<String>,
@@ -82,6 +84,14 @@ pub struct Session {
     /// The client's log span (its registry id, peer, user, database), entered only where
     /// the session may log (see [`serve`]), not on every poll.
     span: Span,
+}
+
+/// What a session keeps of its login: the pool it joined and its cancel key. The rest (the
+/// startup packet, bytes pipelined behind it, the settings) is taken apart at the start, so an
+/// idle client holds none of it; its user and database are in its registry entry.
+struct Joined {
+    pool: PoolEntry,
+    cancel: CancelKey,
 }
 
 enum Next {
@@ -101,14 +111,22 @@ impl Session {
     pub fn new(
         shared: std::sync::Arc<Shared>,
         client: ClientStream,
-        mut login: Login,
+        login: Login,
         info: ClientInfo,
         span: Span,
     ) -> Self {
+        let Login {
+            pool,
+            cancel,
+            pending,
+            settings,
+            startup: _,
+        } = login;
+        let login = Joined { pool, cancel };
         // Bytes the client pipelined behind its login; none usually, and then nothing is
         // allocated until it sends its first request.
         let mut bufs = Buffers {
-            c2u: std::mem::take(&mut login.pending),
+            c2u: pending,
             ..Buffers::default()
         };
         bufs.release_empty();
@@ -118,8 +136,8 @@ impl Session {
         let transaction = login.pool.mode == PoolMode::Transaction;
         let tracked = transaction && shared.max_prepared_statements > 0;
         Session {
-            settings: std::mem::take(&mut login.settings),
-            notify: transaction.then(|| ClientNotify::new(login.pool.pool.clone())),
+            settings,
+            notify: None,
             statements: tracked.then(ClientStatements::new),
             registration,
             pinned_by: None,
@@ -144,7 +162,15 @@ impl Session {
     }
 
     /// Serves requests until the client leaves.
-    pub async fn run(mut self) -> Result<(), ClientError> {
+    ///
+    /// A function returning an `async move` block rather than an `async fn`: an `async fn`
+    /// taking `self` by value keeps both the argument and the moved-in binding in its state
+    /// machine, so every idle client would carry its whole `Session` twice.
+    pub fn run(mut self) -> impl std::future::Future<Output = Result<(), ClientError>> + Send {
+        async move { self.serve_until_gone().await }
+    }
+
+    async fn serve_until_gone(&mut self) -> Result<(), ClientError> {
         loop {
             let e = match self.read_request().await? {
                 Next::Request => None,
@@ -331,16 +357,24 @@ impl Session {
     /// Transaction mode: whether the buffered request may be a LISTEN / UNLISTEN one for
     /// [`Session::answer_listen`] (a cheap look, no allocation).
     fn may_answer_listen(&self) -> bool {
+        if self.login.pool.mode != PoolMode::Transaction {
+            return false;
+        }
         let request = &self.bufs.c2u[..self.bufs.fscan.forwardable()];
-        (self.notify.as_ref()).is_some_and(|n| n.may_answer(request, self.track.status))
+        match &self.notify {
+            Some(n) => n.may_answer(request, self.track.status),
+            None => ClientNotify::may_answer_first(request, self.track.status),
+        }
     }
 
     /// Transaction mode: answers a LISTEN / UNLISTEN request through the pool's listener (see
     /// [`ClientNotify::answer`]). True when it was answered.
     async fn answer_listen(&mut self) -> Result<bool, ClientError> {
-        let Some(notify) = self.notify.as_mut() else {
+        if self.login.pool.mode != PoolMode::Transaction {
             return Ok(false);
-        };
+        }
+        let pool = &self.login.pool.pool;
+        let notify = (self.notify).get_or_insert_with(|| Box::new(ClientNotify::new(pool.clone())));
         let request = &self.bufs.c2u[..self.bufs.fscan.forwardable()];
         let status = self.track.status;
         let Some(syncs) = notify.answer(request, status, &mut self.bufs.u2c).await else {

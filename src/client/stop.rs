@@ -282,6 +282,11 @@ impl Registration {
         self.entry.info.id
     }
 
+    /// The client's fixed facts (who it logged in as, from where).
+    pub fn info(&self) -> &ClientInfo {
+        &self.entry.info
+    }
+
     /// Records a state transition: the entry's state and the pool's gauges move together.
     pub fn set_state(&self, state: ClientState) {
         if state == ClientState::Waiting {

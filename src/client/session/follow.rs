@@ -15,12 +15,8 @@ impl Session {
         }
         // Set again below if the session does move (its new pool is in service).
         self.stays_on_retired = true;
-        let startup = &self.login.startup;
-        let (Some(user), database) = (startup.user(), startup.database().unwrap_or_default())
-        else {
-            return;
-        };
-        let Some(next) = self.shared.pool(database, user) else {
+        let info = self.registration.info();
+        let Some(next) = self.shared.pool(&info.database, &info.user) else {
             return;
         };
         if next.mode != self.login.pool.mode {
