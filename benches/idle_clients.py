@@ -1,12 +1,13 @@
 """Client side of benches/idle_clients.sh: opens many authenticated connections with asyncpg.
 
-    idle_clients.py hold N PORT     open N clients, print "open N", hold them idle until a line
+    idle_clients.py hold N PORT     open N clients (with IDLE_QUERY=1, the default, each then
+                                    runs SELECT 1), print "open N", hold them idle until a line
                                     (or EOF) arrives on stdin, close them all, print "closed"
     idle_clients.py cycle N PORT    open N clients, run SELECT 1 on each, close them all, print
                                     "cycled N"
 
-The password comes from PGPASSWORD, the user and database are `bench`. Logins run at most
-CONNECT_CONCURRENCY at a time, so the proxy sees a steady stream of SCRAM exchanges rather
+The password comes from PGPASSWORD, the user and database are `bench`. Logins (and the
+queries) run at most CONNECT_CONCURRENCY at a time, so the proxy sees a steady stream of SCRAM exchanges rather
 than N at once (which would measure its login queue, not its idle clients).
 """
 
@@ -52,17 +53,31 @@ async def close_all(conns):
 
 async def hold(n, port):
     conns = await open_all(n, port)
+    if os.environ.get("IDLE_QUERY", "1") == "1":
+        await select_one(conns)
     print(f"open {len(conns)}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     await close_all(conns)
     print("closed", flush=True)
 
 
-async def cycle(n, port):
-    conns = await open_all(n, port)
-    values = await asyncio.gather(*(c.fetchval("SELECT 1") for c in conns))
+async def select_one(conns):
+    # As many at once as logins: a client that ran a query and went idle is measured, not
+    # N requests queued for the pool together.
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(c):
+        async with gate:
+            return await c.fetchval("SELECT 1")
+
+    values = await asyncio.gather(*(one(c) for c in conns))
     if any(v != 1 for v in values):
         raise SystemExit("SELECT 1 returned something else")
+
+
+async def cycle(n, port):
+    conns = await open_all(n, port)
+    await select_one(conns)
     await close_all(conns)
     print(f"cycled {len(conns)}", flush=True)
 

@@ -2,8 +2,8 @@
 # Benchmark: what idle clients cost pglease and PgBouncer in memory, on a throwaway
 # PostgreSQL cluster with SCRAM users. Per proxy: RSS before, RSS with N authenticated idle
 # clients (asyncpg, from a venv this script makes), KiB per client and RSS after they all
-# left; then, on freshly started proxies, ROUNDS rounds of CYCLE_CLIENTS clients that connect,
-# run one query and leave, with RSS at the end of each round and the ratio last/first.
+# left (by default each ran one query before going idle: IDLE_QUERY); then, on freshly
+# started proxies, ROUNDS rounds of CYCLE_CLIENTS clients that connect, run one query and leave, with RSS at the end of each round and the ratio last/first.
 # Uses benches/pgbench.sh's helpers (cluster, proxies, cleanup). See benches/README.md.
 set -euo pipefail
 
@@ -17,6 +17,9 @@ VENV=${VENV:-${TMPDIR:-/tmp}/pglease-bench-venv}  # kept between runs: made once
 SCALE=${SCALE:-1}                  # pgbench -i -s (no pgbench runs; the table is not used)
 MODE=${MODE:-transaction}
 POOL_SIZE=${POOL_SIZE:-10}
+# 1 = each idle client first runs one query (SELECT 1) and is held idle after it, as a web
+# server's pooled connection is between requests; 0 = held straight after its login.
+IDLE_QUERY=${IDLE_QUERY:-1}
 # Also read (see benches/pgbench.sh): PGLEASE_BIN, PGBOUNCER_BIN, PGLEASE_LD_PRELOAD (glibc,
 # jemalloc, mimalloc or a library path, preloaded into pglease), SUMMARY_FILE, KEEP_TMP.
 
@@ -74,7 +77,7 @@ idle_test() {
   pid=$(target_pid "$t") port=$(target_port "$t")
   sleep "$SETTLE"
   before=$(rss_kib "$pid")
-  coproc DRIVER { PGPASSWORD=$BENCH_PASSWORD exec "$VENV/bin/python" "$HERE/idle_clients.py" hold "$N" "$port"; }
+  coproc DRIVER { PGPASSWORD=$BENCH_PASSWORD IDLE_QUERY=$IDLE_QUERY exec "$VENV/bin/python" "$HERE/idle_clients.py" hold "$N" "$port"; }
   read -r line <&"${DRIVER[0]}" || die "$t: the driver ended before opening $N clients"
   [[ $line == "open $N" ]] || die "$t: driver said '$line'"
   sleep "$SETTLE"
@@ -110,8 +113,8 @@ growth_test() {
 
 idle_report() {
   local t
-  printf '\nIdle clients: N=%s, MODE=%s, POOL_SIZE=%s, asyncpg, SCRAM; pgbouncer %s; RSS in KiB\n' \
-    "$N" "$MODE" "$POOL_SIZE" "${PGBOUNCER_VERSION:-not run}"
+  printf '\nIdle clients: N=%s, MODE=%s, POOL_SIZE=%s, IDLE_QUERY=%s, asyncpg, SCRAM; pgbouncer %s; RSS in KiB\n' \
+    "$N" "$MODE" "$POOL_SIZE" "$IDLE_QUERY" "${PGBOUNCER_VERSION:-not run}"
   printf '%-18s %10s %12s %14s %10s\n' target before "with N idle" "KiB/client" after
   while read -r t before held after; do
     printf '%-18s %10s %12s %14s %10s\n' "$(label "$t")" "$before" "$held" \

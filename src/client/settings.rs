@@ -76,8 +76,10 @@ pub fn reported_name(name: &str) -> Option<&'static str> {
 pub struct ClientSettings {
     /// Its startup parameters: what a `RESET` returns to.
     startup: Map,
-    /// What it has now: the startup values overlaid by its own changes.
-    current: Map,
+    /// What it has now, once that differs from `startup`: the startup values overlaid by its
+    /// own changes. `None` while it changed nothing, so a client that never sets anything
+    /// keeps one copy of its settings, not two.
+    changed: Option<Map>,
 }
 
 /// Why what a client changed could not be learned; the upstream is closed.
@@ -95,25 +97,30 @@ impl ClientSettings {
     /// Settings that start as `startup` (as [`startup::settings`] gives them).
     pub fn new(startup: Map) -> ClientSettings {
         ClientSettings {
-            current: startup.clone(),
             startup,
+            changed: None,
         }
+    }
+
+    /// What the client has now.
+    fn current(&self) -> &Map {
+        self.changed.as_ref().unwrap_or(&self.startup)
     }
 
     /// True when `up` already holds exactly these settings: the hot path, one comparison.
     pub fn applied_on(&self, up: &Checkout) -> bool {
-        self.current == up.state().params
+        *self.current() == up.state().params
     }
 
     /// Records that a session move recreated these settings on `up`.
     pub fn moved_onto(&self, up: &mut Checkout) {
-        up.state_mut().params = self.current.clone();
+        up.state_mut().params = self.current().clone();
     }
 
     /// Makes `up`'s settings the client's, unless they already are.
     pub async fn apply(&self, up: &mut Checkout) -> Result<(), UpstreamError> {
         if !self.applied_on(up) {
-            apply(up, &self.current, false).await?;
+            apply(up, self.current(), false).await?;
         }
         Ok(())
     }
@@ -143,9 +150,9 @@ impl ClientSettings {
             }
         }
         up.state_mut().params = on_upstream;
-        self.current = current;
+        self.changed = (current != self.startup).then_some(current);
         if !self.applied_on(up) {
-            for (name, value) in apply(up, &self.current, false).await? {
+            for (name, value) in apply(up, self.current(), false).await? {
                 if let Some(reported) = reported_name(&name) {
                     backend::parameter_status(out, reported, &value);
                 }

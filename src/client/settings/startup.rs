@@ -40,6 +40,8 @@ pub fn settings(startup: &Startup) -> Result<Map, ClientError> {
         }
         insert(&mut map, &lower, value)?;
     }
+    // Kept for the client's whole session: no room beyond what it holds.
+    map.shrink_to_fit();
     Ok(map)
 }
 
