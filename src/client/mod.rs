@@ -123,7 +123,8 @@ pub fn serve(
     // made: that future is the task's room for as long as the client stays, so it holds only
     // what every phase needs (the pool registry, the seat, the span) and the phase's box.
     let overflow = seat.overflow;
-    let login = Box::pin(log_in(shared.clone(), stream, accepted, overflow).instrument(span.clone()));
+    let login =
+        Box::pin(log_in(shared.clone(), stream, accepted, overflow).instrument(span.clone()));
     async move {
         let Some((stream, login, accepted)) = login.await else {
             return;
