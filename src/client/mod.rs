@@ -211,19 +211,18 @@ fn serve_logged_in(
 ) -> Served {
     match login {
         Ok(Some(handshake::LoggedIn::Pool(login))) => {
+            let startup = &login.startup;
             let info = stop::ClientInfo {
                 id: accepted.id,
-                user: login.startup.user().unwrap_or_default().to_owned(),
-                database: login.startup.database().unwrap_or_default().to_owned(),
+                names: stop::Names::new(
+                    startup.user().unwrap_or_default(),
+                    startup.database().unwrap_or_default(),
+                    startup.get("application_name").unwrap_or_default(),
+                ),
                 peer: accepted.peer,
                 local: accepted.local,
                 connected_at: accepted.connected_at,
                 tls: stream.is_tls(),
-                application_name: login
-                    .startup
-                    .get("application_name")
-                    .unwrap_or_default()
-                    .to_owned(),
             };
             Box::pin(session::Session::new(shared, stream, login, info, span).run())
         }

@@ -22,7 +22,7 @@ use crate::pool::PoolStats;
 
 mod info;
 
-pub use info::{ClientInfo, ClientState};
+pub use info::{ClientInfo, ClientState, Names};
 
 /// One client's "please leave" flag (a shutdown) and its "end now" flag (`KILL`).
 #[derive(Debug, Default)]
@@ -353,13 +353,11 @@ mod tests {
     fn info(id: u64) -> ClientInfo {
         ClientInfo {
             id,
-            user: "u".into(),
-            database: "d".into(),
+            names: Names::new("u", "d", ""),
             peer: ([127, 0, 0, 1], 5000).into(),
             local: None,
             connected_at: std::time::SystemTime::now(),
             tls: false,
-            application_name: String::new(),
         }
     }
 

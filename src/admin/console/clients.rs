@@ -33,8 +33,8 @@ pub fn clients(shared: &Shared) -> Table {
         let (local_addr, local_port) = split(info.local);
         t.row(vec![
             text("C"),
-            text(&info.user),
-            text(&info.database),
+            text(info.user()),
+            text(info.database()),
             text(client.state().as_str()),
             text(info.peer.ip().to_string()),
             int(info.peer.port()),
@@ -44,7 +44,7 @@ pub fn clients(shared: &Shared) -> Table {
             int(waited.as_secs()),
             int(waited.subsec_micros()),
             text(if info.tls { "TLS" } else { "" }),
-            text(&info.application_name),
+            text(info.application_name()),
             int(info.id),
         ]);
     }

@@ -80,7 +80,10 @@ fn longest_waits(shared: &Shared) -> HashMap<(String, String), Duration> {
             continue;
         }
         let waited = shared.clients.waited(&client);
-        let key = (client.info.database.clone(), client.info.user.clone());
+        let key = (
+            client.info.database().to_owned(),
+            client.info.user().to_owned(),
+        );
         let longest = waits.entry(key).or_default();
         *longest = (*longest).max(waited);
     }

@@ -16,7 +16,7 @@ impl Session {
         // Set again below if the session does move (its new pool is in service).
         self.stays_on_retired = true;
         let info = self.registration.info();
-        let Some(next) = self.shared.pool(&info.database, &info.user) else {
+        let Some(next) = self.shared.pool(info.database(), info.user()) else {
             return;
         };
         if next.mode != self.login.pool.mode {

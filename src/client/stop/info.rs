@@ -8,10 +8,8 @@ use std::time::SystemTime;
 pub struct ClientInfo {
     /// The registry's id: in the client's log span, `SHOW CLIENTS` and `KILL`.
     pub id: u64,
-    /// The local user it logged in as.
-    pub user: String,
-    /// The database it asked for.
-    pub database: String,
+    /// Who it is and what it asked for (see [`Names`]).
+    pub names: Names,
     /// Its address.
     pub peer: SocketAddr,
     /// The proxy's address on that connection.
@@ -20,8 +18,60 @@ pub struct ClientInfo {
     pub connected_at: SystemTime,
     /// Whether it uses TLS.
     pub tls: bool,
+}
+
+impl ClientInfo {
+    /// The local user it logged in as.
+    pub fn user(&self) -> &str {
+        self.names.user()
+    }
+
+    /// The database it asked for.
+    pub fn database(&self) -> &str {
+        self.names.database()
+    }
+
     /// The `application_name` it sent, empty when none.
-    pub application_name: String,
+    pub fn application_name(&self) -> &str {
+        self.names.application_name()
+    }
+}
+
+/// A client's user, database and `application_name`, in one allocation: every connected
+/// client keeps them for `SHOW CLIENTS`, so three strings each would cost it two more heap
+/// blocks and their headers.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// The three, one after the other.
+    text: Box<str>,
+    /// Where the user ends and the database begins.
+    user_end: usize,
+    /// Where the database ends and the `application_name` begins.
+    database_end: usize,
+}
+
+impl Names {
+    /// The names of a client that logged in as `user` to `database` as `application_name`.
+    pub fn new(user: &str, database: &str, application_name: &str) -> Names {
+        let text = [user, database, application_name].concat().into_boxed_str();
+        Names {
+            text,
+            user_end: user.len(),
+            database_end: user.len() + database.len(),
+        }
+    }
+
+    fn user(&self) -> &str {
+        &self.text[..self.user_end]
+    }
+
+    fn database(&self) -> &str {
+        &self.text[self.user_end..self.database_end]
+    }
+
+    fn application_name(&self) -> &str {
+        &self.text[self.database_end..]
+    }
 }
 
 /// What a client is doing, with PgBouncer's names.
@@ -52,5 +102,29 @@ impl ClientState {
             ClientState::Waiting => "waiting",
             ClientState::Idle => "idle",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Names;
+
+    #[test]
+    fn names_give_back_each_part_whole_even_empty_or_multibyte() {
+        let n = Names::new("app", "bench", "");
+        assert_eq!(
+            (n.user(), n.database(), n.application_name()),
+            ("app", "bench", "")
+        );
+        let n = Names::new("", "dé", "wörker ✓");
+        assert_eq!(
+            (n.user(), n.database(), n.application_name()),
+            ("", "dé", "wörker ✓")
+        );
+        let n = Names::new("u", "", "a");
+        assert_eq!(
+            (n.user(), n.database(), n.application_name()),
+            ("u", "", "a")
+        );
     }
 }
