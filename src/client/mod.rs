@@ -97,7 +97,8 @@ const NO_CONNECT_DETAIL: &str = "User does not have CONNECT privilege.";
 /// A plain function, not an `async fn`, so the task holds no second generator around the
 /// client's future (which would keep room for both). The client's log span is entered by
 /// each phase where it may log: the whole login, but only the rare paths of a session (see
-/// [`session`]), so no span is entered on every poll of the data path.
+/// [`session`]), so no span is entered on every poll of the data path, and a logged-in
+/// client does not keep one (its session makes one with the same fields when it logs).
 pub fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -121,7 +122,7 @@ pub fn serve(
     };
     // The login is boxed, and takes everything only it needs, before the task's own future is
     // made: that future is the task's room for as long as the client stays, so it holds only
-    // what every phase needs (the pool registry, the seat, the span) and the phase's box.
+    // what every phase needs (the pool registry, the seat) and the phase's box.
     let overflow = seat.overflow;
     let login =
         Box::pin(log_in(shared.clone(), stream, accepted, overflow).instrument(span.clone()));
@@ -129,10 +130,7 @@ pub fn serve(
         let Some((stream, login, accepted)) = login.await else {
             return;
         };
-        let result = serve_logged_in(shared, stream, login, accepted, span.clone()).await;
-        if let Err(e) = result {
-            span.in_scope(|| debug!(error = %e, "client connection ended"));
-        }
+        serve_logged_in(shared, stream, login, accepted, span).await;
         drop(seat);
     }
 }
@@ -197,7 +195,26 @@ async fn log_in(
 
 /// What serving a client after its login is: a boxed future, so it holds exactly its own
 /// state (a session's, the console's or a refusal's).
-type Served = Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>;
+type Served = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A client's log span once it logged in: its registry id (as `SHOW CLIENTS` and `KILL` name
+/// it), its address, and who it is. The span made at accept has the same fields, the last two
+/// recorded at login.
+pub(crate) fn client_span(id: u64, peer: SocketAddr, user: &str, db: &str) -> Span {
+    info_span!("client", id, %peer, user, db)
+}
+
+/// `served` inside `span`, with why it ended logged there.
+fn in_span(
+    served: impl Future<Output = Result<(), ClientError>> + Send + 'static,
+    span: Span,
+) -> Served {
+    Box::pin(async move {
+        if let Err(e) = served.instrument(span.clone()).await {
+            span.in_scope(|| debug!(error = %e, "client connection ended"));
+        }
+    })
+}
 
 /// Serves a client whose login was judged: its session, the admin console, or the error it
 /// is refused with. Not an `async fn`: one would keep its arguments (the whole login) beside
@@ -224,24 +241,32 @@ fn serve_logged_in(
                 connected_at: accepted.connected_at,
                 tls: stream.is_tls(),
             };
-            Box::pin(session::Session::new(shared, stream, login, info, span).run())
+            // The login's span ends here; the session makes its own when it logs.
+            drop(span);
+            Box::pin(session::Session::new(shared, stream, login, info).run())
         }
         Ok(Some(handshake::LoggedIn::Console(admin))) => match shared.console.clone() {
-            Some(console) => Box::pin(console(shared, stream, admin).instrument(span)),
-            None => Box::pin(async move {
-                let e = ClientError::refused("08004", "the admin console is not available");
+            Some(console) => in_span(console(shared, stream, admin), span),
+            None => in_span(
+                async move {
+                    let e = ClientError::refused("08004", "the admin console is not available");
+                    refuse(&mut stream, &e).await;
+                    Err(e)
+                },
+                span,
+            ),
+        },
+        Ok(None) => Box::pin(std::future::ready(())),
+        Err(e) => in_span(
+            async move {
+                if let Some(code) = e.sqlstate() {
+                    shared.instruments.error_sent(code);
+                }
                 refuse(&mut stream, &e).await;
                 Err(e)
-            }),
-        },
-        Ok(None) => Box::pin(std::future::ready(Ok(()))),
-        Err(e) => Box::pin(async move {
-            if let Some(code) = e.sqlstate() {
-                shared.instruments.error_sent(code);
-            }
-            refuse(&mut stream, &e).await;
-            Err(e)
-        }),
+            },
+            span,
+        ),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use tracing::{Instrument, Span};
+use tracing::{Instrument, Span, debug};
 
 use super::ClientError;
 use super::cancel::CancelKey;
@@ -77,9 +77,6 @@ pub struct Session {
     /// re-armed after (never re-created), so neither the idle wait nor each transaction
     /// carries or allocates one.
     idle_sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    /// The client's log span (its registry id, peer, user, database), entered only where
-    /// the session may log (see [`serve`]), not on every poll.
-    span: Span,
 }
 
 /// What a session keeps of its login: the pool it joined and its cancel key. The rest (the
@@ -91,14 +88,12 @@ struct Joined {
 }
 
 impl Session {
-    /// A session for a client that just logged in, registered under `info` (idle), logging
-    /// in `span`.
+    /// A session for a client that just logged in, registered under `info` (idle).
     pub fn new(
         shared: std::sync::Arc<Shared>,
         client: ClientStream,
         login: Login,
         info: ClientInfo,
-        span: Span,
     ) -> Self {
         let Login {
             pool,
@@ -138,7 +133,6 @@ impl Session {
             bufs,
             track: Tracker::default(),
             request_ready: false,
-            span,
         }
     }
 
@@ -152,8 +146,22 @@ impl Session {
     /// taking `self` by value keeps both the argument and the moved-in binding in its state
     /// machine, so every idle client would carry its whole `Session` twice.
     #[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
-    pub fn run(mut self) -> impl std::future::Future<Output = Result<(), ClientError>> + Send {
-        async move { self.serve_until_gone().await }
+    pub fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            if let Err(e) = self.serve_until_gone().await {
+                self.span()
+                    .in_scope(|| debug!(error = %e, "client connection ended"));
+            }
+        }
+    }
+
+    /// The client's log span (its registry id, peer, user and database), made for the rare
+    /// paths that may log rather than kept: a span lives in the log subscriber's registry
+    /// with its fields formatted, which would be several hundred bytes more for every idle
+    /// client. Each one made carries the same fields, so its lines read as the client's.
+    fn span(&self) -> Span {
+        let info = self.registration.info();
+        super::client_span(info.id, info.peer, info.user(), info.database())
     }
 
     async fn serve_until_gone(&mut self) -> Result<(), ClientError> {
@@ -163,7 +171,7 @@ impl Session {
                 Next::Closed => return Ok(()),
                 Next::Stopped => Some(ClientError::refused("57P01", SHUTTING_DOWN)),
                 Next::Killed => {
-                    let span = self.span.clone();
+                    let span = self.span();
                     return Err(Box::pin(self.killed()).instrument(span).await);
                 }
                 Next::IdleTimeout => Some(ClientError::refused(

@@ -111,12 +111,12 @@ impl Session {
                     Signal::Killed => return Ok(Next::Killed),
                     Signal::Stopped => return Ok(Next::Stopped),
                     Signal::LookAgain => {
-                        self.span.clone().in_scope(|| self.follow_reload());
+                        self.span().in_scope(|| self.follow_reload());
                         continue;
                     }
                 },
                 () = notified, if deliverable => {
-                    let span = self.span.clone();
+                    let span = self.span();
                     Box::pin(self.deliver_notifications()).instrument(span).await?;
                     continue;
                 }

@@ -7,8 +7,9 @@
 //! of the future, so every rarely taken branch (a relay that ends any other way than at an
 //! idle ReadyForQuery, session mode, settings refused, a cancel still in flight, a checkout
 //! refused) is a boxed future of its own, allocated only when taken. The client's log span is
-//! entered only where something may log: around each poll of the checkout and on those rare
-//! branches, never on the relay's polls. Bookkeeping is done when it changes: the registry
+//! made and entered only on those rare branches, never per transaction (a pool's own lines,
+//! such as an upstream login failing during a checkout, name the pool's database and
+//! credentials instead). Bookkeeping is done when it changes: the registry
 //! hears "waiting" only when the checkout does not complete at once, and the clock is read
 //! once per checkout unless it waits.
 
@@ -31,7 +32,7 @@ use crate::pool::{Checkout, CloseReason, Move};
 /// `$f` boxed (a rare path, allocated only when taken) and run inside the client's log span.
 macro_rules! traced {
     ($session:ident, $f:expr) => {{
-        let span = $session.span.clone();
+        let span = $session.span();
         Box::pin($f).instrument(span)
     }};
 }
@@ -75,7 +76,7 @@ impl Session {
             return Ok(false);
         };
         if std::mem::take(&mut self.track.unsolicited) {
-            self.span
+            self.span()
                 .in_scope(|| up.discard(CloseReason::UnsolicitedInput));
         } else if !self.login.cancel.slot.settled_now() {
             traced!(self, self.settle_and_release(up)).await;
@@ -95,14 +96,14 @@ impl Session {
         let asked = Instant::now();
         let mut waited = false;
         let got = {
-            let (pool, stop, span) = (&self.login.pool.pool, &self.registration.stop, &self.span);
+            let (pool, stop) = (&self.login.pool.pool, &self.registration.stop);
             let registration = &self.registration;
             let mut checkout = pin!(pool.checkout());
             poll_fn(|cx| {
                 if stop.is_killed() {
                     return Poll::Ready(None);
                 }
-                let polled = span.in_scope(|| checkout.as_mut().poll(cx));
+                let polled = checkout.as_mut().poll(cx);
                 if let Poll::Ready(got) = polled {
                     return Poll::Ready(Some(got));
                 }

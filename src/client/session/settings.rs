@@ -23,7 +23,7 @@ impl Session {
             return Ok(Some(up));
         };
         // The rare path: boxed, and inside the client's log span (see `serve`).
-        let span = self.span.clone();
+        let span = self.span();
         Box::pin(self.settings_refused(up, e))
             .instrument(span)
             .await
