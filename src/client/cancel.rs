@@ -7,17 +7,23 @@
 //! A cancel is forwarded on its own connection to PostgreSQL, so it can arrive after the
 //! client's query has finished. Were the upstream already serving another client by then, the
 //! cancel would interrupt *that* client's query. Each forward is therefore counted in the
-//! client's [`CancelSlot`] from the moment it reads the slot's upstream until PostgreSQL has
-//! acted on it; it is counted under the slot's lock, so a session detaching at that moment
-//! either sees the count or detached first, and then the forward finds no upstream. A session giving its upstream back first waits for its own
+//! client's [`CancelSlot`] from before it reads the slot's upstream until PostgreSQL has acted
+//! on it. A session detaching at that moment either sees the count or detached first, and then
+//! the forward finds no upstream (and takes its count back): the forward counts and then reads
+//! the upstream, the session clears the upstream and then reads the count, each with a
+//! sequentially consistent fence between, so at least one sees the other. The slot's upstream
+//! is written only by its session, under a sequence count that forwards read around it, so
+//! attaching and detaching take no lock: the per-transaction cost is a few plain stores and
+//! the detach's fence. A session giving its upstream back first waits for its own
 //! forwards ([`CancelSlot::settle`]); once PostgreSQL has acted, the signal is pending on the
 //! backend, which drops it while it waits for its next command. A forward whose outcome is
 //! unknown makes the session close the upstream instead. When no cancel is in flight, giving
 //! an upstream back costs one atomic load.
 
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,7 +47,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(2 * CANCEL_TIMEOUT.as_secs(
 #[derive(Debug)]
 pub struct CancelSlot {
     secret: i32,
-    target: Mutex<Option<CancelTarget>>,
+    target: Attached,
     /// Forwards in flight times [`ONE_FORWARD`], plus [`DOUBTFUL`]; one word, so the release
     /// of an upstream with no cancel in flight is a single load.
     forwards: AtomicUsize,
@@ -51,17 +57,20 @@ pub struct CancelSlot {
 
 impl CancelSlot {
     /// Records which upstream serves the client (`None` when it has none). Called at each
-    /// attach and release: an uncontended lock, twice per transaction.
+    /// attach and release, by the client's session only (the slot has one writer): no lock.
     pub fn set(&self, target: Option<CancelTarget>) {
-        if let Ok(mut t) = self.target.lock() {
-            *t = target;
+        self.target.write(target);
+        if target.is_none() {
+            // Orders the detach before the session's next look at the count
+            // ([`CancelSlot::settled_now`]): see the module's `# Design`.
+            fence(Ordering::SeqCst);
         }
     }
 
     /// True when no cancel this client sent is in flight or in doubt, so the upstream it is
     /// giving back can go at once (one atomic load; [`CancelSlot::settle`] otherwise).
     pub fn settled_now(&self) -> bool {
-        self.forwards.load(Ordering::Acquire) == 0
+        self.forwards.load(Ordering::SeqCst) == 0
     }
 
     /// Waits until no cancel this client sent can still reach the upstream it is giving back.
@@ -148,7 +157,7 @@ impl CancelRegistry {
         let secret = rand::random::<i32>();
         let slot = Arc::new(CancelSlot {
             secret,
-            target: Mutex::new(None),
+            target: Attached::default(),
             forwards: AtomicUsize::new(0),
             forward_ended: Notify::new(),
         });
@@ -193,16 +202,109 @@ impl CancelRegistry {
     fn claim(&self, pid: i32, secret: i32) -> Option<(CancelTarget, Forward)> {
         let slots = self.slots.lock().ok()?;
         let slot = slots.get(&pid).filter(|slot| slot.secret == secret)?;
-        let target = slot.target.lock().ok()?;
-        let target = (*target)?;
-        // Counted before the target lock is released: a session detaching now sees it.
-        slot.forwards.fetch_add(ONE_FORWARD, Ordering::AcqRel);
+        // Counted before the upstream is read: a session detaching now either sees the count
+        // or detached before the read, which then finds no upstream.
+        slot.forwards.fetch_add(ONE_FORWARD, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let Some(target) = slot.target.read() else {
+            slot.forwards.fetch_sub(ONE_FORWARD, Ordering::SeqCst);
+            slot.forward_ended.notify_waiters();
+            return None;
+        };
         let forward = Forward {
             slot: slot.clone(),
             confirmed: false,
         };
         Some((target, forward))
     }
+}
+
+/// A slot's upstream, written by its session alone and read by forwards without a lock: a
+/// sequence lock, odd while the session writes, that a reader checks around its read.
+#[derive(Debug, Default)]
+struct Attached {
+    seq: AtomicU64,
+    present: AtomicBool,
+    /// The backend's pid (high half) and secret (low half).
+    key: AtomicU64,
+    /// The address: the IP's bits (IPv4 in the low half of the first word).
+    ip: [AtomicU64; 2],
+    /// The port, bit 16 set for IPv6, and IPv6's flow info in the high half.
+    port: AtomicU64,
+    scope: AtomicU32,
+}
+
+impl Attached {
+    /// Called by the slot's one writer only.
+    fn write(&self, target: Option<CancelTarget>) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.present.store(target.is_some(), Ordering::Relaxed);
+        if let Some(t) = target {
+            let key = (u64::from(t.pid as u32) << 32) | u64::from(t.secret as u32);
+            self.key.store(key, Ordering::Relaxed);
+            let (ip, port) = encode(&t.addr);
+            self.ip[0].store((ip >> 64) as u64, Ordering::Relaxed);
+            self.ip[1].store(ip as u64, Ordering::Relaxed);
+            self.port.store(port, Ordering::Relaxed);
+            let scope = match t.addr {
+                SocketAddr::V6(a) => a.scope_id(),
+                SocketAddr::V4(_) => 0,
+            };
+            self.scope.store(scope, Ordering::Relaxed);
+        }
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// The upstream as of one write, never a mix of two.
+    fn read(&self) -> Option<CancelTarget> {
+        loop {
+            let before = self.seq.load(Ordering::Acquire);
+            if before & 1 == 1 {
+                // The session is between two stores: it finishes without awaiting anything.
+                std::thread::yield_now();
+                continue;
+            }
+            let present = self.present.load(Ordering::Relaxed);
+            let key = self.key.load(Ordering::Relaxed);
+            let ip = (u128::from(self.ip[0].load(Ordering::Relaxed)) << 64)
+                | u128::from(self.ip[1].load(Ordering::Relaxed));
+            let port = self.port.load(Ordering::Relaxed);
+            let scope = self.scope.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) != before {
+                continue;
+            }
+            return present.then(|| CancelTarget {
+                addr: decode(ip, port, scope),
+                pid: (key >> 32) as u32 as i32,
+                secret: key as u32 as i32,
+            });
+        }
+    }
+}
+
+/// An address as its IP's bits and a word of port, family and flow info.
+fn encode(addr: &SocketAddr) -> (u128, u64) {
+    match addr {
+        SocketAddr::V4(a) => (u128::from(a.ip().to_bits()), u64::from(a.port())),
+        SocketAddr::V6(a) => {
+            let word = u64::from(a.port()) | 1 << 16 | u64::from(a.flowinfo()) << 32;
+            (a.ip().to_bits(), word)
+        }
+    }
+}
+
+/// The address [`encode`] made those words of.
+fn decode(ip: u128, word: u64, scope: u32) -> SocketAddr {
+    let port = word as u16;
+    if word & 1 << 16 == 0 {
+        let ip = Ipv4Addr::from_bits(ip as u32);
+        return SocketAddr::V4(SocketAddrV4::new(ip, port));
+    }
+    let ip = Ipv6Addr::from_bits(ip);
+    SocketAddr::V6(SocketAddrV6::new(ip, port, (word >> 32) as u32, scope))
 }
 
 #[cfg(test)]
@@ -255,6 +357,47 @@ mod tests {
         assert!(settle.await);
         // Nothing left over for the next upstream.
         assert_eq!(key.slot.forwards.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_forward_reads_the_upstream_of_one_attach_never_a_mix_of_two() {
+        let a = target();
+        let b = CancelTarget {
+            addr: SocketAddr::V6(SocketAddrV6::new("fe80::1:2".parse().unwrap(), 6432, 9, 3)),
+            pid: -5,
+            secret: i32::MIN,
+        };
+        let slot = Arc::new(CancelSlot {
+            secret: 1,
+            target: Attached::default(),
+            forwards: AtomicUsize::new(0),
+            forward_ended: Notify::new(),
+        });
+        let writer = {
+            let slot = slot.clone();
+            std::thread::spawn(move || {
+                for i in 0..200_000 {
+                    slot.set(if i % 3 == 2 {
+                        None
+                    } else if i % 2 == 0 {
+                        Some(a)
+                    } else {
+                        Some(b)
+                    });
+                }
+            })
+        };
+        // Bounded by the writer's loop, not by time: a torn read fails whenever it happens.
+        while !writer.is_finished() {
+            if let Some(t) = slot.target.read() {
+                assert!(t == a || t == b, "a torn read: {t:?}");
+            }
+        }
+        writer.join().unwrap();
+        slot.set(Some(b));
+        assert_eq!(slot.target.read(), Some(b));
+        slot.set(None);
+        assert_eq!(slot.target.read(), None);
     }
 
     #[tokio::test]

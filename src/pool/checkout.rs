@@ -4,7 +4,8 @@
 //!
 //! # Design
 //!
-//! deadpool's slots hold [`Pooled`] values. A client holds one as a [`Checkout`], a plain
+//! deadpool's slots hold boxed [`Pooled`] values (deadpool moves its objects by value on
+//! every checkout and return, so only a pointer moves). A client holds one as a [`Checkout`], a plain
 //! wrapper around deadpool's object: dropping it gives the connection back with no work and
 //! no allocation, which is the transaction-mode hot path (one checkout per transaction).
 //! A [`Replacement`] is a connection the pool opened on a newer lease ahead of need and lent
@@ -99,9 +100,15 @@ impl Pooled {
         self.retire_at = self.up.created_at.checked_add(lifetime.mul_f64(jitter));
     }
 
-    /// Whether it has outlived its `server_lifetime`: it is closed when it next comes back.
+    /// Whether it has outlived its `server_lifetime`: it is closed when it next comes back,
+    /// or at the latest before it would be handed out again.
     pub fn past_lifetime(&self) -> bool {
-        self.retire_at.is_some_and(|at| Instant::now() >= at)
+        self.retire_at.is_some() && self.past_lifetime_at(Instant::now())
+    }
+
+    /// [`Pooled::past_lifetime`] as of `now`, a clock read the caller already made.
+    pub fn past_lifetime_at(&self, now: Instant) -> bool {
+        self.retire_at.is_some_and(|at| now >= at)
     }
 
     /// The connection itself: its socket, lease, login parameters and cancel key.
@@ -190,6 +197,13 @@ impl Checkout {
         Checkout(object, in_use, permit)
     }
 
+    /// When the pool handed this connection out (deadpool's stamp, taken as the checkout
+    /// completed), so the client need not read the clock again for it.
+    pub fn checked_out_at(&self) -> Instant {
+        let metrics = managed::Object::metrics(&self.0);
+        metrics.recycled.unwrap_or(metrics.created)
+    }
+
     /// The connection, for the exchanges pglease itself runs on it (cleanup, a session
     /// move's capture and replay).
     pub fn upstream_mut(&mut self) -> &mut Upstream {
@@ -218,7 +232,7 @@ impl Checkout {
     /// Closes the connection instead of giving it back (its state is unknown or dirty, or it
     /// is on its way out), freeing its slot.
     pub fn discard(self, reason: CloseReason) {
-        let mut pooled: Pooled = managed::Object::take(self.0);
+        let mut pooled: Box<Pooled> = managed::Object::take(self.0);
         pooled.close_as(reason);
     }
 }

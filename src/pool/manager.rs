@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use tokio::sync::Notify;
@@ -172,25 +172,31 @@ impl Manager {
 }
 
 impl managed::Manager for Manager {
-    type Type = Pooled;
+    // Boxed: deadpool moves its object by value into and out of its slot queue on every
+    // checkout and return, so a pointer is moved there instead of the whole `Pooled`.
+    type Type = Box<Pooled>;
     type Error = UpstreamError;
 
     // Boxed: a login's future is kilobytes, and unboxed it would sit inline in every
     // checkout's future (deadpool's `timeout_get` holds it whether it logs in or not), to be
     // copied on each of the checkouts that reuse an idle upstream. A login allocates once.
-    fn create(&self) -> impl Future<Output = Result<Pooled, UpstreamError>> + Send {
+    fn create(&self) -> impl Future<Output = Result<Box<Pooled>, UpstreamError>> + Send {
         Box::pin(async move {
             let current = self.credentials.generation();
             if let Some(up) = self.replacements.take(current, self.idle_timeout) {
                 self.wanted.notify_one();
-                return Ok(up);
+                return Ok(Box::new(up));
             }
             self.checkout_logins.fetch_add(1, Ordering::Relaxed);
-            self.open().await
+            self.open().await.map(Box::new)
         })
     }
 
-    async fn recycle(&self, up: &mut Pooled, metrics: &Metrics) -> RecycleResult<UpstreamError> {
+    async fn recycle(
+        &self,
+        up: &mut Box<Pooled>,
+        metrics: &Metrics,
+    ) -> RecycleResult<UpstreamError> {
         if up.upstream().broken {
             up.close_as(CloseReason::Broken);
             return Err(RecycleError::message("broken"));
@@ -221,10 +227,20 @@ impl managed::Manager for Manager {
             // The drain task is not woken here: it is already opening replacements at its
             // own pace, and a wake-up per checkout would cost the hot path during a drain.
         }
+        // One clock read for both checks below (deadpool reads it again to stamp the
+        // checkout). Retiring here, not only when a connection comes back, lets the release
+        // on the transaction path skip the clock: a connection past its lifetime is never
+        // handed out again, and the idle sweep closes it if nobody asks for it.
+        let now = Instant::now();
+        if up.past_lifetime_at(now) {
+            up.close_as(CloseReason::Lifetime);
+            return Err(RecycleError::message("past server_lifetime"));
+        }
         // The probe is a syscall; a connection handed straight from one transaction to the
         // next (the busy case) skips it, because a message PostgreSQL sends in so short a
         // window could just as well arrive right after the probe.
-        if metrics.last_used() >= PROBE_AFTER && up.upstream().has_unsolicited_input() {
+        let last_used = now.saturating_duration_since(metrics.recycled.unwrap_or(metrics.created));
+        if last_used >= PROBE_AFTER && up.upstream().has_unsolicited_input() {
             up.close_as(CloseReason::UnsolicitedInput);
             return Err(RecycleError::message("unsolicited input while idle"));
         }

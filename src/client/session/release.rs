@@ -17,7 +17,10 @@ impl Session {
             .statements
             .as_mut()
             .is_some_and(|statements| statements.take_state_check());
-        if check || self.track.settings_changed || up.past_lifetime() {
+        // Past its lifetime as of its checkout (a stamp, not a clock read): a connection
+        // that outlived it during this transaction is retired before its next handout
+        // instead (the pool's recycle).
+        if check || self.track.settings_changed || up.past_lifetime_at(up.checked_out_at()) {
             return Some((up, check));
         }
         drop(up);

@@ -11,12 +11,12 @@
 //! such as an upstream login failing during a checkout, name the pool's database and
 //! credentials instead). Bookkeeping is done when it changes: the registry
 //! hears "waiting" only when the checkout does not complete at once, and the clock is read
-//! once per checkout unless it waits.
+//! here only when it waits (the pool's own checkout stamp serves otherwise).
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
@@ -93,8 +93,9 @@ impl Session {
     /// only if one is not free at once. `None` when there is none to have (the client was
     /// told why and stays connected).
     async fn check_out(&mut self) -> Result<Option<Checkout>, ClientError> {
-        let asked = Instant::now();
-        let mut waited = false;
+        // Read only once the checkout has to wait: one that completes at its first poll
+        // waited no time worth a clock read.
+        let mut asked = None;
         let got = {
             let (pool, stop) = (&self.login.pool.pool, &self.registration.stop);
             let registration = &self.registration;
@@ -110,8 +111,8 @@ impl Session {
                 if stop.poll_killed(cx).is_ready() {
                     return Poll::Ready(None);
                 }
-                if !waited {
-                    waited = true;
+                if asked.is_none() {
+                    asked = Some(Instant::now());
                     registration.set_state(ClientState::Waiting);
                 }
                 Poll::Pending
@@ -121,9 +122,14 @@ impl Session {
         let Some(got) = got else {
             return Err(traced!(self, self.killed()).await);
         };
-        // A checkout that did not wait took no time worth a second clock read.
-        let now = if waited { Instant::now() } else { asked };
-        self.waited(now.saturating_duration_since(asked), now);
+        // The pool stamped the checkout as it completed: that is when the wait ended and the
+        // request starts upstream, with no clock read of our own.
+        let now = match &got {
+            Ok(up) => up.checked_out_at(),
+            Err(_) => Instant::now(),
+        };
+        let waited = asked.map_or(Duration::ZERO, |asked| now.saturating_duration_since(asked));
+        self.waited(waited, now);
         match got {
             Ok(up) => {
                 self.registration.set_state(ClientState::Active);
