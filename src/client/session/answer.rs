@@ -38,16 +38,12 @@ impl Session {
         let Some(syncs) = notify.answer(request, status, &mut self.bufs.u2c).await else {
             return Ok(false);
         };
-        self.bufs.fscan.discard_scanned(&mut self.bufs.c2u);
-        self.request_ready = false;
-        self.track.pending = self.track.pending.saturating_sub(syncs);
-        self.flush_client().await?;
-        Ok(true)
+        self.answered(syncs).await
     }
 
     /// Transaction mode: answers a request that only prepares named statements outside a
     /// transaction without checking out an upstream (see
-    /// [`ClientStatements::answer_without_upstream`]). True when it was answered.
+    /// [`ClientStatements::answer_without_upstream`](crate::client::statements::ClientStatements::answer_without_upstream)). True when it was answered.
     pub(super) async fn answer_without_upstream(&mut self) -> Result<bool, ClientError> {
         let Some(statements) = self.statements.as_mut() else {
             return Ok(false);
@@ -59,11 +55,7 @@ impl Session {
         else {
             return Ok(false);
         };
-        self.bufs.fscan.discard_scanned(&mut self.bufs.c2u);
-        self.request_ready = false;
-        self.track.pending = self.track.pending.saturating_sub(syncs);
-        self.flush_client().await?;
-        Ok(true)
+        self.answered(syncs).await
     }
 
     /// Answers a request that could not get an upstream: one error, and a ReadyForQuery for
@@ -96,5 +88,15 @@ impl Session {
         }
         self.track.pending = 0;
         self.flush_client().await
+    }
+
+    /// The buffered request was answered here, for `syncs` of its sync points: it leaves the
+    /// buffer and the replies go out. Always true (it was answered).
+    async fn answered(&mut self, syncs: u32) -> Result<bool, ClientError> {
+        self.bufs.fscan.discard_scanned(&mut self.bufs.c2u);
+        self.request_ready = false;
+        self.track.pending = self.track.pending.saturating_sub(syncs);
+        self.flush_client().await?;
+        Ok(true)
     }
 }
