@@ -20,6 +20,13 @@ async fn healthy_proxy_is_alive_and_ready_and_unknown_paths_are_404() {
     let admin = proxy.admin_addr().expect("admin endpoint");
     let health = get(admin, "/healthz").await;
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    // Ready means holding a lease: the first one is fetched in the background once the
+    // proxy listens, so under load it may come after the first request here.
+    let creds = proxy.shared().credentials()["upstream"].clone();
+    creds
+        .wait_current(Duration::from_secs(30))
+        .await
+        .expect("a lease");
     let ready = get(admin, "/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(get(admin, "/nope").await.status, 404);
