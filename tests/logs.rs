@@ -294,3 +294,45 @@ async fn a_session_logs_inside_its_client_span() {
         "{ended:?}"
     );
 }
+
+/// `workers = 1` runs the proxy on a current-thread runtime: it still serves clients at the
+/// same time (one holding a transaction open while the other runs queries), logs them in with
+/// SCRAM (hashed off that one thread), issues a role for the second database and stops
+/// cleanly on SIGTERM, revoking it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_serves_clients_at_once_and_stops_cleanly() {
+    let db = fresh_db("oneworker").await;
+    let toml = two_sources(&db, "workers = 1");
+    let running = spawn("oneworker", &toml, &[]);
+    let fixed = running.client(&db, &db.name).await;
+    let issued = running.client(&db, &format!("{}_issued", db.name)).await;
+    fixed.batch_execute("BEGIN").await.expect("begin");
+    let (held, other) = tokio::join!(
+        async {
+            for _ in 0..20 {
+                fixed.simple_query("SELECT 1").await?;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            fixed.batch_execute("COMMIT").await
+        },
+        async {
+            for _ in 0..50 {
+                issued.simple_query("SELECT 1").await?;
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        }
+    );
+    held.expect("the client holding a transaction");
+    other.expect("the other client, served meanwhile");
+    let lines = running.stop().await;
+    assert!(
+        !lines.iter().any(|l| l.contains("panicked")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("lease revoked")),
+        "the issued role was not revoked at stop:\n{}",
+        lines.join("\n")
+    );
+}
