@@ -144,17 +144,20 @@ fn texts() -> Vec<Vec<u8>> {
     all
 }
 
+/// Asserts the three shortcut checks answer as the full ones do on `text`; returns the text
+/// as shown in a failure message.
+fn agrees_with_full_checks(text: &[u8]) -> String {
+    let shown = String::from_utf8_lossy(text).into_owned();
+    assert_eq!(examine(text), full_examine(text), "{shown}");
+    assert_eq!(mentions_listen(text), full_listen(text), "{shown}");
+    assert_eq!(mentions_set_config(text), full_set_config(text), "{shown}");
+    shown
+}
+
 #[test]
 fn the_fast_path_agrees_with_the_full_checks_on_tricky_texts() {
     for text in texts() {
-        let shown = String::from_utf8_lossy(&text);
-        assert_eq!(examine(&text), full_examine(&text), "{shown}");
-        assert_eq!(mentions_listen(&text), full_listen(&text), "{shown}");
-        assert_eq!(
-            mentions_set_config(&text),
-            full_set_config(&text),
-            "{shown}"
-        );
+        let shown = agrees_with_full_checks(&text);
         // The session's own LISTEN search finds the word where the sketch does.
         assert_eq!(
             may_mention_listen(&text),
@@ -249,13 +252,6 @@ fn generated_texts_agree_too() {
         for _ in 0..(next() % 8) {
             text.extend_from_slice(PIECES[(next() % 24) as usize].as_bytes());
         }
-        let shown = String::from_utf8_lossy(&text);
-        assert_eq!(examine(&text), full_examine(&text), "{shown}");
-        assert_eq!(mentions_listen(&text), full_listen(&text), "{shown}");
-        assert_eq!(
-            mentions_set_config(&text),
-            full_set_config(&text),
-            "{shown}"
-        );
+        agrees_with_full_checks(&text);
     }
 }
