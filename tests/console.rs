@@ -245,7 +245,12 @@ async fn show_stats_users_leases_config_version_and_lists() {
     let app = connect_app(&proxy, &db).await;
     app.simple_query("SELECT 1").await.unwrap();
     // The data path's totals belong to the metrics work; here only the reading is checked.
-    let pool = proxy.shared().pool(&db.name, &db.user).unwrap().pool;
+    let pool = proxy
+        .shared()
+        .pool(&db.name, &db.user)
+        .unwrap()
+        .pool
+        .clone();
     let stats = pool.stats();
     stats
         .transactions

@@ -33,6 +33,7 @@ fn pool_of(proxy: &Proxy, db: &common::TestDb) -> Pool {
         .pool(&db.name, &db.user)
         .expect("the test's pool")
         .pool
+        .clone()
 }
 
 /// Polls until `want` requests wait in `pool`'s queue, so the order of arrival is known.

@@ -169,7 +169,7 @@ async fn a_transaction_open_across_a_reload_finishes_then_moves_to_the_new_pool(
         .await
         .unwrap()
         .get(0);
-    let old_pool = proxy.shared().pool(&a.name, &a.user).unwrap().pool;
+    let old_pool = proxy.shared().pool(&a.name, &a.user).unwrap().pool.clone();
 
     std::fs::write(&path, two_databases(&a, &b, 4, "")).unwrap();
     proxy.reload().await.expect("reload");
@@ -190,7 +190,7 @@ async fn a_transaction_open_across_a_reload_finishes_then_moves_to_the_new_pool(
         .unwrap()
         .get(0);
     assert_eq!(sum, 3);
-    let new_pool = proxy.shared().pool(&a.name, &a.user).unwrap().pool;
+    let new_pool = proxy.shared().pool(&a.name, &a.user).unwrap().pool.clone();
     assert_eq!(new_pool.settings().size, 4);
     assert!(
         new_pool.status().0 >= 1,
@@ -240,7 +240,7 @@ async fn a_session_mode_client_finishes_its_session_on_the_replaced_pool() {
         .unwrap()
         .get(0);
     assert_ne!(other, pid);
-    let new_pool = proxy.shared().pool(&a.name, &a.user).unwrap().pool;
+    let new_pool = proxy.shared().pool(&a.name, &a.user).unwrap().pool.clone();
     assert_eq!(
         new_pool.status().0,
         1,
@@ -257,7 +257,7 @@ async fn a_removed_database_refuses_new_clients_while_connected_ones_finish() {
     let addr = proxy.local_addr();
     let connected = connect(addr, &a.user, &a.password, &a.name).await;
     connected.batch_execute("SELECT 1").await.unwrap();
-    let old_pool = proxy.shared().pool(&a.name, &a.user).unwrap().pool;
+    let old_pool = proxy.shared().pool(&a.name, &a.user).unwrap().pool.clone();
 
     // Only b is left (its entry is the second half of the two-database file).
     let text = two_databases(&a, &b, 2, "");
@@ -353,7 +353,7 @@ async fn a_new_password_and_a_changed_credentials_entry_apply_to_new_logins() {
     let addr = proxy.local_addr();
     let connected = connect(addr, &b.user, &b.password, &b.name).await;
     connected.batch_execute("SELECT 1").await.unwrap();
-    let old_pool = proxy.shared().pool(&b.name, &b.user).unwrap().pool;
+    let old_pool = proxy.shared().pool(&b.name, &b.user).unwrap().pool.clone();
 
     // The upstream role gets a new password, the file both it and a new local password.
     let admin = superuser().await;

@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use super::AppError;
 use crate::auth::LocalPassword;
-use crate::client::{PoolEntry, Pools};
+use crate::client::{PoolEntry, PoolParts, Pools};
 use crate::config::{ClientTls, Config, DatabaseConfig, UpstreamTlsMode};
 use crate::credentials::{Credentials, setup};
 use crate::metrics::Metrics;
@@ -84,13 +84,12 @@ pub(super) fn pool_entry(
     let instruments = metrics.pool(&db.name, user);
     let pool = Pool::new(target.clone(), credentials.clone(), settings, instruments);
     tasks.spawn(crate::pool::maintain(pool.clone(), upkeep.clone()));
-    PoolEntry {
+    PoolEntry::new(PoolParts {
         pool,
         mode: db.pool_mode,
         reset_query: db.reset_query.as_str().into(),
         reported: Arc::default(),
-        tenure: Default::default(),
-    }
+    })
 }
 
 /// Where a credentials entry proves its leases: the first database that uses it, and that

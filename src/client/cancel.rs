@@ -51,9 +51,12 @@ pub struct CancelSlot {
     /// Forwards in flight times [`ONE_FORWARD`], plus [`DOUBTFUL`]; one word, so the release
     /// of an upstream with no cancel in flight is a single load.
     forwards: AtomicUsize,
-    /// Woken whenever a forward ends.
-    forward_ended: Notify,
 }
+
+/// Woken whenever any slot's forward ends. One for the process, not one per slot: every
+/// client has a slot, and a forward ending is rare, so a waiter woken for another slot's
+/// forward just looks at its own count again.
+static FORWARD_ENDED: Notify = Notify::const_new();
 
 impl CancelSlot {
     /// Records which upstream serves the client (`None` when it has none). Called at each
@@ -82,7 +85,7 @@ impl CancelSlot {
         }
         let ended = tokio::time::timeout(SETTLE_TIMEOUT, async {
             loop {
-                let mut woken = pin!(self.forward_ended.notified());
+                let mut woken = pin!(FORWARD_ENDED.notified());
                 woken.as_mut().enable();
                 if self.forwards.load(Ordering::Acquire) < ONE_FORWARD {
                     return;
@@ -122,7 +125,7 @@ impl Drop for Forward {
             self.slot.forwards.fetch_or(DOUBTFUL, Ordering::AcqRel);
         }
         self.slot.forwards.fetch_sub(ONE_FORWARD, Ordering::AcqRel);
-        self.slot.forward_ended.notify_waiters();
+        FORWARD_ENDED.notify_waiters();
     }
 }
 
@@ -159,7 +162,6 @@ impl CancelRegistry {
             secret,
             target: Attached::default(),
             forwards: AtomicUsize::new(0),
-            forward_ended: Notify::new(),
         });
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let pid = loop {
@@ -208,7 +210,7 @@ impl CancelRegistry {
         fence(Ordering::SeqCst);
         let Some(target) = slot.target.read() else {
             slot.forwards.fetch_sub(ONE_FORWARD, Ordering::SeqCst);
-            slot.forward_ended.notify_waiters();
+            FORWARD_ENDED.notify_waiters();
             return None;
         };
         let forward = Forward {
@@ -371,7 +373,6 @@ mod tests {
             secret: 1,
             target: Attached::default(),
             forwards: AtomicUsize::new(0),
-            forward_ended: Notify::new(),
         });
         let writer = {
             let slot = slot.clone();

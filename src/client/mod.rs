@@ -35,7 +35,7 @@ use crate::protocol::ProtocolError;
 use crate::protocol::backend::{self, Severity};
 
 pub use admission::Seat;
-pub use shared::{ConsoleEntry, PoolEntry, Pools, Serving, Shared, Tenure};
+pub use shared::{ConsoleEntry, PoolEntry, PoolParts, Pools, Serving, Shared, Tenure};
 
 use instruments::AuthFailure;
 pub use stream::ClientStream;

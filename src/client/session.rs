@@ -165,30 +165,32 @@ impl Session {
     }
 
     async fn serve_until_gone(&mut self) -> Result<(), ClientError> {
+        // Each path that leaves the loop boxes what it awaits, and the wait's outcome is taken
+        // by value first: what this future keeps across its awaits is in every idle client.
         loop {
-            let e = match self.read_request().await? {
-                Next::Request => None,
+            let next = self.read_request().await?;
+            let e = match next {
+                Next::Request => {
+                    // Serving a request (checkout, relay, cleanup) is by far the largest state
+                    // of this future; boxed, it is allocated only while a request is served,
+                    // so the task of a client waiting between requests stays small (see
+                    // [`serve`] for what keeps that box small).
+                    if !Box::pin(self.serve_request()).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 Next::Closed => return Ok(()),
-                Next::Stopped => Some(ClientError::refused("57P01", SHUTTING_DOWN)),
+                Next::Stopped => ClientError::refused("57P01", SHUTTING_DOWN),
                 Next::Killed => {
                     let span = self.span();
-                    return Err(Box::pin(self.killed()).instrument(span).await);
+                    return Err(Box::pin(self.killed().instrument(span)).await);
                 }
-                Next::IdleTimeout => Some(ClientError::refused(
-                    timeouts::IDLE_SESSION.0,
-                    timeouts::IDLE_SESSION.1,
-                )),
+                Next::IdleTimeout => {
+                    ClientError::refused(timeouts::IDLE_SESSION.0, timeouts::IDLE_SESSION.1)
+                }
             };
-            if let Some(e) = e {
-                return Err(Box::pin(self.fatal(e)).await);
-            }
-            // Serving a request (checkout, relay, cleanup) is by far the largest state of
-            // this future; boxed, it is allocated only while a request is served, so the task
-            // of a client waiting between requests stays small (see [`serve`] for what keeps
-            // that box small).
-            if !Box::pin(self.serve_request()).await? {
-                return Ok(());
-            }
+            return Err(Box::pin(self.fatal(e)).await);
         }
     }
 
@@ -211,7 +213,7 @@ impl Session {
         let signals = Signals {
             rotated,
             deadline,
-            stop: &self.registration.stop,
+            stop: self.registration.stop(),
             tracking,
             meter: Meter {
                 stats: pool.stats(),

@@ -28,6 +28,7 @@
 pub mod greeting;
 pub mod startup;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -74,8 +75,9 @@ pub fn reported_name(name: &str) -> Option<&'static str> {
 /// One client's settings.
 #[derive(Debug, Default)]
 pub struct ClientSettings {
-    /// Its startup parameters: what a `RESET` returns to.
-    startup: Map,
+    /// Its startup parameters: what a `RESET` returns to (shared with the pool's clients
+    /// that sent the same, see [`greeting::ReportedCache`]).
+    startup: Arc<Map>,
     /// What it has now, once that differs from `startup`: the startup values overlaid by its
     /// own changes. `None` while it changed nothing, so a client that never sets anything
     /// keeps one copy of its settings, not two.
@@ -95,7 +97,7 @@ pub enum LearnError {
 
 impl ClientSettings {
     /// Settings that start as `startup` (as [`startup::settings`] gives them).
-    pub fn new(startup: Map) -> ClientSettings {
+    pub fn new(startup: Arc<Map>) -> ClientSettings {
         ClientSettings {
             startup,
             changed: None,
@@ -104,7 +106,7 @@ impl ClientSettings {
 
     /// What the client has now.
     fn current(&self) -> &Map {
-        self.changed.as_ref().unwrap_or(&self.startup)
+        self.changed.as_ref().unwrap_or(&*self.startup)
     }
 
     /// True when `up` already holds exactly these settings: the hot path, one comparison.
@@ -144,13 +146,13 @@ impl ClientSettings {
         on_upstream.sort_by(|a, b| a.0.cmp(&b.0));
         on_upstream.dedup_by(|a, b| a.0 == b.0);
         let mut current = on_upstream.clone();
-        for (name, value) in &self.startup {
+        for (name, value) in self.startup.iter() {
             if let Err(at) = current.binary_search_by(|(n, _)| n.cmp(name)) {
                 current.insert(at, (name.clone(), value.clone()));
             }
         }
         up.state_mut().params = on_upstream;
-        self.changed = (current != self.startup).then_some(current);
+        self.changed = (current != *self.startup).then_some(current);
         if !self.applied_on(up) {
             for (name, value) in apply(up, self.current(), false).await? {
                 if let Some(reported) = reported_name(&name) {

@@ -30,9 +30,17 @@ use crate::config::{AuthType, Config, PoolMode};
 use crate::credentials::Credentials;
 use crate::pool::Pool;
 
-/// One pool and how clients use it.
+/// One pool and how clients use it. Every session keeps a clone, so the clone is two
+/// pointers: the pool's fixed parts, shared, and the entry's own [`Tenure`] count.
 #[derive(Clone)]
 pub struct PoolEntry {
+    parts: Arc<PoolParts>,
+    /// Whether a reload took this pool out of service, and how many still hold it.
+    pub tenure: Tenure,
+}
+
+/// What every holder of a [`PoolEntry`] shares (reached through it by `Deref`).
+pub struct PoolParts {
     /// The upstream connections.
     pub pool: Pool,
     /// Transaction or session pooling.
@@ -41,8 +49,24 @@ pub struct PoolEntry {
     pub reset_query: Arc<str>,
     /// How PostgreSQL reports the startup settings clients of this pool sent.
     pub reported: Arc<super::settings::greeting::ReportedCache>,
-    /// Whether a reload took this pool out of service, and how many still hold it.
-    pub tenure: Tenure,
+}
+
+impl PoolEntry {
+    /// A pool's entry, in service.
+    pub fn new(parts: PoolParts) -> PoolEntry {
+        PoolEntry {
+            parts: Arc::new(parts),
+            tenure: Tenure::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for PoolEntry {
+    type Target = PoolParts;
+
+    fn deref(&self) -> &PoolParts {
+        &self.parts
+    }
 }
 
 /// A pool entry's standing in the running config. Every clone of the entry (the serving

@@ -81,6 +81,7 @@
 //! skipped).
 
 mod detached;
+mod hasher;
 mod replies;
 mod rewrite;
 pub(crate) mod sql;
@@ -88,8 +89,9 @@ pub(crate) mod sql;
 mod tests;
 mod upstream;
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+
+use hasher::Map;
 
 use sha2::{Digest, Sha256};
 
@@ -170,7 +172,7 @@ pub struct ClientStatements {
     /// Tells this client apart on an upstream that remembers who parsed its unnamed statement
     /// (random, so no counter is shared between sessions).
     id: u64,
-    by_name: HashMap<Box<[u8]>, Statement>,
+    by_name: Map<Box<[u8]>, Statement>,
     /// A refusal was answered and the rest of the batch is not sent until the client's Sync.
     skipping: bool,
     /// Since the last [`ClientStatements::take_state_check`], a request ran text that mentions
@@ -183,7 +185,7 @@ pub struct ClientStatements {
     check_settings: bool,
     /// The client's statements whose text mentions unconfined session state or `set_config`:
     /// running one later, in another transaction, calls for the same checks again.
-    mentioning: HashMap<Box<[u8]>, Marks>,
+    mentioning: Map<Box<[u8]>, Marks>,
     /// The same for the unnamed statement the client parsed last.
     unnamed_marks: Marks,
 }
@@ -214,11 +216,11 @@ impl ClientStatements {
     pub fn new() -> Self {
         ClientStatements {
             id: rand::random(),
-            by_name: HashMap::new(),
+            by_name: Map::default(),
             skipping: false,
             check_state: false,
             check_settings: false,
-            mentioning: HashMap::new(),
+            mentioning: Map::default(),
             unnamed_marks: Marks::default(),
         }
     }

@@ -137,8 +137,8 @@ pub enum Signal {
 pub struct ClientEntry {
     /// Fixed facts of the connection.
     pub info: ClientInfo,
-    /// Its signals.
-    pub stop: Arc<Stop>,
+    /// Its signals (kept in the entry: one allocation per client, not two).
+    pub stop: Stop,
     /// A [`ClientState`] as its number.
     state: AtomicU8,
     /// Since when it waits for an upstream, in microseconds after [`Clients`]' epoch; read
@@ -191,23 +191,21 @@ impl Clients {
     /// dropping the registration removes it (and its count).
     pub fn register(self: &Arc<Self>, info: ClientInfo, stats: Arc<PoolStats>) -> Registration {
         let id = info.id;
-        let stop = Arc::new(Stop::default());
         let entry = Arc::new(ClientEntry {
             info,
-            stop: stop.clone(),
+            stop: Stop::default(),
             state: AtomicU8::new(ClientState::Idle as u8),
             waiting_since: AtomicU64::new(0),
         });
         stats.clients_idle.fetch_add(1, Ordering::Relaxed);
         self.live().insert(id, entry.clone());
         if self.closing.load(Ordering::Acquire) {
-            stop.fire();
+            entry.stop.fire();
         }
         Registration {
             clients: self.clone(),
             entry,
             stats,
-            stop,
         }
     }
 
@@ -272,11 +270,20 @@ pub struct Registration {
     entry: Arc<ClientEntry>,
     /// The gauges of the client's pool, moved with its state.
     stats: Arc<PoolStats>,
-    /// This client's signals.
-    pub stop: Arc<Stop>,
 }
 
 impl Registration {
+    /// This client's signals.
+    pub fn stop(&self) -> &Stop {
+        &self.entry.stop
+    }
+
+    /// The client's entry, for a future that watches its signals while the session is
+    /// borrowed elsewhere.
+    pub fn entry(&self) -> Arc<ClientEntry> {
+        self.entry.clone()
+    }
+
     /// The client's id.
     pub fn id(&self) -> u64 {
         self.entry.info.id
@@ -337,8 +344,8 @@ mod tests {
         drop(b);
         assert_eq!(clients.count(), 1);
         let waiting = tokio::spawn({
-            let stop = a.stop.clone();
-            async move { stop.stopped().await }
+            let entry = a.entry();
+            async move { entry.stop.stopped().await }
         });
         tokio::task::yield_now().await;
         clients.stop_all();
@@ -347,7 +354,10 @@ mod tests {
             .expect("the waiting client was not woken")
             .unwrap();
         let late = clients.register(info(clients.next_id()), stats);
-        assert!(late.stop.is_stopped(), "a client arriving during shutdown");
+        assert!(
+            late.stop().is_stopped(),
+            "a client arriving during shutdown"
+        );
     }
 
     fn info(id: u64) -> ClientInfo {
@@ -376,7 +386,7 @@ mod tests {
             (1, 1, 0)
         );
         assert!(clients.kill(b.id()));
-        assert!(b.stop.is_killed() && !a.stop.is_killed());
+        assert!(b.stop().is_killed() && !a.stop().is_killed());
         assert!(!clients.kill(9999), "no such client");
         drop(b);
         a.set_state(ClientState::Idle);

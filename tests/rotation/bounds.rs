@@ -111,7 +111,8 @@ async fn rotations_under_load_stay_within_the_pool_bound_and_off_the_clients_pat
         .shared()
         .pool(&db.name, &db.user)
         .expect("the pool")
-        .pool;
+        .pool
+        .clone();
 
     // Fill the pool first (these logins are the pool growing, on the clients' path), so
     // that any later checkout login can only be a rotation's.

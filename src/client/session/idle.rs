@@ -3,10 +3,11 @@
 //! that wait: the client leaving, `client_idle_timeout`, a shutdown or `KILL`, a reload that
 //! retired the pool, notifications for a client that LISTENs.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tracing::Instrument;
 
 use super::Session;
@@ -16,9 +17,17 @@ use crate::client::stop::Signal;
 use crate::client::stream::ClientStream;
 use crate::tls::stream::RelayIo;
 
-/// Most bytes one read takes from an idle client (on the stack, see [`read_client`]): a
+/// Most bytes one read takes from an idle client (on the stack, see [`poll_read_client`]): a
 /// typical request arrives whole, a larger one continues into its heap buffer.
 const IDLE_READ: usize = 4096;
+
+/// What ended one wait for the client's bytes.
+enum Woke {
+    Read(std::io::Result<usize>),
+    IdleOver,
+    Signal(Signal),
+    Notified,
+}
 
 /// How a wait between requests ended.
 pub(super) enum Next {
@@ -37,8 +46,8 @@ impl Session {
     /// checked out before then, so a slow client never holds an upstream while it types.
     pub(super) async fn read_request(&mut self) -> Result<Next, ClientError> {
         let max = self.shared.max_message_size;
-        // When `client_idle_timeout` ends this wait, set once the client is first seen idle.
-        let mut idle_until = None;
+        // `client_idle_timeout`'s timer runs: armed once the client is first seen idle.
+        let mut idle_armed = false;
         loop {
             let scan = self.bufs.fscan.scan(&self.bufs.c2u, true, max)?;
             self.track.pending += scan.sync_points;
@@ -63,61 +72,70 @@ impl Session {
             let idle = self.bufs.c2u.is_empty() && self.track.status == b'I';
             // Between requests, outside a transaction: where notifications are delivered.
             let deliverable = self.track.status == b'I' && self.track.pending == 0;
-            let subscription = self.notify.as_ref().and_then(|n| n.subscription());
-            let notified = async {
-                match subscription {
-                    // Boxed: only a client that LISTENs holds the wait's room.
-                    Some(s) => Box::pin(s.ready()).await,
-                    None => std::future::pending().await,
-                }
-            };
             if !idle {
-                idle_until = None;
-            } else if idle_until.is_none() {
-                idle_until = self
-                    .shared
-                    .timeouts
-                    .client_idle
-                    .map(|l| tokio::time::Instant::now() + l);
-                if let Some(at) = idle_until {
-                    match self.idle_sleep.as_mut() {
-                        Some(sleep) => sleep.as_mut().reset(at),
-                        None => self.idle_sleep = Some(Box::pin(tokio::time::sleep_until(at))),
-                    }
+                idle_armed = false;
+            } else if let Some(limit) = self.shared.timeouts.client_idle.filter(|_| !idle_armed) {
+                let at = tokio::time::Instant::now() + limit;
+                match self.idle_sleep.as_mut() {
+                    Some(sleep) => sleep.as_mut().reset(at),
+                    None => self.idle_sleep = Some(Box::pin(tokio::time::sleep_until(at))),
                 }
+                idle_armed = true;
             }
-            let idle_sleep = self.idle_sleep.as_mut().filter(|_| idle_until.is_some());
-            let idle_over = async move {
-                match idle_sleep {
-                    Some(sleep) => sleep.as_mut().await,
-                    None => std::future::pending().await,
-                }
-            };
+            // Nothing to hold while waiting: empty buffers go back to the worker's spares.
+            self.bufs.release_empty();
             // Idle between transactions: the moment a shutdown may end the session, and the
             // one where a client whose pool a reload retired lets go of it (not at its next
             // request), so the old pool can close.
-            let (stop, tenure) = (&self.registration.stop, &self.login.pool.tenure);
             let watch_retired = idle && !self.stays_on_retired;
-            let signal =
-                poll_fn(|cx| stop.poll_idle(cx, idle, || watch_retired && tenure.is_retired()));
-            // Nothing to hold while waiting: empty buffers go back to the worker's spares.
-            self.bufs.release_empty();
-            let read = read_client(&mut self.client, &mut self.bufs.c2u);
-            let n = tokio::select! {
-                biased;
-                r = read => r?,
-                () = idle_over, if idle_until.is_some() => return Ok(Next::IdleTimeout),
-                signal = signal => match signal {
-                    Signal::Killed => return Ok(Next::Killed),
-                    Signal::Stopped => return Ok(Next::Stopped),
-                    Signal::LookAgain => {
-                        self.span().in_scope(|| self.follow_reload());
-                        continue;
+            let woke = {
+                let (client, buf) = (&mut self.client, &mut self.bufs.c2u);
+                let (stop, tenure) = (self.registration.stop(), &self.login.pool.tenure);
+                let mut idle_sleep = self.idle_sleep.as_mut().filter(|_| idle_armed);
+                // Boxed: only a client that LISTENs holds the wait's room.
+                let mut notified = self
+                    .notify
+                    .as_ref()
+                    .and_then(|n| n.subscription())
+                    .filter(|_| deliverable)
+                    .map(|s| Box::pin(s.ready()));
+                // One hand-written poll, in the order a `biased` select would take them: the
+                // wait so keeps a few references, not four futures side by side, in every
+                // idle client's task.
+                poll_fn(|cx| {
+                    if let Poll::Ready(r) = poll_read_client(client, buf, cx) {
+                        return Poll::Ready(Woke::Read(r));
                     }
-                },
-                () = notified, if deliverable => {
+                    if let Some(sleep) = idle_sleep.as_mut() {
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Woke::IdleOver);
+                        }
+                    }
+                    let look_again = || watch_retired && tenure.is_retired();
+                    if let Poll::Ready(signal) = stop.poll_idle(cx, idle, look_again) {
+                        return Poll::Ready(Woke::Signal(signal));
+                    }
+                    match notified.as_mut().map(|n| n.as_mut().poll(cx)) {
+                        Some(Poll::Ready(())) => Poll::Ready(Woke::Notified),
+                        _ => Poll::Pending,
+                    }
+                })
+                .await
+            };
+            let n = match woke {
+                Woke::Read(r) => r?,
+                Woke::IdleOver => return Ok(Next::IdleTimeout),
+                Woke::Signal(Signal::Killed) => return Ok(Next::Killed),
+                Woke::Signal(Signal::Stopped) => return Ok(Next::Stopped),
+                Woke::Signal(Signal::LookAgain) => {
+                    self.span().in_scope(|| self.follow_reload());
+                    continue;
+                }
+                Woke::Notified => {
                     let span = self.span();
-                    Box::pin(self.deliver_notifications()).instrument(span).await?;
+                    Box::pin(self.deliver_notifications())
+                        .instrument(span)
+                        .await?;
                     continue;
                 }
             };
@@ -148,23 +166,24 @@ impl Session {
 /// with no spare at hand, reads through a stack buffer inside the poll and copies the bytes
 /// into an allocation sized for them (the relay reserves its own room when it starts). The
 /// wait so holds no heap memory.
-async fn read_client(client: &mut ClientStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+fn poll_read_client(
+    client: &mut ClientStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
     if buf.capacity() > 0 {
-        return client.read_buf(buf).await;
+        return client.poll_read_into(cx, buf);
     }
-    std::future::poll_fn(|cx| {
-        if spare::refill(buf) {
-            let read = client.poll_read_into(cx, buf);
-            if read.is_pending() {
-                spare::give(buf);
-            }
-            return read;
+    if spare::refill(buf) {
+        let read = client.poll_read_into(cx, buf);
+        if read.is_pending() {
+            spare::give(buf);
         }
-        let mut stack = [0u8; IDLE_READ];
-        let mut read = ReadBuf::new(&mut stack);
-        std::task::ready!(std::pin::Pin::new(&mut *client).poll_read(cx, &mut read))?;
-        buf.extend_from_slice(read.filled());
-        std::task::Poll::Ready(Ok(read.filled().len()))
-    })
-    .await
+        return read;
+    }
+    let mut stack = [0u8; IDLE_READ];
+    let mut read = ReadBuf::new(&mut stack);
+    std::task::ready!(std::pin::Pin::new(&mut *client).poll_read(cx, &mut read))?;
+    buf.extend_from_slice(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
 }

@@ -97,7 +97,7 @@ impl Session {
         // waited no time worth a clock read.
         let mut asked = None;
         let got = {
-            let (pool, stop) = (&self.login.pool.pool, &self.registration.stop);
+            let (pool, stop) = (&self.login.pool.pool, self.registration.stop());
             let registration = &self.registration;
             let mut checkout = pin!(pool.checkout());
             poll_fn(|cx| {
@@ -173,7 +173,7 @@ impl Session {
         loop {
             self.login.cancel.slot.set(Some(up.upstream().cancel));
             let old = up.upstream().lease.clone();
-            let stop = self.registration.stop.clone();
+            let entry = self.registration.entry();
             let watched = pool.clone();
             // Stops at the next idle point to move to a new lease, or to leave at shutdown.
             let mut due = pin!(async move {
@@ -182,14 +182,14 @@ impl Session {
                         watched.credentials().wait_newer_than(examined).await;
                         watched.move_due(&old).await;
                     } => {}
-                    () = stop.stopped() => {}
+                    () = entry.stop.stopped() => {}
                 }
             });
             let end = self.relay(&mut up, false, Some(due.as_mut())).await;
             self.login.cancel.slot.set(None);
             match end {
                 RelayEnd::Idle => return Ok(Some(up)),
-                RelayEnd::Rotated if !self.registration.stop.is_stopped() => {
+                RelayEnd::Rotated if !self.registration.stop().is_stopped() => {
                     let current = pool.credentials().generation();
                     let moved = self.move_session(up).await?;
                     up = moved.0;

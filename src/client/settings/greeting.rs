@@ -12,7 +12,7 @@
 //! finds them in place.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tracing::warn;
 
@@ -24,24 +24,49 @@ use crate::upstream::UpstreamError;
 /// Most entries one pool's cache holds; past it, the cache starts over.
 const MAX_ENTRIES: usize = 1024;
 
+/// Most distinct sets of startup settings one pool shares between its clients; a client
+/// whose set is not among them keeps its own copy.
+const MAX_SHARED_STARTUPS: usize = 64;
+
 /// A setting as a client sent it: (lower-case name, value).
 type Sent = (Box<str>, Box<str>);
 
-/// One pool's cache of reported values, by setting as sent.
+/// One pool's cache of reported values, by setting as sent, and the sets of startup settings
+/// its clients share.
 #[derive(Debug, Default)]
-pub struct ReportedCache(Mutex<HashMap<Sent, Box<str>>>);
+pub struct ReportedCache {
+    reported: Mutex<HashMap<Sent, Box<str>>>,
+    /// One application's connections send the same startup parameters: each distinct set is
+    /// kept once and every client with it holds a pointer, not its own three allocations.
+    startups: Mutex<Vec<Arc<Map>>>,
+}
 
 impl ReportedCache {
+    /// `map`, shared with the pool's other clients that sent the same settings.
+    fn shared(&self, map: Map) -> Arc<Map> {
+        let Ok(mut startups) = self.startups.lock() else {
+            return Arc::new(map);
+        };
+        if let Some(same) = startups.iter().find(|s| ***s == map) {
+            return same.clone();
+        }
+        let map = Arc::new(map);
+        if startups.len() < MAX_SHARED_STARTUPS {
+            startups.push(map.clone());
+        }
+        map
+    }
+
     /// The reported value of every setting in `map`, or `None` when any is missing.
     fn lookup(&self, map: &Map) -> Option<Vec<Box<str>>> {
-        let cache = self.0.lock().ok()?;
+        let cache = self.reported.lock().ok()?;
         map.iter()
             .map(|(n, v)| cache.get(&(n.clone(), v.clone())).cloned())
             .collect()
     }
 
     fn store(&self, map: &Map, reported: &[Box<str>]) {
-        let Ok(mut cache) = self.0.lock() else {
+        let Ok(mut cache) = self.reported.lock() else {
             return;
         };
         if cache.len() + map.len() > MAX_ENTRIES {
@@ -83,7 +108,7 @@ pub async fn judge(pool: &Pool, cache: &ReportedCache, map: Map) -> Result<Judge
     };
     let reported = map.iter().map(|(n, _)| n.clone()).zip(reported).collect();
     Ok(Judged {
-        settings: ClientSettings::new(map),
+        settings: ClientSettings::new(cache.shared(map)),
         reported,
     })
 }

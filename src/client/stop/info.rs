@@ -44,33 +44,42 @@ impl ClientInfo {
 pub struct Names {
     /// The three, one after the other.
     text: Box<str>,
-    /// Where the user ends and the database begins.
-    user_end: usize,
+    /// Where the user ends and the database begins (`u32`: the names come from a startup
+    /// packet, far shorter, and the entry is kept for every connected client).
+    user_end: u32,
     /// Where the database ends and the `application_name` begins.
-    database_end: usize,
+    database_end: u32,
 }
 
 impl Names {
     /// The names of a client that logged in as `user` to `database` as `application_name`.
     pub fn new(user: &str, database: &str, application_name: &str) -> Names {
+        // Past u32 (never, from a startup packet) the names are cut to nothing rather than
+        // mis-split.
+        let (Ok(user_end), Ok(database_end)) = (
+            u32::try_from(user.len()),
+            u32::try_from(user.len() + database.len()),
+        ) else {
+            return Names::new("", "", "");
+        };
         let text = [user, database, application_name].concat().into_boxed_str();
         Names {
             text,
-            user_end: user.len(),
-            database_end: user.len() + database.len(),
+            user_end,
+            database_end,
         }
     }
 
     fn user(&self) -> &str {
-        &self.text[..self.user_end]
+        &self.text[..self.user_end as usize]
     }
 
     fn database(&self) -> &str {
-        &self.text[self.user_end..self.database_end]
+        &self.text[self.user_end as usize..self.database_end as usize]
     }
 
     fn application_name(&self) -> &str {
-        &self.text[self.database_end..]
+        &self.text[self.database_end as usize..]
     }
 }
 
