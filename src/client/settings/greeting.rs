@@ -142,3 +142,37 @@ async fn ask_postgres(pool: &Pool, map: &Map) -> Result<Vec<Box<str>>, ClientErr
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup(encoding: &str) -> Map {
+        vec![("client_encoding".into(), encoding.into())]
+    }
+
+    #[test]
+    fn clients_that_sent_the_same_settings_share_one_copy_up_to_the_bound() {
+        let cache = ReportedCache::default();
+        let a = cache.shared(startup("UTF8"));
+        let b = cache.shared(startup("UTF8"));
+        assert!(Arc::ptr_eq(&a, &b), "the same settings are kept once");
+        let other = cache.shared(startup("LATIN1"));
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(*other, startup("LATIN1"));
+        assert!(Arc::ptr_eq(
+            &cache.shared(Map::new()),
+            &cache.shared(Map::new())
+        ));
+
+        // Past the bound a new set is still the client's, only not kept for others.
+        for i in 0..MAX_SHARED_STARTUPS {
+            cache.shared(startup(&format!("enc{i}")));
+        }
+        let late = cache.shared(startup("late"));
+        assert_eq!(*late, startup("late"));
+        assert!(!Arc::ptr_eq(&late, &cache.shared(startup("late"))));
+        assert_eq!(cache.startups.lock().unwrap().len(), MAX_SHARED_STARTUPS);
+        assert!(Arc::ptr_eq(&a, &cache.shared(startup("UTF8"))));
+    }
+}
