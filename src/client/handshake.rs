@@ -63,19 +63,21 @@ pub struct Login {
 
 /// Answers the encryption requests that may open a connection: SSLRequest with `S` and a
 /// TLS handshake when `client_tls` is on, `N` otherwise; GSSENCRequest always with `N`.
-/// Returns the stream to log in on and the bytes already read from it (the startup packet of
-/// a plaintext client). Everything happens before `deadline`.
+/// Returns the stream to log in on, the bytes already read from it (the startup packet of
+/// a plaintext client) and, over TLS, the `tls-server-end-point` data of the certificate it
+/// was served (for SCRAM-SHA-256-PLUS; only the login needs it, so the stream does not keep
+/// it for the session). Everything happens before `deadline`.
 pub async fn open(
     shared: &Shared,
     mut tcp: TcpStream,
     deadline: Instant,
-) -> Result<(ClientStream, BytesMut), ClientError> {
+) -> Result<(ClientStream, BytesMut, Option<Arc<[u8]>>), ClientError> {
     let mut buf = BytesMut::with_capacity(1024);
     let wants_tls = timeout_at(deadline, negotiate(shared, &mut tcp, &mut buf))
         .await
         .unwrap_or_else(|_| Err(ClientError::refused("08P01", "login timeout")));
     match wants_tls {
-        Ok(false) => return Ok((ClientStream::plain(tcp), buf)),
+        Ok(false) => return Ok((ClientStream::plain(tcp), buf, None)),
         Ok(true) => {}
         Err(e) => {
             super::refuse(&mut tcp, &e).await;
@@ -89,7 +91,7 @@ pub async fn open(
     let stream = timeout_at(deadline, served.acceptor.accept(tcp))
         .await
         .map_err(|_| ClientError::refused("08P01", "login timeout"))??;
-    Ok((ClientStream::tls(stream, served.end_point), buf))
+    Ok((ClientStream::tls(stream), buf, served.end_point))
 }
 
 /// Reads encryption requests until the client asks for TLS that we offer (`true`) or sends
@@ -134,6 +136,7 @@ pub async fn login(
     shared: &Arc<Shared>,
     stream: &mut ClientStream,
     mut buf: BytesMut,
+    end_point: Option<&[u8]>,
 ) -> Result<Option<LoggedIn>, ClientError> {
     let Some(startup) = read_login_startup(shared, stream, &mut buf).await? else {
         return Ok(None);
@@ -161,7 +164,7 @@ pub async fn login(
         return Err(plaintext_refused(&user, &database));
     }
 
-    authenticate(shared, stream, &mut buf, &mut out, &user)
+    authenticate(shared, stream, end_point, &mut buf, &mut out, &user)
         .await
         .inspect_err(|e| match e.sqlstate() {
             Some("28P01") => failed(AuthFailure::WrongPassword),
@@ -324,6 +327,7 @@ async fn read_password_frame(
 async fn authenticate(
     shared: &Shared,
     stream: &mut ClientStream,
+    end_point: Option<&[u8]>,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     user: &str,
@@ -356,7 +360,7 @@ async fn authenticate(
         Some(verifier) => ScramExchange::new(verifier),
         None => ScramExchange::mock(user, &shared.mock_key),
     };
-    if let Some(end_point) = stream.end_point() {
+    if let Some(end_point) = end_point {
         exchange.offer_channel_binding(end_point);
     }
     backend::auth_sasl(out, exchange.mechanisms());

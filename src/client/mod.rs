@@ -163,7 +163,7 @@ async fn log_in(
         shared.client_login_timeout
     };
     let deadline = tokio::time::Instant::now() + budget;
-    let (mut stream, mut buf) = match handshake::open(shared, stream, deadline).await {
+    let (mut stream, mut buf, end_point) = match handshake::open(shared, stream, deadline).await {
         Ok(opened) => opened,
         Err(e) => {
             debug!(error = %e, "client connection ended before login");
@@ -184,12 +184,15 @@ async fn log_in(
             return None;
         }
     }
-    let login = tokio::time::timeout_at(deadline, handshake::login(shared, &mut stream, buf))
-        .await
-        .unwrap_or_else(|_| {
-            shared.instruments.auth_failed(AuthFailure::Timeout);
-            Err(ClientError::refused("08P01", "login timeout"))
-        });
+    let login = tokio::time::timeout_at(
+        deadline,
+        handshake::login(shared, &mut stream, buf, end_point.as_deref()),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        shared.instruments.auth_failed(AuthFailure::Timeout);
+        Err(ClientError::refused("08P01", "login timeout"))
+    });
     Some((stream, login, accepted))
 }
 

@@ -66,7 +66,7 @@ pub struct Session {
     notify: Option<Box<ClientNotify>>,
     /// Session mode: why the last move was refused, named in the error the session ends with
     /// if its lease reaches its hard deadline.
-    pinned_by: Option<String>,
+    pinned_by: Option<Box<str>>,
     /// Its pool was retired by a reload and the session stays on it (see
     /// [`Session::follow_reload`]), so being idle on it is no reason to look again.
     stays_on_retired: bool,

@@ -1,11 +1,10 @@
 //! The client's connection: plain TCP or TLS over TCP ([`Stream`], the type pool
-//! connections use too), and what channel binding needs of the certificate a TLS client was
-//! shown. The relay drives it through [`RelayIo`], whose plaintext arm is the readiness-based
-//! TCP fast path.
+//! connections use too). The relay drives it through [`RelayIo`], whose plaintext arm is the
+//! readiness-based TCP fast path. (What channel binding needs of the certificate a TLS client
+//! was shown goes to the login alone: [`super::handshake::open`].)
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
@@ -18,8 +17,6 @@ use crate::tls::stream::{RelayIo, Stream};
 /// A client connection after the SSLRequest exchange.
 pub struct ClientStream {
     stream: Stream,
-    /// `tls-server-end-point` data of the certificate this client was served (TLS only).
-    end_point: Option<Arc<[u8]>>,
 }
 
 impl ClientStream {
@@ -27,27 +24,19 @@ impl ClientStream {
     pub fn plain(tcp: TcpStream) -> Self {
         ClientStream {
             stream: Stream::Plain(tcp),
-            end_point: None,
         }
     }
 
-    /// A client that negotiated TLS, served a certificate whose channel-binding data is
-    /// `end_point`.
-    pub fn tls(stream: server::TlsStream<TcpStream>, end_point: Option<Arc<[u8]>>) -> Self {
+    /// A client that negotiated TLS.
+    pub fn tls(stream: server::TlsStream<TcpStream>) -> Self {
         ClientStream {
             stream: Stream::Tls(Box::new(TlsStream::Server(stream))),
-            end_point,
         }
     }
 
     /// True when the connection is encrypted.
     pub fn is_tls(&self) -> bool {
         self.stream.is_tls()
-    }
-
-    /// The channel-binding data to offer SCRAM-SHA-256-PLUS with, over TLS only.
-    pub fn end_point(&self) -> Option<&[u8]> {
-        self.end_point.as_deref()
     }
 }
 

@@ -45,10 +45,10 @@ impl Session {
     /// Reads from the client until a complete request is buffered (or it leaves). Nothing is
     /// checked out before then, so a slow client never holds an upstream while it types.
     pub(super) async fn read_request(&mut self) -> Result<Next, ClientError> {
-        let max = self.shared.max_message_size;
         // `client_idle_timeout`'s timer runs: armed once the client is first seen idle.
         let mut idle_armed = false;
         loop {
+            let max = self.shared.max_message_size;
             let scan = self.bufs.fscan.scan(&self.bufs.c2u, true, max)?;
             self.track.pending += scan.sync_points;
             self.track.totals.queries += u64::from(scan.sync_points);

@@ -232,7 +232,7 @@ impl Session {
                 self.settings.moved_onto(&mut up);
                 self.pinned_by = None;
             }
-            Move::Pinned(reason) => self.pinned_by = Some(reason.clone()),
+            Move::Pinned(reason) => self.pinned_by = Some(reason.as_str().into()),
             Move::NotYet => {}
         }
         Ok((up, moved))
