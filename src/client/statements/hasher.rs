@@ -34,6 +34,9 @@ mod tests {
         assert_eq!(a.hash_one(b"stmt"), b.hash_one(b"stmt"));
         assert_ne!(a.hash_one(b"stmt_1"), a.hash_one(b"stmt_2"));
         assert_eq!(std::mem::size_of::<ProcessKeyed>(), 0);
+        // Not SipHash's fixed zero key, whose collisions a client could work out in advance.
+        let fixed = std::hash::BuildHasherDefault::<DefaultHasher>::default();
+        assert_ne!(a.hash_one(b"stmt"), fixed.hash_one(b"stmt"));
         let mut m: Map<Box<[u8]>, u8> = Map::default();
         m.insert(b"s1".to_vec().into(), 1);
         assert_eq!(m.get(&b"s1"[..]), Some(&1));
